@@ -1,0 +1,96 @@
+"""Content-addressed stage artifacts: `<cache_dir>/<stage>/<key>/`, written to a temp dir and renamed when complete.
+
+A stage's key hashes its own config subtree and its upstream stages' keys, so changing anything a
+stage depends on gives a new key, and anything else (another sweep point, a rerun) reuses the artifact.
+A directory under its final name is complete by construction: it only appears through an atomic rename
+after the stage's files and its completion marker (file names and sizes) were written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MARKER = "_COMPLETE.json"
+
+
+def cache_key(stage: str, config: Any, upstream: Mapping[str, str]) -> str:
+    """A short stable hash of (stage, its config subtree, its upstream keys); key order does not matter."""
+    payload = json.dumps({"format": FORMAT_VERSION, "stage": stage, "config": config, "upstream": dict(upstream)},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to `path` through a temp file and a rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+class ArtifactStore:
+    """Finished stage artifacts under `root`; `write` yields a temp dir that becomes the artifact on success."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def is_complete(self, stage: str, key: str) -> bool:
+        """True only for a renamed artifact whose marker lists files that are all present with their sizes."""
+        directory = self.path(stage, key)
+        try:
+            marker = json.loads((directory / MARKER).read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        return all((directory / name).is_file() and (directory / name).stat().st_size == size
+                   for name, size in marker["files"].items())
+
+    def metrics(self, stage: str, key: str) -> dict[str, float]:
+        return json.loads((self.path(stage, key) / MARKER).read_text())["metrics"]
+
+    @contextmanager
+    def write(self, stage: str, key: str) -> Iterator[tuple[Path, dict[str, float]]]:
+        """Yield (temp dir, metrics dict to fill); on success mark complete and rename into place, else discard."""
+        final = self.path(stage, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in final.parent.glob(f".tmp-{key}-*"):
+            if not _pid_alive(int(leftover.name.rsplit("-", 1)[1])):
+                shutil.rmtree(leftover, ignore_errors=True)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp = final.parent / f".tmp-{key}-{os.getpid()}"
+        tmp.mkdir()
+        metrics: dict[str, float] = {}
+        try:
+            yield tmp, metrics
+            files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+            write_json_atomic(tmp / MARKER, {"stage": stage, "key": key, "metrics": metrics, "files": files})
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not self.is_complete(stage, key):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (a temp dir of a live process may be another sweep point's work)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

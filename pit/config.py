@@ -1,0 +1,232 @@
+"""Structured-config schemas: every composed config is type-checked, and unknown keys are errors, before any work.
+
+Each `conf/<group>/<choice>.yaml` lists `/schema/<group>@_here_: <schema>` first in its defaults, so Hydra
+merges it into the dataclass below while composing: a typo (`dataset.n_pair=...`) or a wrong type
+(`seed=abc`) fails with the offending key named, not later inside a library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+
+@dataclass
+class TemplatesConfig:
+    _target_: str = "pit.data.templates.Templates"
+    policy: str = MISSING
+    improver: str = MISSING
+
+
+@dataclass
+class DatasetConfig:
+    _target_: str = MISSING
+    name: str = MISSING
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
+    max_prompt_tokens: int = MISSING
+    max_response_tokens: int = MISSING
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    n_pairs: int = MISSING
+    seed: int = MISSING
+    n_required: int = MISSING
+    n_banned: int = MISSING
+    min_length: int = MISSING
+    max_length: int = MISSING
+    ordered: bool = MISSING
+    chosen_corruptions: list[int] = MISSING
+    rejected_corruptions: list[int] = MISSING
+
+
+@dataclass
+class HHRLHFDatasetConfig(DatasetConfig):
+    path: str | None = None
+    hub_name: str = MISSING
+    subset: str | None = None
+    split: str = MISSING
+
+
+@dataclass
+class TLDRDatasetConfig(DatasetConfig):
+    path: str | None = None
+    hub_name: str = MISSING
+    hub_config: str = MISSING
+    split: str = MISSING
+
+
+@dataclass
+class JsonlDatasetConfig(DatasetConfig):
+    path: str = MISSING
+    prompt_field: str = MISSING
+    chosen_field: str = MISSING
+    rejected_field: str = MISSING
+
+
+@dataclass
+class TinyModelConfig:
+    _target_: str = "pit.models.factory.TinyCausalLM"
+    model_type: str = MISSING
+    vocab_size: int = MISSING
+    config: dict[str, Any] = MISSING
+
+
+@dataclass
+class PretrainedModelConfig:
+    _target_: str = "pit.models.factory.PretrainedCausalLM"
+    name_or_path: str = MISSING
+    trust_remote_code: bool = False
+    dtype: str = MISSING
+    attn_implementation: str | None = None
+    revision: str | None = None
+
+
+@dataclass
+class ObjectiveConfig:
+    _target_: str = "pit.pipeline.Objective"
+    name: str = MISSING
+    stages: list[str] = MISSING
+
+
+@dataclass
+class BaselineConfig:
+    name: str = MISSING
+    rubric: str | None = None
+
+
+@dataclass
+class JudgeConfig:
+    name: str = MISSING
+
+
+@dataclass
+class TrainerConfig:
+    _target_: str = "lightning.Trainer"
+    _partial_: bool = True
+    accelerator: str = MISSING
+    devices: Any = MISSING
+    strategy: str = MISSING
+    precision: str = MISSING
+    gradient_clip_val: float | None = None
+    log_every_n_steps: int = MISSING
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class WandbLoggerConfig:
+    _target_: str = "pit.tracking.WandbTracker"
+    project: str = MISSING
+    save_dir: str = MISSING
+    group: str | None = None
+    name: str | None = None
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "auto"
+
+
+@dataclass
+class CSVLoggerConfig:
+    _target_: str = "pit.tracking.CSVTracker"
+    save_dir: str = MISSING
+    name: str = "csv"
+
+
+@dataclass
+class NoLoggerConfig:
+    _target_: str = "pit.tracking.Tracker"
+
+
+@dataclass
+class SFTStageConfig:
+    max_steps: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    warmup_steps: int = MISSING
+    val_every: int = MISSING
+    eval_samples: int = MISSING
+
+
+@dataclass
+class TrainConfig:
+    sft_policy: SFTStageConfig = field(default_factory=SFTStageConfig)
+    sft_pit: SFTStageConfig = field(default_factory=SFTStageConfig)
+
+
+@dataclass
+class SamplingConfig:
+    _target_: str = "pit.models.generate.Sampling"
+    max_new_tokens: int = MISSING
+    temperature: float = MISSING
+    top_p: float = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class SplitsConfig:
+    val: float = MISSING
+    test: float = MISSING
+    judge: float = MISSING
+    salt: str = ""
+
+
+@dataclass
+class PathsConfig:
+    cache_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class RootConfig:
+    dataset: Any = MISSING
+    model: Any = MISSING
+    objective: Any = MISSING
+    baseline: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = MISSING
+    judge: Any = MISSING
+    experiment_name: str = MISSING
+    seed: int = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    splits: SplitsConfig = field(default_factory=SplitsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval_sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "dataset": {"synthetic": SyntheticDatasetConfig, "hh_rlhf": HHRLHFDatasetConfig, "tldr": TLDRDatasetConfig,
+                "jsonl": JsonlDatasetConfig},
+    "model": {"tiny": TinyModelConfig, "pretrained": PretrainedModelConfig},
+    "objective": {"objective": ObjectiveConfig},
+    "baseline": {"baseline": BaselineConfig},
+    "judge": {"judge": JudgeConfig},
+    "trainer": {"trainer": TrainerConfig},
+    "logger": {"wandb": WandbLoggerConfig, "csv": CSVLoggerConfig, "none": NoLoggerConfig},
+}
+
+
+def _precision() -> str:
+    """`bf16-mixed` on GPUs that support bfloat16, `16-mixed` on older GPUs, full precision without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def register_configs() -> None:
+    """Store the schemas where the YAML files' defaults lists find them; register our resolver."""
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=RootConfig)
+    for group, schemas in SCHEMAS.items():
+        for name, schema in schemas.items():
+            store.store(group=f"schema/{group}", name=name, node=schema)
+    if not OmegaConf.has_resolver("pit.precision"):
+        OmegaConf.register_new_resolver("pit.precision", _precision)
+
+
+register_configs()

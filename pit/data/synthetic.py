@@ -1,0 +1,101 @@
+"""The embedded synthetic task: instructions with checkable constraints and an exact oracle.
+
+A prompt reads `write 6 words with cat red sun without dog` (optionally `... in order ...`). The oracle
+scores a response as the mean of its satisfied constraints: each required word present, each banned word
+absent, the word count (full credit when exact, half when off by one) and, when asked, the order of the
+required words. Pairs are made by corrupting a perfect response: the chosen one a little (it is often
+imperfect, so there is headroom above it), the rejected one more, always with oracle(chosen) > oracle(rejected).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+from pit.data.schema import LoadedData, PreferenceExample, PreferenceSource
+
+WORDS = (
+    "cat dog bird fish cow fox owl bee ant pig red blue green gold pink gray black white sun moon star "
+    "rain snow wind tree leaf rock sand lake hill road ship car bus hat cup key box pen map bell"
+).split()
+
+PROMPT_RE = re.compile(r"^write (\d+) words with ((?:\w+ )+?)(in order )?without ((?:\w+ ?)+)$")
+
+
+def score(prompt: str, response: str) -> float:
+    """Exact quality in [0, 1] of `response` for a synthetic `prompt` (ValueError if the prompt is not one)."""
+    match = PROMPT_RE.match(prompt.strip())
+    if match is None:
+        raise ValueError(f"not a synthetic prompt: {prompt!r}")
+    length, required, ordered, banned = int(match[1]), match[2].split(), bool(match[3]), match[4].split()
+    words = response.split()
+    terms = [float(w in words) for w in required] + [float(w not in words) for w in banned]
+    terms.append(max(0.0, 1.0 - abs(len(words) - length) / 2))
+    if ordered:
+        positions = [words.index(w) for w in required if w in words]
+        terms.append(float(positions == sorted(positions)))
+    return sum(terms) / len(terms)
+
+
+class SyntheticSource(PreferenceSource):
+    """Deterministic, seeded generator of constrained-writing preference pairs (the default dataset)."""
+
+    def __init__(self, n_pairs: int = 4000, seed: int = 0, n_required: int = 3, n_banned: int = 1,
+                 min_length: int = 5, max_length: int = 8, ordered: bool = False,
+                 chosen_corruptions: tuple[int, ...] = (0, 1, 1, 2, 2),
+                 rejected_corruptions: tuple[int, ...] = (4, 5, 6, 7), name: str = "synthetic", **presentation: Any):
+        super().__init__(name, **presentation)
+        if n_required + n_banned + max_length > len(WORDS):
+            raise ValueError("synthetic: n_required + n_banned + max_length exceeds the vocabulary")
+        if not 0 < n_required <= min_length <= max_length:
+            raise ValueError("synthetic: need 0 < n_required <= min_length <= max_length")
+        self.n_pairs, self.seed, self.name = n_pairs, seed, name
+        self.n_required, self.n_banned, self.ordered = n_required, n_banned, ordered
+        self.lengths = range(min_length, max_length + 1)
+        self.chosen_corruptions, self.rejected_corruptions = tuple(chosen_corruptions), tuple(rejected_corruptions)
+
+    def load(self) -> LoadedData:
+        rng = random.Random(self.seed)
+        examples, seen = [], set()
+        while len(examples) < self.n_pairs:
+            example = self._pair(rng)
+            if example.prompt not in seen:
+                seen.add(example.prompt)
+                examples.append(example)
+        return LoadedData(self.name, examples, oracle=score)
+
+    def _pair(self, rng: random.Random) -> PreferenceExample:
+        picked = rng.sample(WORDS, self.n_required + self.n_banned)
+        required, banned = picked[: self.n_required], picked[self.n_required :]
+        length = rng.choice(self.lengths)
+        order = "in order " if self.ordered else ""
+        prompt = f"write {length} words with {' '.join(required)} {order}without {' '.join(banned)}"
+        fillers = [w for w in WORDS if w not in picked]
+        perfect = rng.sample(fillers, length - self.n_required)
+        for word, slot in zip(required, sorted(rng.sample(range(length), self.n_required)), strict=True):
+            perfect.insert(slot, word)
+        while True:
+            chosen = _corrupt(perfect, rng.choice(self.chosen_corruptions), required, banned, fillers, rng)
+            rejected = _corrupt(perfect, rng.choice(self.rejected_corruptions), required, banned, fillers, rng)
+            if score(prompt, chosen) > score(prompt, rejected):
+                return PreferenceExample(prompt, chosen, rejected, {"perfect": " ".join(perfect)})
+
+
+def _corrupt(words: list[str], n: int, required: list[str], banned: list[str], fillers: list[str],
+             rng: random.Random) -> str:
+    """Apply `n` random corruptions: drop a required word, insert a banned word, or change the length."""
+    words = list(words)
+    for _ in range(n):
+        kind = rng.choice(("drop_required", "add_banned", "longer", "shorter"))
+        present = [i for i, w in enumerate(words) if w in required]
+        free = [i for i, w in enumerate(words) if w not in required and w not in banned]
+        if kind == "drop_required" and present:
+            words[rng.choice(present)] = rng.choice([w for w in fillers if w not in words] or fillers)
+        elif kind == "add_banned" and free:
+            words[rng.choice(free)] = rng.choice(banned)
+        elif kind == "shorter" and free and len(words) > 1:
+            del words[rng.choice(free)]
+        else:
+            words.insert(rng.randrange(len(words) + 1), rng.choice(fillers))
+    return " ".join(words)

@@ -1,0 +1,55 @@
+"""OpenAI TL;DR human comparisons (`openai/summarize_from_feedback`, config `comparisons`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from pit.data.hub import load_hub_rows
+from pit.data.jsonl import get_field, read_jsonl
+from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource, drop_reason
+
+
+def tldr_prompt(info: dict[str, Any]) -> str:
+    """The usual TL;DR prompt: subreddit, title and post (news articles use `article` instead of `post`)."""
+    body = info.get("post") or info.get("article") or ""
+    header = f"SUBREDDIT: r/{info['subreddit']}\n" if info.get("subreddit") else ""
+    title = f"TITLE: {info['title']}\n" if info.get("title") else ""
+    return f"{header}{title}POST: {body}\nTL;DR:"
+
+
+class TLDRSource(PreferenceSource):
+    """Comparisons from the hub or a local jsonl of that format: post -> prompt, `choice` picks the chosen summary."""
+
+    def __init__(self, path: str | None = None, hub_name: str = "openai/summarize_from_feedback",
+                 hub_config: str = "comparisons", split: str = "train", name: str = "tldr", **presentation: Any):
+        super().__init__(name, **presentation)
+        self.path, self.hub_name, self.hub_config, self.split, self.name = path, hub_name, hub_config, split, name
+
+    def load(self) -> LoadedData:
+        if self.path:
+            return self.parse(read_jsonl(self.path), self.path)
+        rows = load_hub_rows(self.hub_name, self.split, name=self.hub_config)
+        return self.parse(enumerate(rows), f"hub:{self.hub_name}[{self.split}]")
+
+    def parse(self, rows: Iterable[tuple[int, dict[str, Any]]], where: str) -> LoadedData:
+        examples, dropped = [], Counter()
+        for line, row in rows:
+            info = get_field(row, "info", where, line, dict)
+            if not (info.get("post") or info.get("article")):
+                raise DataError(where, "needs a non-empty 'post' or 'article'", line, "info.post")
+            summaries = get_field(row, "summaries", where, line, list)
+            choice = get_field(row, "choice", where, line, int)
+            if len(summaries) != 2 or choice not in (0, 1):
+                raise DataError(where, f"expected 2 summaries and choice 0/1, got {len(summaries)} and {choice}",
+                                line, "choice")
+            texts = [get_field(s, "text", where, line) if isinstance(s, dict) else None for s in summaries]
+            if None in texts:
+                raise DataError(where, "each summary must be an object with a 'text'", line, "summaries")
+            chosen, rejected = texts[choice], texts[1 - choice]
+            if reason := drop_reason(chosen, rejected):
+                dropped[reason] += 1
+            else:
+                examples.append(PreferenceExample(tldr_prompt(info), chosen, rejected, {"line": line}))
+        return LoadedData(f"{self.name}:{where}", examples, dropped)

@@ -1,0 +1,75 @@
+"""Model specs (one per `model=` config choice): each makes a tokenizer and a fresh model; artifacts reload here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from pit.models.tokenizer import train_bpe_tokenizer
+
+
+class TinyCausalLM:
+    """A small GPT-2/Llama-style model built from config, with a BPE tokenizer trained on the training split."""
+
+    def __init__(self, model_type: str = "gpt2", vocab_size: int = 512, config: dict[str, Any] | None = None):
+        self.model_type, self.vocab_size, self.config = model_type, vocab_size, dict(config or {})
+
+    def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:
+        return train_bpe_tokenizer(texts, self.vocab_size)
+
+    def model(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+        config = AutoConfig.for_model(self.model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                      **self.config)
+        return AutoModelForCausalLM.from_config(config)
+
+
+class PretrainedCausalLM:
+    """A hub name or local path (e.g. `gpt2`, `EleutherAI/pythia-410m`); remote code only when the user allows it."""
+
+    def __init__(self, name_or_path: str, trust_remote_code: bool = False, dtype: str = "float32",
+                 attn_implementation: str | None = "sdpa", revision: str | None = None):
+        self.name_or_path, self.trust_remote_code, self.revision = name_or_path, trust_remote_code, revision
+        self.dtype, self.attn_implementation = dtype, attn_implementation
+
+    def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:
+        tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=self.trust_remote_code,
+                                                  revision=self.revision)
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"model {self.name_or_path}: its tokenizer has no EOS token; responses could not end")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        return tokenizer
+
+    def model(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+        model = AutoModelForCausalLM.from_pretrained(
+            self.name_or_path, trust_remote_code=self.trust_remote_code, revision=self.revision,
+            dtype=getattr(torch, self.dtype), attn_implementation=self.attn_implementation)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return model
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """Weights as safetensors plus the tokenizer, so every later stage reads the same vocabulary."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+
+
+def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(directory, padding_side="left")
+
+
+def load_model(directory: Path, trust_remote_code: bool = False) -> PreTrainedModel:
+    """A model saved by `save_model`; safetensors only, never a pickle."""
+    return AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True, trust_remote_code=trust_remote_code)

@@ -1,0 +1,65 @@
+"""Batched sampling shared by every stage that generates: left padding, KV cache, stop at EOS, no token loops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from pit.data.encode import encode_inputs
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample: `temperature=0` is greedy decoding."""
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int = 64
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token rows right-aligned (left padding), as decoding from a batch requires; also the attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def sample(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: Sampling,
+           eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Response ids `[B, T]` after left-padded inputs, and their mask: 1 up to and including the first EOS."""
+    was_training = model.training
+    model.eval()
+    greedy = sampling.temperature <= 0
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=sampling.max_new_tokens,
+                         do_sample=not greedy, temperature=None if greedy else sampling.temperature,
+                         top_p=None if greedy else sampling.top_p, top_k=None, eos_token_id=eos_id,
+                         pad_token_id=pad_id, use_cache=True)
+    model.train(was_training)
+    response = out[:, input_ids.shape[1]:]
+    ended_before = torch.cumsum(response == eos_id, dim=1) - (response == eos_id).long()
+    mask = (ended_before == 0).long()
+    return response.masked_fill(mask == 0, pad_id), mask
+
+
+def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, inputs: list[str],
+                   sampling: Sampling, max_input_tokens: int) -> list[str]:
+    """Sample one response per input, in batches of similar length; returns the decoded responses in input order."""
+    encoded = encode_inputs(tokenizer, inputs, max_input_tokens)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    texts: list[str] = [""] * len(inputs)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), sampling.batch_size):
+        chunk = order[start:start + sampling.batch_size]
+        ids, mask = left_pad([encoded[i] for i in chunk], tokenizer.pad_token_id, device)
+        response, _ = sample(model, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        for i, text in zip(chunk, tokenizer.batch_decode(response, skip_special_tokens=True), strict=True):
+            texts[i] = text
+    return texts

@@ -1,0 +1,1 @@
+"""Lightning modules for each trainable stage; the loss math lives in small pure functions beside them."""

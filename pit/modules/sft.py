@@ -1,0 +1,52 @@
+"""Supervised fine-tuning with the loss on response tokens only: `M_P` on (x, y_w), `M_PIT` on ((x, y_l), y_w)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from transformers import PreTrainedModel
+
+from pit.modules.losses import response_nll
+from pit.modules.optim import adamw_warmup_cosine
+
+
+class SFTModule(L.LightningModule):
+    """Next-token cross-entropy averaged over response tokens; logs `<prefix>/train_loss`, `val_loss`, `val_ppl`."""
+
+    def __init__(self, model: PreTrainedModel, lr: float, weight_decay: float, warmup_steps: int,
+                 total_steps: int, prefix: str):
+        super().__init__()
+        self.model, self.prefix = model, prefix
+        self.lr, self.weight_decay, self.warmup_steps, self.total_steps = lr, weight_decay, warmup_steps, total_steps
+        self._val_sums = torch.zeros(2)
+        self.val_metrics: dict[str, float] = {}
+
+    def _nll(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return response_nll(logits, batch["labels"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        nll, n_tokens = self._nll(batch)
+        loss = nll / n_tokens.clamp(min=1)
+        self.log(f"{self.prefix}/train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(2, device=self.device)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        nll, n_tokens = self._nll(batch)
+        self._val_sums += torch.stack([nll.detach().float(), n_tokens.float()])
+
+    def on_validation_epoch_end(self) -> None:
+        nll, n_tokens = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum").tolist()
+        loss = nll / max(n_tokens, 1.0)
+        self.val_metrics = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
+        for name, value in self.val_metrics.items():
+            self.log(f"{self.prefix}/{name}", value, prog_bar=name == "val_loss")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return adamw_warmup_cosine(self.model, self.lr, self.weight_decay, self.warmup_steps, self.total_steps)
