@@ -149,6 +149,7 @@ class SFTStageConfig:
     warmup_steps: int = MISSING
     val_every: int = MISSING
     eval_samples: int = MISSING
+    init_from: str | None = None
 
 
 @dataclass

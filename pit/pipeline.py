@@ -23,12 +23,13 @@ from torch.utils.data import DataLoader
 
 from pit.artifacts import ArtifactStore, cache_key, write_json_atomic
 from pit.data.encode import collate_sft, encode_pairs
-from pit.data.schema import LoadedData, PreferenceExample, PreferenceSource
+from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
-from pit.models.factory import load_tokenizer, save_model
+from pit.errors import ConfigError
+from pit.models.factory import load_model, load_tokenizer, save_model
 from pit.models.generate import generate_texts
 from pit.modules.sft import SFTModule
-from pit.tracking import Tracker, scrub_secrets
+from pit.tracking import Tracker, find_secrets
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,18 @@ class Objective:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.stages) - set(STAGE_ORDER))
         if unknown:
-            raise ValueError(f"objective '{self.name}': unknown stages {unknown}; known: {list(STAGE_ORDER)}")
+            raise ConfigError(f"objective '{self.name}': unknown stages {unknown}; known: {list(STAGE_ORDER)}")
 
 
 class Pipeline:
     """Runs one Hydra job's stages against the shared artifact cache and records everything in results.json."""
 
     def __init__(self, cfg: DictConfig):
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if secrets := find_secrets(config):
+            raise ConfigError(f"config holds secrets at {secrets}: pass keys through environment variables (the config "
+                             f"names the variable, e.g. `api_key_env: OPENAI_API_KEY`). Hydra has already written this "
+                             f"config under {cfg.paths.output_dir}/.hydra: delete it and rotate the key.")
         self.cfg = cfg
         self.output_dir = Path(cfg.paths.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +72,7 @@ class Pipeline:
         self.results: dict[str, Any] = {"stages": {}}
         self.keys: dict[str, str] = {}
         self.tracker: Tracker = instantiate(cfg.logger)
-        self.tracker.log_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
+        self.tracker.log_config(config)
 
     def run(self) -> dict[str, Any]:
         start = time.perf_counter()
@@ -83,10 +89,13 @@ class Pipeline:
                 if name in NOT_AVAILABLE:
                     self._record(name, {"status": "skipped", "reason": f"not available yet ({NOT_AVAILABLE[name]})"})
                     continue
+                init_from = self.cfg.train[name].init_from
+                if init_from is not None and init_from not in self.keys:
+                    raise ConfigError(f"train.{name}.init_from={init_from}: that stage must run before {name}")
                 config = {"train": self._sub(f"train.{name}"), "model": self._sub("model"), "seed": self.cfg.seed,
                           "trainer": {k: self.cfg.trainer[k] for k in TRAINER_KEY_FIELDS},
                           "templates": self._sub("dataset.templates")}
-                self._stage(name, config, builders[name], upstream=("tokenizer",))
+                self._stage(name, config, builders[name], upstream=("tokenizer", *filter(None, [init_from])))
             self.results["wall_seconds"] = round(time.perf_counter() - start, 2)
             self._write_results()
             self.tracker.log_summary({k: v for k, v in self.results.items() if k != "data"})
@@ -106,7 +115,7 @@ class Pipeline:
         dropped = ", ".join(f"{k}={v}" for k, v in loaded.dropped.items()) or "none"
         log.info("data %s: %s; dropped: %s", loaded.source, counts, dropped)
         if not self.splits["train"] or not self.splits["val"]:
-            raise ValueError(f"data {loaded.source}: the train and val splits must not be empty (counts {counts})")
+            raise DataError(loaded.source, f"the train and val splits must not be empty (counts {counts})")
 
     def _improver_input_of_rejected(self, example: PreferenceExample) -> str:
         return self.source.templates.improver_input(example.prompt, example.rejected)
@@ -155,7 +164,9 @@ class Pipeline:
         hp = self.cfg.train[name]
         tokenizer = load_tokenizer(self.store.path("tokenizer", self.keys["tokenizer"]))
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        model = self.model_spec.model(tokenizer)
+        init_from = hp.init_from
+        model = (self.model_spec.model(tokenizer) if init_from is None
+                 else load_model(self.store.path(init_from, self.keys[init_from]), self.model_spec.trust_remote_code))
 
         def loader(split: str, shuffle: bool) -> DataLoader:
             rows = self.splits[split]
@@ -189,10 +200,10 @@ class Pipeline:
         if scores:
             ref_scores = [self.oracle(e.prompt, r) for e, r in zip(rows, refs, strict=True)]
             metrics.update(val_oracle=mean(scores), val_oracle_reference=mean(ref_scores),
-                           val_better_than_reference=mean(float(s > r) for s, r in zip(scores, ref_scores)))
-        rows_out = [[i, r, t, scores[k] if scores else None]
-                    for k, (i, r, t) in enumerate(zip(inputs, refs, texts))][:SAMPLE_ROWS]
-        self.tracker.log_table(f"{name}/samples", ["input", "reference", "sample", "oracle"], rows_out)
+                           val_better_than_reference=mean(float(s > r)
+                                                          for s, r in zip(scores, ref_scores, strict=True)))
+        shown = list(zip(inputs, refs, texts, scores or [None] * len(texts), strict=True))[:SAMPLE_ROWS]
+        self.tracker.log_table(f"{name}/samples", ["input", "reference", "sample", "oracle"], [list(r) for r in shown])
         return metrics
 
     def _trainer(self, max_steps: int, val_every: int) -> L.Trainer:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from typing import Any
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 
 import pit.config  # noqa: F401  (registers the schemas every config file extends)
+from pit.errors import UserError
 from pit.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -40,7 +44,11 @@ def format_summary(results: dict[str, Any]) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except (UserError, InstantiationException, MissingMandatoryValue) as err:
+        log.error("%s", err)
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Experiment tracking (the `logger=` config group): W&B, CSV or nothing, behind one small interface.
 
 One tracker per Hydra job. Stages log metrics namespaced by stage (`sft_policy/val_loss`); the final
-numbers go to the summary. The config is logged with secrets removed.
+numbers go to the summary. The config holds no secrets: keys name environment variables (`*_env`), and a
+run whose config holds a secret-looking value is refused before anything is logged (`find_secrets`).
 """
 
 from __future__ import annotations
@@ -14,16 +15,31 @@ from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.IGNORECASE)
+SECRET_WORDS = {"apikey", "token", "secret", "password", "passwd", "credential", "credentials"}
 
 
-def scrub_secrets(value: Any) -> Any:
-    """A copy of a nested config with every value under a secret-looking key replaced by `<redacted>`."""
+def is_secret_key(key: str) -> bool:
+    """`api_key`, `hf_token`, `password`... (whole words of the key), but not `max_tokens` or `api_key_env`."""
+    words = [w for w in re.split(r"[_\-.]", key.lower()) if w]
+    if words and words[-1] == "env":
+        return False
+    return any(w in SECRET_WORDS for w in words) or "apikey" in "".join(words)
+
+
+def find_secrets(value: Any, path: str = "") -> list[str]:
+    """Dotted paths of secret-looking keys holding a value (`judge.api_key`); `*_env` keys name a variable, allowed."""
     if isinstance(value, Mapping):
-        return {k: "<redacted>" if SECRET_KEY.search(str(k)) else scrub_secrets(v) for k, v in value.items()}
+        found = []
+        for key, item in value.items():
+            name = f"{path}{key}"
+            if is_secret_key(str(key)) and item not in (None, ""):
+                found.append(name)
+            else:
+                found.extend(find_secrets(item, f"{name}."))
+        return found
     if isinstance(value, list | tuple):
-        return [scrub_secrets(v) for v in value]
-    return value
+        return [p for i, item in enumerate(value) for p in find_secrets(item, f"{path}{i}.")]
+    return []
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pit.data.templates import Templates
+from pit.errors import UserError
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data; the message names the file (or hub dataset), the line (or row) and the field."""
 
     def __init__(self, where: str, message: str, line: int | None = None, field_name: str | None = None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from pit.data.schema import PreferenceExample
+from pit.errors import ConfigError
 
 SPLITS = ("train", "val", "test", "judge")
 
@@ -19,7 +20,7 @@ def split_examples(examples: list[PreferenceExample], val: float, test: float, j
                    salt: str = "") -> dict[str, list[PreferenceExample]]:
     """Assign each example to train/val/test/judge by its prompt hash; `judge` is reserved for the held-out judge."""
     if min(val, test, judge) < 0 or val + test + judge >= 1:
-        raise ValueError(f"split fractions must be >= 0 and leave room for train: val={val} test={test} judge={judge}")
+        raise ConfigError(f"splits: fractions must be >= 0 and leave room for train: {val=} {test=} {judge=}")
     edges = [("val", val), ("test", val + test), ("judge", val + test + judge)]
     out: dict[str, list[PreferenceExample]] = {name: [] for name in SPLITS}
     for example in examples:

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from pit.data.schema import LoadedData, PreferenceExample, PreferenceSource
+from pit.errors import ConfigError
 
 WORDS = (
     "cat dog bird fish cow fox owl bee ant pig red blue green gold pink gray black white sun moon star "
@@ -47,9 +48,9 @@ class SyntheticSource(PreferenceSource):
                  rejected_corruptions: tuple[int, ...] = (4, 5, 6, 7), name: str = "synthetic", **presentation: Any):
         super().__init__(name, **presentation)
         if n_required + n_banned + max_length > len(WORDS):
-            raise ValueError("synthetic: n_required + n_banned + max_length exceeds the vocabulary")
+            raise ConfigError("synthetic: n_required + n_banned + max_length exceeds the vocabulary")
         if not 0 < n_required <= min_length <= max_length:
-            raise ValueError("synthetic: need 0 < n_required <= min_length <= max_length")
+            raise ConfigError("synthetic: need 0 < n_required <= min_length <= max_length")
         self.n_pairs, self.seed, self.name = n_pairs, seed, name
         self.n_required, self.n_banned, self.ordered = n_required, n_banned, ordered
         self.lengths = range(min_length, max_length + 1)

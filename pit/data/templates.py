@@ -5,6 +5,8 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
+from pit.errors import ConfigError
+
 
 def _fields(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
@@ -21,7 +23,7 @@ class Templates:
         for name, template, expected in (("policy", self.policy, {"prompt"}),
                                          ("improver", self.improver, {"prompt", "reference"})):
             if _fields(template) != expected:
-                raise ValueError(f"templates.{name}={template!r} must use exactly the fields {sorted(expected)}")
+                raise ConfigError(f"templates.{name}={template!r} must use exactly the fields {sorted(expected)}")
 
     def policy_input(self, prompt: str) -> str:
         """Input of `M_P`: the prompt `x`."""

@@ -15,11 +15,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from pit.errors import ConfigError
 from pit.models.tokenizer import train_bpe_tokenizer
 
 
 class TinyCausalLM:
     """A small GPT-2/Llama-style model built from config, with a BPE tokenizer trained on the training split."""
+
+    trust_remote_code = False
 
     def __init__(self, model_type: str = "gpt2", vocab_size: int = 512, config: dict[str, Any] | None = None):
         self.model_type, self.vocab_size, self.config = model_type, vocab_size, dict(config or {})
@@ -46,7 +49,7 @@ class PretrainedCausalLM:
         tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=self.trust_remote_code,
                                                   revision=self.revision)
         if tokenizer.eos_token_id is None:
-            raise ValueError(f"model {self.name_or_path}: its tokenizer has no EOS token; responses could not end")
+            raise ConfigError(f"model {self.name_or_path}: its tokenizer has no EOS token; responses could not end")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"

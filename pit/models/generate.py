@@ -44,9 +44,14 @@ def sample(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torc
                          pad_token_id=pad_id, use_cache=True)
     model.train(was_training)
     response = out[:, input_ids.shape[1]:]
-    ended_before = torch.cumsum(response == eos_id, dim=1) - (response == eos_id).long()
-    mask = (ended_before == 0).long()
+    mask = response_mask(response, eos_id)
     return response.masked_fill(mask == 0, pad_id), mask
+
+
+def response_mask(response: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """1 for each token up to and including the first EOS of its row, 0 after it (vectorized, no token loop)."""
+    is_eos = (response == eos_id).long()
+    return ((torch.cumsum(is_eos, dim=1) - is_eos) == 0).long()
 
 
 def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, inputs: list[str],

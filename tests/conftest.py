@@ -1,0 +1,60 @@
+"""Shared fixtures: composing the real config tree with fast overrides, and paths to shared real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+import pit.config  # noqa: F401  (registers the schemas)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+HH_SLICE = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# A pipeline that finishes in seconds: few pairs, a very small model, a handful of steps.
+FAST = [
+    "dataset.n_pairs=300", "model.config.n_layer=1", "model.config.n_embd=32", "model.config.n_head=2",
+    "model.config.n_positions=128", "train.sft_policy.max_steps=4", "train.sft_policy.batch_size=8",
+    "train.sft_policy.val_every=2", "train.sft_policy.eval_samples=8", "train.sft_pit.max_steps=3",
+    "train.sft_pit.batch_size=8", "train.sft_pit.val_every=3", "train.sft_pit.eval_samples=8",
+    "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "logger=none",
+]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never touch the network: hub and W&B stay offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:
+    """The real config tree composed as `python -m pit.run` would, with paths under `tmp_path`."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "out")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    return cfg
+
+
+@pytest.fixture
+def hh_slice() -> Path:
+    if not HH_SLICE.is_file():
+        pytest.fail(f"the shared HH-RLHF slice is missing at {HH_SLICE}")
+    return HH_SLICE
+
+
+@pytest.fixture
+def subprocess_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline",
+               PIT_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("WANDB_API_KEY", None)
+    return env

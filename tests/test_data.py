@@ -1,0 +1,185 @@
+"""Data layer: the synthetic oracle and generator, the HH-RLHF / TL;DR / jsonl parsers, bad input, splits."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES
+
+from pit.data.hh_rlhf import HHRLHFSource, split_transcript
+from pit.data.jsonl import JsonlSource
+from pit.data.schema import DataError
+from pit.data.splits import split_examples
+from pit.data.synthetic import SyntheticSource, score
+from pit.data.templates import Templates
+from pit.data.tldr import TLDRSource
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+# ---- synthetic ------------------------------------------------------------------------------------------------
+PROMPT = "write 6 words with cat red sun without dog"
+
+
+@pytest.mark.parametrize("response, expected", [
+    ("cat red sun hat cup box", 1.0),                  # all 5 constraints
+    ("cat red sun hat cup dog", 4 / 5),                # banned word present
+    ("cat red hat cup box key", 4 / 5),                # one required word missing
+    ("cat red sun hat cup", (4 + 0.5) / 5),            # one word short: half credit on length
+    ("cat red sun", (4 + 0.0) / 5),                    # three short: no length credit
+    ("", 1 / 5),                                       # only "dog absent" holds
+])
+def test_oracle_hand_values(response: str, expected: float) -> None:
+    assert score(PROMPT, response) == pytest.approx(expected)
+
+
+def test_oracle_order_constraint() -> None:
+    prompt = "write 5 words with cat red in order without dog"
+    assert score(prompt, "cat hat red cup box") == 1.0
+    assert score(prompt, "red hat cat cup box") == pytest.approx(4 / 5)
+
+
+def test_oracle_rejects_foreign_prompt() -> None:
+    with pytest.raises(ValueError, match="not a synthetic prompt"):
+        score("tell me a joke", "no")
+
+
+def test_synthetic_is_deterministic_and_ordered() -> None:
+    a, b = SyntheticSource(n_pairs=500, seed=3).load(), SyntheticSource(n_pairs=500, seed=3).load()
+    assert a.examples == b.examples
+    assert SyntheticSource(n_pairs=500, seed=4).load().examples != a.examples
+    assert len({e.prompt for e in a.examples}) == 500
+    chosen = [score(e.prompt, e.chosen) for e in a.examples]
+    rejected = [score(e.prompt, e.rejected) for e in a.examples]
+    assert all(c > r for c, r in zip(chosen, rejected, strict=True))
+    assert 0.8 < sum(chosen) / 500 < 0.9 and 0.35 < sum(rejected) / 500 < 0.55
+    assert 0.1 < sum(c < 1 for c in chosen) / 500 < 0.9      # chosen often imperfect: headroom exists
+    assert all(score(e.prompt, e.meta["perfect"]) == 1.0 for e in a.examples)
+
+
+# ---- HH-RLHF --------------------------------------------------------------------------------------------------
+def test_split_transcript_takes_the_last_assistant_turn() -> None:
+    text = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant: fine"
+    assert split_transcript(text) == ("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant:", " fine")
+    assert split_transcript("no turns here") is None
+
+
+def test_hh_real_slice(hh_slice: Path) -> None:
+    data = HHRLHFSource(path=str(hh_slice)).load()
+    assert len(data.examples) + sum(data.dropped.values()) == 2312
+    assert len(data.examples) == 2303
+    assert data.dropped == {"diverged_before_last_turn": 5, "empty_response": 4}
+    for e in data.examples:
+        assert e.prompt.endswith("\n\nAssistant:") and e.prompt.startswith("\n\nHuman:")
+        assert e.chosen.strip() and e.rejected.strip() and e.chosen != e.rejected
+
+
+def test_hh_counts_every_drop_reason(tmp_path: Path) -> None:
+    p = "\n\nHuman: q\n\nAssistant:"
+    rows = [{"chosen": p + " good", "rejected": p + " bad"},
+            {"chosen": "\n\nHuman: a\n\nAssistant: x" + p + " y",
+             "rejected": "\n\nHuman: b\n\nAssistant: z" + p + " w"},
+            {"chosen": p + " same", "rejected": p + " same"},
+            {"chosen": p + " ", "rejected": p + " bad"},
+            {"chosen": "no assistant", "rejected": p + " bad"}]
+    path = tmp_path / "hh.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    data = HHRLHFSource(path=str(path)).load()
+    assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == [(p, " good", " bad")]
+    assert data.dropped == {"diverged_before_last_turn": 1, "identical_responses": 1, "empty_response": 1,
+                            "no_assistant_turn": 1}
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"chosen": "a", "rejected": "b"}', '{"chosen": "a", '], r"hh.jsonl:2: invalid JSON"),
+    (['{"chosen": "a"}'], r"hh.jsonl:1: field 'rejected': missing"),
+    (['{"chosen": "a", "rejected": 3}'], r"hh.jsonl:1: field 'rejected': expected str, got int"),
+    (['[1, 2]'], r"hh.jsonl:1: expected a JSON object"),
+    (["", "  "], r"hh.jsonl: file is empty"),
+])
+def test_hh_bad_input_names_file_line_field(tmp_path: Path, lines: list[str], message: str) -> None:
+    path = write_lines(tmp_path / "hh.jsonl", lines)
+    with pytest.raises(DataError, match=message):
+        HHRLHFSource(path=str(path)).load()
+
+
+def test_missing_file_and_unreadable_gzip(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="nope.jsonl: file not found"):
+        HHRLHFSource(path=str(tmp_path / "nope.jsonl")).load()
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="bad.jsonl.gz: cannot read file"):
+        HHRLHFSource(path=str(bad)).load()
+
+
+def test_hub_unreachable_says_how_to_use_a_local_file() -> None:
+    with pytest.raises(DataError, match=r"hub:Anthropic/hh-rlhf\[train\].*dataset.path="):
+        HHRLHFSource().load()
+
+
+# ---- TL;DR and generic jsonl ----------------------------------------------------------------------------------
+def test_tldr_fixture() -> None:
+    data = TLDRSource(path=str(FIXTURES / "tldr_comparisons.jsonl")).load()
+    assert data.dropped == {"identical_responses": 1}
+    assert [e.chosen for e in data.examples] == [" My cat breaks my cups every morning.",
+                                                 " New runner, knees hurt after each run.",
+                                                 " Council extends tram to airport by 2030."]
+    assert data.examples[1].rejected == " Running."
+    assert data.examples[0].prompt == ("SUBREDDIT: r/pets\nTITLE: Cat vs cups\nPOST: My cat knocks cups off the table "
+                                       "every morning and I am out of cups.\nTL;DR:")
+    assert data.examples[2].prompt.startswith("TITLE: Tram extension\nPOST: The city council")
+
+
+def test_tldr_bad_choice(tmp_path: Path) -> None:
+    row = {"info": {"post": "p"}, "summaries": [{"text": "a"}, {"text": "b"}], "choice": 2}
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps(row)])
+    with pytest.raises(DataError, match=r"t.jsonl:1: field 'choice'"):
+        TLDRSource(path=str(path)).load()
+
+
+def test_jsonl_custom_fields_and_nested(tmp_path: Path) -> None:
+    rows = [{"q": "x1", "a": {"good": "y", "bad": "z"}}, {"q": "x2", "a": {"good": "y", "bad": "y"}}]
+    path = write_lines(tmp_path / "pairs.jsonl", [json.dumps(r) for r in rows])
+    data = JsonlSource(str(path), prompt_field="q", chosen_field="a.good", rejected_field="a.bad").load()
+    assert [(e.prompt, e.chosen, e.rejected) for e in data.examples] == [("x1", "y", "z")]
+    assert data.dropped == {"identical_responses": 1}
+    with pytest.raises(DataError, match=r"pairs.jsonl:1: field 'prompt': missing"):
+        JsonlSource(str(path)).load()
+
+
+def test_all_pairs_dropped_is_an_error(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "pairs.jsonl", [json.dumps({"prompt": "x", "chosen": "y", "rejected": "y"})])
+    with pytest.raises(DataError, match="no usable preference pairs.*identical_responses=1"):
+        JsonlSource(str(path)).load()
+
+
+# ---- splits and templates -------------------------------------------------------------------------------------
+def test_split_by_prompt_is_disjoint_deterministic_and_proportional() -> None:
+    examples = SyntheticSource(n_pairs=2000, seed=1).load().examples
+    duplicated = examples + [type(e)(e.prompt, e.rejected, e.chosen) for e in examples[:200]]
+    splits = split_examples(duplicated, val=0.1, test=0.1, judge=0.1)
+    prompts = {name: {e.prompt for e in rows} for name, rows in splits.items()}
+    names = list(prompts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not prompts[a] & prompts[b], (a, b)
+    assert sum(len(r) for r in splits.values()) == 2200
+    assert 0.6 < len(splits["train"]) / 2200 < 0.8 and all(100 < len(splits[n]) < 320 for n in ("val", "test", "judge"))
+    assert split_examples(list(reversed(duplicated)), 0.1, 0.1, 0.1)["val"] == list(reversed(splits["val"]))
+    with pytest.raises(ValueError, match="fractions"):
+        split_examples(examples, 0.5, 0.3, 0.3)
+
+
+def test_templates() -> None:
+    t = Templates(policy="Q: {prompt}\nA:", improver="Q: {prompt}\nDraft:{reference}\nBetter:")
+    assert t.policy_input("hi {x}") == "Q: hi {x}\nA:"
+    assert t.improver_input("hi", " there") == "Q: hi\nDraft: there\nBetter:"
+    with pytest.raises(ValueError, match="templates.improver"):
+        Templates(improver="{prompt} only")

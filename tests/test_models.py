@@ -1,0 +1,76 @@
+"""Tokenizer and model factory round trips, and the batched generator's padding and EOS handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pit.data.synthetic import SyntheticSource
+from pit.models.factory import TinyCausalLM, load_model, load_tokenizer, save_model
+from pit.models.generate import Sampling, generate_texts, left_pad, response_mask, sample
+
+SPEC = TinyCausalLM(config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
+
+
+def tiny():
+    texts = [t for e in SyntheticSource(n_pairs=200).load().examples for t in (e.prompt + " ->", e.chosen)]
+    tokenizer = SPEC.tokenizer(texts)
+    torch.manual_seed(0)
+    return tokenizer, SPEC.model(tokenizer)
+
+
+def test_tokenizer_round_trip_and_special_tokens(tmp_path: Path) -> None:
+    tokenizer, model = tiny()
+    text = "write 6 words with cat red sun without dog -> cat red sun hat cup box"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 16                                  # whole words are single tokens after BPE training
+    assert tokenizer.decode(ids).strip() == text
+    odd = "héllo {wörld}"
+    assert tokenizer.decode(tokenizer(odd, add_special_tokens=False)["input_ids"]).strip() == odd
+    assert tokenizer.eos_token_id != tokenizer.pad_token_id and tokenizer.padding_side == "left"
+    assert model.config.vocab_size == len(tokenizer) and model.config.eos_token_id == tokenizer.eos_token_id
+
+    save_model(model, tokenizer, tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and not list(tmp_path.glob("*.bin"))
+    tokenizer2, model2 = load_tokenizer(tmp_path), load_model(tmp_path)
+    assert tokenizer2(text, add_special_tokens=False)["input_ids"] == ids
+    batch = torch.tensor([ids])
+    with torch.no_grad():
+        assert torch.equal(model.eval()(batch).logits, model2.eval()(batch).logits)
+
+
+def test_left_pad() -> None:
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0, device=torch.device("cpu"))
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_batched_greedy_equals_one_at_a_time() -> None:
+    tokenizer, model = tiny()
+    inputs = ["write 5 words with cat ->", "write 8 words with red sun moon without dog ->", "write ->"]
+    greedy = Sampling(max_new_tokens=6, temperature=0.0, batch_size=8)
+    batched = generate_texts(model, tokenizer, inputs, greedy, max_input_tokens=32)
+    single = [generate_texts(model, tokenizer, [x], greedy, max_input_tokens=32)[0] for x in inputs]
+    assert batched == single
+    assert all(isinstance(t, str) for t in batched)
+
+
+def test_response_mask_stops_after_first_eos() -> None:
+    tokenizer, model = tiny()
+    eos = tokenizer.eos_token_id
+    with torch.no_grad():                                # make EOS the most likely next token everywhere
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[eos] = 1.0
+        model.transformer.ln_f.bias.fill_(1.0)
+        model.transformer.ln_f.weight.zero_()
+    ids, mask = left_pad([[10, 11], [12]], tokenizer.pad_token_id, torch.device("cpu"))
+    model.train()
+    response, mask_out = sample(model, ids, mask, Sampling(max_new_tokens=4, temperature=0.0), eos,
+                                     tokenizer.pad_token_id)
+    assert model.training                                # mode restored
+    assert response.tolist() == [[eos], [eos]] and mask_out.tolist() == [[1], [1]]
+
+
+def test_response_mask_hand_values() -> None:
+    response = torch.tensor([[4, 5, 0, 6, 0], [0, 3, 3, 3, 3], [4, 4, 4, 4, 4]])
+    assert response_mask(response, eos_id=0).tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]

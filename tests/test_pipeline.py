@@ -1,0 +1,139 @@
+"""The cached pipeline end to end on tiny settings: stages run, rerun reuses, changes rerun only what depends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FAST, ROOT, compose_config
+from wandb_records import read_records, summary_and_config
+
+from pit.run import format_summary, run
+
+
+def stage_status(results: dict) -> dict[str, str]:
+    return {name: record["status"] for name, record in results["stages"].items()}
+
+
+def test_pipeline_runs_then_reuses(tmp_path: Path) -> None:
+    cfg = compose_config(FAST, tmp_path)
+    first = run(cfg)
+    assert first["data"]["source"] == "synthetic"
+    assert first["data"]["counts"]["train"] + first["data"]["counts"]["val"] > 200
+    assert stage_status(first) == {"tokenizer": "ran", "sft_policy": "ran", "reward": "skipped",
+                                   "rlhf_policy": "skipped", "sft_pit": "ran", "gap_reward": "skipped",
+                                   "pit_rl": "skipped", "judge": "skipped", "evaluate": "skipped"}
+    assert "not available yet" in first["stages"]["reward"]["reason"]
+    for stage in ("sft_policy", "sft_pit"):
+        metrics = first["stages"][stage]["metrics"]
+        assert metrics["val_loss"] > 0 and 0 <= metrics["val_oracle"] <= 1
+        assert (tmp_path / "cache" / stage / first["stages"][stage]["key"] / "model.safetensors").is_file()
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert on_disk["stages"]["sft_pit"]["key"] == first["stages"]["sft_pit"]["key"]
+    assert "sft_pit" in format_summary(first)
+
+    second = run(compose_config(FAST, tmp_path))
+    assert {k: v for k, v in stage_status(second).items() if v != "skipped"} == {
+        "tokenizer": "reused", "sft_policy": "reused", "sft_pit": "reused"}
+    assert second["stages"]["sft_pit"]["metrics"] == first["stages"]["sft_pit"]["metrics"]
+    assert second["stages"]["sft_policy"]["seconds"] < 1.0
+
+    changed = run(compose_config([*FAST, "train.sft_pit.lr=3e-4"], tmp_path))
+    assert stage_status(changed)["sft_policy"] == "reused" and stage_status(changed)["sft_pit"] == "ran"
+    upstream = run(compose_config([*FAST, "dataset.n_pairs=310"], tmp_path))
+    assert {stage_status(upstream)[s] for s in ("tokenizer", "sft_policy", "sft_pit")} == {"ran"}
+
+
+def test_killed_stage_resumes_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pit.pipeline import Pipeline
+
+    real = Pipeline._build_sft
+
+    def dies_in_sft_pit(self, name, *args, **kwargs):
+        if name == "sft_pit":
+            raise KeyboardInterrupt("killed inside sft_pit")
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "_build_sft", dies_in_sft_pit)
+    with pytest.raises(KeyboardInterrupt):
+        run(compose_config(FAST, tmp_path))
+    partial = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert stage_status(partial) == {"tokenizer": "ran", "sft_policy": "ran", "reward": "skipped",
+                                     "rlhf_policy": "skipped"}
+    assert not [p for p in (tmp_path / "cache" / "sft_pit").iterdir()]     # nothing half-written survives
+    monkeypatch.setattr(Pipeline, "_build_sft", real)
+    resumed = run(compose_config(FAST, tmp_path))
+    assert stage_status(resumed)["sft_policy"] == "reused" and stage_status(resumed)["sft_pit"] == "ran"
+
+
+def test_sft_only_objective_and_csv_logger(tmp_path: Path) -> None:
+    overrides = [o for o in FAST if o != "logger=none"] + ["objective=sft_only", "logger=csv"]
+    results = run(compose_config(overrides, tmp_path))
+    assert list(results["stages"]) == ["tokenizer", "sft_policy", "sft_pit", "judge", "evaluate"]
+    metrics_csv = (tmp_path / "out" / "csv" / "metrics.csv").read_text()
+    assert "sft_policy/train_loss" in metrics_csv and "sft_pit/val_loss" in metrics_csv
+    assert "summary/wall_seconds" in metrics_csv
+
+
+def test_hh_real_slice_through_sft(tmp_path: Path, hh_slice: Path) -> None:
+    overrides = ["+experiment=hh_rlhf", "model=tiny", f"dataset.path={hh_slice}", "objective=sft_only",
+                 "model.vocab_size=600", "model.config.n_layer=1", "model.config.n_embd=32", "model.config.n_head=2",
+                 "dataset.max_prompt_tokens=64", "dataset.max_response_tokens=16", "train.sft_policy.max_steps=2",
+                 "train.sft_policy.val_every=2", "train.sft_pit.max_steps=2", "train.sft_pit.val_every=2",
+                 "train.sft_policy.eval_samples=4", "train.sft_pit.eval_samples=4",
+                 "trainer.enable_progress_bar=false", "logger=none"]
+    results = run(compose_config(overrides, tmp_path))
+    assert results["data"]["dropped"] == {"diverged_before_last_turn": 5, "empty_response": 4}
+    assert sum(results["data"]["counts"].values()) == 2303
+    assert results["stages"]["sft_policy"]["status"] == "ran"
+    assert "val_oracle" not in results["stages"]["sft_policy"]["metrics"]     # HH has no oracle
+    assert results["stages"]["sft_pit"]["metrics"]["val_loss"] > 0
+
+
+def test_cli_with_wandb_offline_run_dir(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    """`python -m pit.run` as a user runs it: a complete offline W&B run dir, config without secrets, a summary."""
+    overrides = [o for o in FAST if o != "logger=none"] + [
+        "objective=sft_only", f"hydra.run.dir={tmp_path / 'job'}", "logger.project=pit-test"]
+    done = subprocess.run([sys.executable, "-m", "pit.run", *overrides], cwd=ROOT, env=subprocess_env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sft_pit" in done.stdout and "wall:" in done.stdout
+    job = tmp_path / "job"
+    assert (job / "results.json").is_file() and (job / ".hydra" / "config.yaml").is_file()
+    runs = list((job / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    (run_file,) = runs[0].glob("run-*.wandb")
+    kinds = {r.WhichOneof("record_type") for r in read_records(run_file)}
+    assert {"run", "config", "history", "summary", "exit"} <= kinds      # complete: wandb sync can upload it
+    summary, config = summary_and_config(run_file)
+    assert float(summary["stages/sft_pit/metrics/val_loss"]) > 0 and float(summary["wall_seconds"]) > 0
+    assert "sft_policy/train_loss" in summary and "data/train" in summary
+    assert json.loads(config["experiment_name"]) == "default" and "sft_policy" in config["train"]
+    assert list((runs[0] / "files" / "media" / "table" / "sft_pit").glob("samples_*.table.json"))
+
+
+def test_secret_in_config_is_refused_before_any_logging(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    overrides = [o for o in FAST if o != "logger=none"] + [f"hydra.run.dir={tmp_path / 'job'}",
+                                                           "+judge.api_key=sk-do-not-log"]
+    done = subprocess.run([sys.executable, "-m", "pit.run", *overrides], cwd=ROOT, env=subprocess_env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "judge.api_key" in done.stderr and "environment variable" in done.stderr
+    assert "sk-do-not-log" not in done.stdout + done.stderr
+    assert not (tmp_path / "job" / "wandb").exists() and not (tmp_path / "job" / "results.json").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["dataset=jsonl"], "Missing mandatory value: dataset.path"),
+    (["dataset=jsonl", "dataset.path=/nonexistent/pairs.jsonl"], "/nonexistent/pairs.jsonl: file not found"),
+    (["dataset.n_required=9"], "synthetic: need 0 < n_required <= min_length <= max_length"),
+])
+def test_bad_input_is_one_clear_line(overrides: list[str], message: str, tmp_path: Path,
+                                     subprocess_env: dict[str, str]) -> None:
+    fast = [o for o in FAST if not o.startswith("dataset.")]
+    done = subprocess.run([sys.executable, "-m", "pit.run", *fast, *overrides, f"hydra.run.dir={tmp_path}"],
+                          cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and message in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
