@@ -90,6 +90,32 @@ class ObjectiveConfig:
     _target_: str = "pit.pipeline.Objective"
     name: str = MISSING
     stages: list[str] = MISSING
+    gap_loss: str = "full"
+
+
+@dataclass
+class CausalRewardConfig:
+    _target_: str = "pit.models.reward.CausalRewardSpec"
+    init_from: str | None = MISSING
+    pooling: str = MISSING
+    max_length: int = MISSING
+
+
+@dataclass
+class EncoderRewardConfig:
+    _target_: str = "pit.models.reward.EncoderRewardSpec"
+    name_or_path: str = MISSING
+    pooling: str = MISSING
+    max_length: int = MISSING
+    trust_remote_code: bool = False
+
+
+@dataclass
+class SequenceClassifierRewardConfig:
+    _target_: str = "pit.models.reward.SequenceClassifierRewardSpec"
+    name_or_path: str = MISSING
+    max_length: int = MISSING
+    trust_remote_code: bool = False
 
 
 @dataclass
@@ -99,8 +125,23 @@ class BaselineConfig:
 
 
 @dataclass
-class JudgeConfig:
+class OracleJudgeConfig:
+    _target_: str = "pit.evaluate.judges.OracleJudge"
     name: str = MISSING
+
+
+@dataclass
+class RewardModelJudgeConfig:
+    _target_: str = MISSING
+    name: str = MISSING
+    backbone: Any = MISSING
+
+
+@dataclass
+class PretrainedJudgeConfig:
+    _target_: str = "pit.evaluate.judges.PretrainedRewardJudge"
+    name: str = MISSING
+    backbone: SequenceClassifierRewardConfig = field(default_factory=SequenceClassifierRewardConfig)
 
 
 @dataclass
@@ -153,9 +194,24 @@ class SFTStageConfig:
 
 
 @dataclass
+class PreferenceStageConfig:
+    max_steps: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    warmup_steps: int = MISSING
+    val_every: int = MISSING
+    margin: float = 0.0
+    l2: float = 0.0
+
+
+@dataclass
 class TrainConfig:
     sft_policy: SFTStageConfig = field(default_factory=SFTStageConfig)
     sft_pit: SFTStageConfig = field(default_factory=SFTStageConfig)
+    reward: PreferenceStageConfig = field(default_factory=PreferenceStageConfig)
+    gap_reward: PreferenceStageConfig = field(default_factory=PreferenceStageConfig)
+    judge: PreferenceStageConfig = field(default_factory=PreferenceStageConfig)
 
 
 @dataclass
@@ -185,6 +241,7 @@ class PathsConfig:
 class RootConfig:
     dataset: Any = MISSING
     model: Any = MISSING
+    reward_model: Any = MISSING
     objective: Any = MISSING
     baseline: Any = MISSING
     trainer: Any = MISSING
@@ -204,7 +261,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"tiny": TinyModelConfig, "pretrained": PretrainedModelConfig},
     "objective": {"objective": ObjectiveConfig},
     "baseline": {"baseline": BaselineConfig},
-    "judge": {"judge": JudgeConfig},
+    "judge": {"oracle": OracleJudgeConfig, "reward_model": RewardModelJudgeConfig, "pretrained": PretrainedJudgeConfig},
+    "reward_model": {"causal": CausalRewardConfig, "encoder": EncoderRewardConfig},
     "trainer": {"trainer": TrainerConfig},
     "logger": {"wandb": WandbLoggerConfig, "csv": CSVLoggerConfig, "none": NoLoggerConfig},
 }

@@ -17,27 +17,35 @@ from statistics import mean
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from pit.artifacts import ArtifactStore, cache_key, write_json_atomic
-from pit.data.encode import collate_sft, encode_pairs
+from pit.data.encode import collate_groups, collate_sft, encode_pairs
 from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
 from pit.errors import ConfigError
 from pit.models.factory import load_model, load_tokenizer, save_model
+from pit.models.gap import load_gap, save_gap
 from pit.models.generate import generate_texts
+from pit.models.reward import RewardModel
+from pit.modules.gap_reward import GapRewardModule
+from pit.modules.preference_losses import GAP_COMPARISONS, GAP_LOSSES, comparison_accuracy
+from pit.modules.reward import RewardModule
 from pit.modules.sft import SFTModule
 from pit.tracking import Tracker, find_secrets
 
 log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward", "pit_rl", "judge", "evaluate")
-NOT_AVAILABLE = {"reward": "issue #4", "gap_reward": "issue #4", "judge": "issue #4",
-                 "rlhf_policy": "issue #5", "pit_rl": "issue #5", "evaluate": "issue #6"}
+NOT_AVAILABLE = {"rlhf_policy": "issue #5", "pit_rl": "issue #5", "evaluate": "issue #6"}
 TRAINER_KEY_FIELDS = ("accelerator", "devices", "strategy", "precision", "gradient_clip_val")
 SAMPLE_ROWS = 16
+
+Builder = Callable[[Path, dict[str, float]], None]
+StagePlan = tuple[dict[str, Any], tuple[str, ...], Builder]
 
 
 @dataclass(frozen=True)
@@ -46,8 +54,11 @@ class Objective:
 
     name: str
     stages: list[str]
+    gap_loss: str = "full"
 
     def __post_init__(self) -> None:
+        if self.gap_loss not in (*GAP_LOSSES, "rp_difference"):
+            raise ConfigError(f"objective.gap_loss={self.gap_loss!r}: choose full, single or rp_difference")
         unknown = sorted(set(self.stages) - set(STAGE_ORDER))
         if unknown:
             raise ConfigError(f"objective '{self.name}': unknown stages {unknown}; known: {list(STAGE_ORDER)}")
@@ -69,6 +80,8 @@ class Pipeline:
         self.source: PreferenceSource = instantiate(cfg.dataset)
         self.model_spec = instantiate(cfg.model)
         self.objective: Objective = instantiate(cfg.objective, _convert_="all")
+        self.reward_spec = instantiate(cfg.reward_model)
+        self.judge = instantiate(cfg.judge)
         self.results: dict[str, Any] = {"stages": {}}
         self.keys: dict[str, str] = {}
         self.tracker: Tracker = instantiate(cfg.logger)
@@ -78,30 +91,58 @@ class Pipeline:
         start = time.perf_counter()
         try:
             self._load_data()
-            self._stage("tokenizer", {"model": self._sub("model")}, self._build_tokenizer)
-            builders: dict[str, Callable[[Path, dict[str, float]], None]] = {
-                "sft_policy": partial(self._build_sft, "sft_policy", self.source.templates.policy_input,
-                                      self.source.max_prompt_tokens),
-                "sft_pit": partial(self._build_sft, "sft_pit", self._improver_input_of_rejected,
-                                   self.source.max_improver_tokens),
-            }
+            self._stage("tokenizer", {"model": self._sub("model")}, (), self._build_tokenizer)
+            templates = self.source.templates
+            plans = {"sft_policy": partial(self._plan_sft, "sft_policy", templates.policy_input,
+                                           self.source.max_prompt_tokens),
+                     "sft_pit": partial(self._plan_sft, "sft_pit", self._improver_input_of_rejected,
+                                        self.source.max_improver_tokens),
+                     "reward": self._plan_reward, "gap_reward": self._plan_gap_reward, "judge": self._plan_judge}
             for name in (s for s in STAGE_ORDER if s in self.objective.stages):
                 if name in NOT_AVAILABLE:
                     self._record(name, {"status": "skipped", "reason": f"not available yet ({NOT_AVAILABLE[name]})"})
-                    continue
-                init_from = self.cfg.train[name].init_from
-                if init_from is not None and init_from not in self.keys:
-                    raise ConfigError(f"train.{name}.init_from={init_from}: that stage must run before {name}")
-                config = {"train": self._sub(f"train.{name}"), "model": self._sub("model"), "seed": self.cfg.seed,
-                          "trainer": {k: self.cfg.trainer[k] for k in TRAINER_KEY_FIELDS},
-                          "templates": self._sub("dataset.templates")}
-                self._stage(name, config, builders[name], upstream=("tokenizer", *filter(None, [init_from])))
+                else:
+                    self._stage(name, *plans[name]())
             self.results["wall_seconds"] = round(time.perf_counter() - start, 2)
             self._write_results()
             self.tracker.log_summary({k: v for k, v in self.results.items() if k != "data"})
             return self.results
         finally:
             self.tracker.finish()
+
+    # ---- what each stage depends on: (its config subtree, its upstream stages, how to build it) -----------------
+    def _common(self) -> dict[str, Any]:
+        return {"seed": self.cfg.seed, "templates": self._sub("dataset.templates"),
+                "trainer": {k: self.cfg.trainer[k] for k in TRAINER_KEY_FIELDS}}
+
+    def _after(self, stage: str, init_from: str | None) -> tuple[str, ...]:
+        """Upstream stages: the tokenizer, and the stage whose weights this one starts from (which must have run)."""
+        if init_from is not None and init_from not in self.keys:
+            raise ConfigError(f"{stage} starts from '{init_from}' (init_from), which has not run before it; add it to "
+                              f"objective.stages or set init_from=null")
+        return ("tokenizer", *filter(None, [init_from]))
+
+    def _plan_sft(self, name: str, make_input: Callable[[PreferenceExample], str], max_input_tokens: int) -> StagePlan:
+        config = {**self._common(), "model": self._sub("model"), "train": self._sub(f"train.{name}")}
+        build = partial(self._build_sft, name, make_input, max_input_tokens)
+        return config, self._after(name, self.cfg.train[name].init_from), build
+
+    def _plan_reward(self) -> StagePlan:
+        return ({**self._common(), "reward_model": self._sub("reward_model"), "train": self._sub("train.reward")},
+                self._after("reward", self.reward_spec.init_from), self._build_reward)
+
+    def _plan_gap_reward(self) -> StagePlan:
+        if self.objective.gap_loss == "rp_difference":
+            if "reward" not in self.keys:
+                raise ConfigError("objective.gap_loss=rp_difference computes gaps with R_P: the reward stage must run")
+            return {**self._common(), "gap_loss": "rp_difference"}, ("reward",), self._build_gap_difference
+        config = {**self._common(), "reward_model": self._sub("reward_model"), "train": self._sub("train.gap_reward"),
+                  "gap_loss": self.objective.gap_loss}
+        return config, self._after("gap_reward", self.reward_spec.init_from), self._build_gap_reward
+
+    def _plan_judge(self) -> StagePlan:
+        config = {**self._common(), "judge": self._sub("judge"), "train": self._sub("train.judge")}
+        return config, ("tokenizer",), partial(self.judge.build, self)
 
     # ---- data ------------------------------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -121,8 +162,7 @@ class Pipeline:
         return self.source.templates.improver_input(example.prompt, example.rejected)
 
     # ---- the cached-stage mechanism ----------------------------------------------------------------------------
-    def _stage(self, name: str, config: dict[str, Any], build: Callable[[Path, dict[str, float]], None],
-               upstream: tuple[str, ...] = ()) -> None:
+    def _stage(self, name: str, config: dict[str, Any], upstream: tuple[str, ...], build: Builder) -> None:
         """Reuse the artifact of (name, config, upstream keys) when complete, else build it atomically."""
         key = cache_key(name, config, {u: self.keys[u] for u in ("data", *upstream)})
         self.keys[name] = key
@@ -160,36 +200,108 @@ class Pipeline:
 
     def _build_sft(self, name: str, make_input: Callable[[PreferenceExample], str], max_input_tokens: int,
                    out: Path, metrics: dict[str, float]) -> None:
-        """Fine-tune a fresh model on (input, y_w) with the loss on response tokens, save it, sample from it."""
+        """Fine-tune on (input, y_w) with the loss on response tokens, save the model, sample from it on val."""
         hp = self.cfg.train[name]
-        tokenizer = load_tokenizer(self.store.path("tokenizer", self.keys["tokenizer"]))
+        tokenizer = self._tokenizer()
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        init_from = hp.init_from
-        model = (self.model_spec.model(tokenizer) if init_from is None
-                 else load_model(self.store.path(init_from, self.keys[init_from]), self.model_spec.trust_remote_code))
+        model = (self.model_spec.model(tokenizer) if hp.init_from is None
+                 else load_model(self._artifact(hp.init_from), self.model_spec.trust_remote_code))
 
-        def loader(split: str, shuffle: bool) -> DataLoader:
+        def encode(split: str) -> list[Any]:
             rows = self.splits[split]
-            pairs = encode_pairs(tokenizer, [make_input(e) for e in rows], [e.chosen for e in rows],
-                                 max_input_tokens, self.source.max_response_tokens)
-            return DataLoader(pairs, batch_size=hp.batch_size, shuffle=shuffle, drop_last=shuffle,
-                              collate_fn=partial(collate_sft, pad_id=tokenizer.pad_token_id))
+            return encode_pairs(tokenizer, [make_input(e) for e in rows], [e.chosen for e in rows], max_input_tokens,
+                                self.source.max_response_tokens)
 
         module = SFTModule(model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, prefix=name)
-        trainer = self._trainer(hp.max_steps, hp.val_every)
-        train_loader, val_loader = loader("train", True), loader("val", False)
-        start = time.perf_counter()
-        trainer.fit(module, train_loader, val_loader)
-        metrics["train_seconds"] = round(time.perf_counter() - start, 2)
-        if hp.max_steps % hp.val_every:
-            trainer.validate(module, val_loader, verbose=False)
-        metrics.update(module.val_metrics)
+        collate = partial(collate_sft, pad_id=tokenizer.pad_token_id)
+        trainer = self._fit(module, hp, encode("train"), encode("val"), collate, metrics)
         save_model(model, tokenizer, out)
         model.to(trainer.strategy.root_device)
         val = self.splits["val"][: hp.eval_samples]
         refs = [e.chosen if name == "sft_policy" else e.rejected for e in val]
         metrics.update(self._sample_eval(name, model, tokenizer, [make_input(e) for e in val], val, refs,
                                          max_input_tokens))
+
+    def fit_reward_model(self, name: str, spec: Any, hp: DictConfig, train_rows: list[PreferenceExample],
+                         metrics: dict[str, float]) -> RewardModel:
+        """Train a scalar reward model r(x, y) on (y_w > y_l) pairs of `train_rows`, validated on the val split."""
+        model = self._new_reward_model(spec)
+        module = RewardModule(model, prefix=name, **self._optim(hp))
+        self._fit(module, hp, self._reward_items(model, train_rows), self._reward_items(model, self.splits["val"]),
+                  partial(collate_groups, pad_id=model.pad_id()), metrics)
+        return model
+
+    def _build_reward(self, out: Path, metrics: dict[str, float]) -> None:
+        """R_P on the train split."""
+        model = self.fit_reward_model("reward", self.reward_spec, self.cfg.train.reward, self.splits["train"], metrics)
+        model.save(out)
+
+    def _build_gap_reward(self, out: Path, metrics: dict[str, float]) -> None:
+        """R_PIT on the train split with Eq. 2 (`full`) or its single term (`single`)."""
+        hp = self.cfg.train.gap_reward
+        model = self._new_reward_model(self.reward_spec)
+        module = GapRewardModule(model, self.objective.gap_loss, prefix="gap_reward", **self._optim(hp))
+        self._fit(module, hp, self._gap_items(model, self.splits["train"]), self._gap_items(model, self.splits["val"]),
+                  partial(collate_groups, pad_id=model.pad_id()), metrics)
+        save_gap(out, model, reward_dir=None)
+
+    def _build_gap_difference(self, out: Path, metrics: dict[str, float]) -> None:
+        """`rp_difference`: nothing to train; record how R_P's differences order the four combinations on val."""
+        save_gap(out, None, reward_dir=self._artifact("reward"))
+        gap = load_gap(out, self.source.templates)
+        val = self.splits["val"]
+        prompts, chosen, rejected = [e.prompt for e in val], [e.chosen for e in val], [e.rejected for e in val]
+        scores = {"wl": gap.score(prompts, chosen, rejected), "ww": gap.score(prompts, chosen, chosen),
+                  "ll": gap.score(prompts, rejected, rejected), "lw": gap.score(prompts, rejected, chosen)}
+        metrics.update({f"val_{k}": v for k, v in comparison_accuracy(scores, GAP_COMPARISONS).items()})
+
+    def _new_reward_model(self, spec: Any) -> RewardModel:
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
+        init_dir = self._artifact(spec.init_from) if spec.init_from else None
+        tokenizer = self._tokenizer() if spec.needs_policy_tokenizer else None
+        return spec.build(tokenizer, init_dir, self.model_spec, self.source.max_response_tokens)
+
+    def _reward_items(self, model: RewardModel, rows: list[PreferenceExample]) -> list[tuple[list[int], ...]]:
+        """(chosen, rejected) encodings of `x = policy_input(prompt)` with each response."""
+        inputs = [self.source.templates.policy_input(e.prompt) for e in rows]
+        return list(zip(model.encode(inputs, [e.chosen for e in rows]),
+                        model.encode(inputs, [e.rejected for e in rows]), strict=True))
+
+    def _gap_items(self, model: RewardModel, rows: list[PreferenceExample]) -> list[tuple[list[int], ...]]:
+        """Encodings of the four (response, reference) combinations in GAP_GROUPS order: wl, ww, ll, lw."""
+        improver = self.source.templates.improver_input
+        refs_w = [improver(e.prompt, e.chosen) for e in rows]
+        refs_l = [improver(e.prompt, e.rejected) for e in rows]
+        chosen, rejected = [e.chosen for e in rows], [e.rejected for e in rows]
+        return list(zip(model.encode(refs_l, chosen), model.encode(refs_w, chosen), model.encode(refs_l, rejected),
+                        model.encode(refs_w, rejected), strict=True))
+
+    @staticmethod
+    def _optim(hp: DictConfig) -> dict[str, Any]:
+        return {"lr": hp.lr, "weight_decay": hp.weight_decay, "warmup_steps": hp.warmup_steps,
+                "total_steps": hp.max_steps, "margin": hp.margin, "l2": hp.l2}
+
+    def _fit(self, module: L.LightningModule, hp: DictConfig, train_items: list[Any], val_items: list[Any],
+             collate: Callable[[list[Any]], dict[str, Any]], metrics: dict[str, float]) -> L.Trainer:
+        """Train for `hp.max_steps` with validation every `hp.val_every` steps and at the end; record val metrics."""
+        seeded = torch.Generator().manual_seed(self.cfg.seed)
+        train = DataLoader(train_items, batch_size=hp.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
+                           generator=seeded)
+        val = DataLoader(val_items, batch_size=hp.batch_size, collate_fn=collate)
+        trainer = self._trainer(hp.max_steps, hp.val_every)
+        start = time.perf_counter()
+        trainer.fit(module, train, val)
+        metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+        if hp.max_steps % hp.val_every:
+            trainer.validate(module, val, verbose=False)
+        metrics.update(module.val_metrics)
+        return trainer
+
+    def _tokenizer(self) -> Any:
+        return load_tokenizer(self._artifact("tokenizer"))
+
+    def _artifact(self, stage: str) -> Path:
+        return self.store.path(stage, self.keys[stage])
 
     def _sample_eval(self, name: str, model: Any, tokenizer: Any, inputs: list[str], rows: list[PreferenceExample],
                      refs: list[str], max_input_tokens: int) -> dict[str, float]:

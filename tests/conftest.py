@@ -17,13 +17,17 @@ HH_SLICE = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jso
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # A pipeline that finishes in seconds: few pairs, a very small model, a handful of steps.
-FAST = [
-    "dataset.n_pairs=300", "model.config.n_layer=1", "model.config.n_embd=32", "model.config.n_head=2",
+FAST_TRAIN = [
+    "model.config.n_layer=1", "model.config.n_embd=32", "model.config.n_head=2",
     "model.config.n_positions=128", "train.sft_policy.max_steps=4", "train.sft_policy.batch_size=8",
     "train.sft_policy.val_every=2", "train.sft_policy.eval_samples=8", "train.sft_pit.max_steps=3",
     "train.sft_pit.batch_size=8", "train.sft_pit.val_every=3", "train.sft_pit.eval_samples=8",
+    "train.reward.max_steps=3", "train.reward.batch_size=8", "train.reward.val_every=3",
+    "train.gap_reward.max_steps=3", "train.gap_reward.batch_size=8", "train.gap_reward.val_every=3",
+    "train.judge.max_steps=2", "train.judge.batch_size=8", "train.judge.val_every=2",
     "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "logger=none",
 ]
+FAST = ["dataset.n_pairs=300", *FAST_TRAIN]
 
 
 @pytest.fixture(autouse=True)

@@ -183,3 +183,14 @@ def test_templates() -> None:
     assert t.improver_input("hi", " there") == "Q: hi\nDraft: there\nBetter:"
     with pytest.raises(ValueError, match="templates.improver"):
         Templates(improver="{prompt} only")
+
+
+def test_synthetic_without_banned_words_and_capacity_error() -> None:
+    from pit.errors import ConfigError
+
+    data = SyntheticSource(n_pairs=50, n_required=2, n_banned=0, min_length=4, max_length=6).load()
+    assert all("without" not in e.prompt for e in data.examples)
+    assert all(score(e.prompt, e.chosen) > score(e.prompt, e.rejected) for e in data.examples)
+    assert score("write 4 words with cat red", "cat red sun box") == 1.0
+    with pytest.raises(ConfigError, match="fewer than n_pairs=500 distinct prompts"):
+        SyntheticSource(n_pairs=500, n_required=1, n_banned=0, min_length=5, max_length=5).load()

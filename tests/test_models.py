@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
+from pit.data.encode import pad_rows
 from pit.data.synthetic import SyntheticSource
 from pit.models.factory import TinyCausalLM, load_model, load_tokenizer, save_model
-from pit.models.generate import Sampling, generate_texts, left_pad, response_mask, sample
+from pit.models.generate import Sampling, generate_texts, response_mask, sample
 
 SPEC = TinyCausalLM(config={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64})
 
@@ -40,9 +41,11 @@ def test_tokenizer_round_trip_and_special_tokens(tmp_path: Path) -> None:
         assert torch.equal(model.eval()(batch).logits, model2.eval()(batch).logits)
 
 
-def test_left_pad() -> None:
-    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0, device=torch.device("cpu"))
+def test_pad_rows() -> None:
+    ids, mask = pad_rows([[5, 6, 7], [8]], pad_id=0, device=torch.device("cpu"), left=True)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    ids, mask = pad_rows([[5, 6, 7], [8]], pad_id=0, device=torch.device("cpu"), left=False)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
 def test_batched_greedy_equals_one_at_a_time() -> None:
@@ -63,7 +66,7 @@ def test_response_mask_stops_after_first_eos() -> None:
         model.lm_head.weight[eos] = 1.0
         model.transformer.ln_f.bias.fill_(1.0)
         model.transformer.ln_f.weight.zero_()
-    ids, mask = left_pad([[10, 11], [12]], tokenizer.pad_token_id, torch.device("cpu"))
+    ids, mask = pad_rows([[10, 11], [12]], tokenizer.pad_token_id, torch.device("cpu"), left=True)
     model.train()
     response, mask_out = sample(model, ids, mask, Sampling(max_new_tokens=4, temperature=0.0), eos,
                                      tokenizer.pad_token_id)

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, compose_config
+from conftest import FAST, FAST_TRAIN, ROOT, compose_config
 from wandb_records import read_records, summary_and_config
 
+from pit.modules.preference_losses import GAP_COMPARISONS
 from pit.run import format_summary, run
 
 
@@ -23,10 +24,13 @@ def test_pipeline_runs_then_reuses(tmp_path: Path) -> None:
     first = run(cfg)
     assert first["data"]["source"] == "synthetic"
     assert first["data"]["counts"]["train"] + first["data"]["counts"]["val"] > 200
-    assert stage_status(first) == {"tokenizer": "ran", "sft_policy": "ran", "reward": "skipped",
-                                   "rlhf_policy": "skipped", "sft_pit": "ran", "gap_reward": "skipped",
-                                   "pit_rl": "skipped", "judge": "skipped", "evaluate": "skipped"}
-    assert "not available yet" in first["stages"]["reward"]["reason"]
+    assert stage_status(first) == {"tokenizer": "ran", "sft_policy": "ran", "reward": "ran",
+                                   "rlhf_policy": "skipped", "sft_pit": "ran", "gap_reward": "ran",
+                                   "pit_rl": "skipped", "judge": "ran", "evaluate": "skipped"}
+    assert "not available yet" in first["stages"]["pit_rl"]["reason"]
+    assert 0 <= first["stages"]["reward"]["metrics"]["val_acc_w_gt_l"] <= 1
+    assert {f"val_acc_{a}_gt_{b}" for a, b in GAP_COMPARISONS} <= set(first["stages"]["gap_reward"]["metrics"])
+    assert first["stages"]["judge"]["metrics"]["val_acc"] == 1.0          # judge=auto on synthetic: the oracle
     for stage in ("sft_policy", "sft_pit"):
         metrics = first["stages"][stage]["metrics"]
         assert metrics["val_loss"] > 0 and 0 <= metrics["val_oracle"] <= 1
@@ -37,12 +41,14 @@ def test_pipeline_runs_then_reuses(tmp_path: Path) -> None:
 
     second = run(compose_config(FAST, tmp_path))
     assert {k: v for k, v in stage_status(second).items() if v != "skipped"} == {
-        "tokenizer": "reused", "sft_policy": "reused", "sft_pit": "reused"}
+        "tokenizer": "reused", "sft_policy": "reused", "reward": "reused", "sft_pit": "reused",
+        "gap_reward": "reused", "judge": "reused"}
     assert second["stages"]["sft_pit"]["metrics"] == first["stages"]["sft_pit"]["metrics"]
     assert second["stages"]["sft_policy"]["seconds"] < 1.0
 
     changed = run(compose_config([*FAST, "train.sft_pit.lr=3e-4"], tmp_path))
     assert stage_status(changed)["sft_policy"] == "reused" and stage_status(changed)["sft_pit"] == "ran"
+    assert stage_status(changed)["reward"] == "reused" and stage_status(changed)["gap_reward"] == "reused"
     upstream = run(compose_config([*FAST, "dataset.n_pairs=310"], tmp_path))
     assert {stage_status(upstream)[s] for s in ("tokenizer", "sft_policy", "sft_pit")} == {"ran"}
 
@@ -61,12 +67,13 @@ def test_killed_stage_resumes_there(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(KeyboardInterrupt):
         run(compose_config(FAST, tmp_path))
     partial = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert stage_status(partial) == {"tokenizer": "ran", "sft_policy": "ran", "reward": "skipped",
+    assert stage_status(partial) == {"tokenizer": "ran", "sft_policy": "ran", "reward": "ran",
                                      "rlhf_policy": "skipped"}
     assert not [p for p in (tmp_path / "cache" / "sft_pit").iterdir()]     # nothing half-written survives
     monkeypatch.setattr(Pipeline, "_build_sft", real)
     resumed = run(compose_config(FAST, tmp_path))
-    assert stage_status(resumed)["sft_policy"] == "reused" and stage_status(resumed)["sft_pit"] == "ran"
+    assert stage_status(resumed)["sft_policy"] == "reused" and stage_status(resumed)["reward"] == "reused"
+    assert stage_status(resumed)["sft_pit"] == "ran" and stage_status(resumed)["gap_reward"] == "ran"
 
 
 def test_sft_only_objective_and_csv_logger(tmp_path: Path) -> None:
@@ -78,19 +85,23 @@ def test_sft_only_objective_and_csv_logger(tmp_path: Path) -> None:
     assert "summary/wall_seconds" in metrics_csv
 
 
-def test_hh_real_slice_through_sft(tmp_path: Path, hh_slice: Path) -> None:
-    overrides = ["+experiment=hh_rlhf", "model=tiny", f"dataset.path={hh_slice}", "objective=sft_only",
-                 "model.vocab_size=600", "model.config.n_layer=1", "model.config.n_embd=32", "model.config.n_head=2",
-                 "dataset.max_prompt_tokens=64", "dataset.max_response_tokens=16", "train.sft_policy.max_steps=2",
-                 "train.sft_policy.val_every=2", "train.sft_pit.max_steps=2", "train.sft_pit.val_every=2",
-                 "train.sft_policy.eval_samples=4", "train.sft_pit.eval_samples=4",
-                 "trainer.enable_progress_bar=false", "logger=none"]
+def test_hh_real_slice_through_reward_models(tmp_path: Path, hh_slice: Path) -> None:
+    """The real HH slice: SFT on the tiny model, R_P and R_PIT on pretrained MiniLM, a judge on the judge split."""
+    overrides = ["+experiment=hh_rlhf", "model=tiny", f"dataset.path={hh_slice}", "reward_model=minilm",
+                 "reward_model.max_length=96", "model.vocab_size=600", "dataset.max_prompt_tokens=64",
+                 "dataset.max_response_tokens=16", "judge.backbone.max_length=96", *FAST_TRAIN]
     results = run(compose_config(overrides, tmp_path))
     assert results["data"]["dropped"] == {"diverged_before_last_turn": 5, "empty_response": 4}
-    assert sum(results["data"]["counts"].values()) == 2303
-    assert results["stages"]["sft_policy"]["status"] == "ran"
-    assert "val_oracle" not in results["stages"]["sft_policy"]["metrics"]     # HH has no oracle
-    assert results["stages"]["sft_pit"]["metrics"]["val_loss"] > 0
+    counts = results["data"]["counts"]
+    assert sum(counts.values()) == 2303
+    stages = results["stages"]
+    assert {stages[s]["status"] for s in ("sft_policy", "reward", "sft_pit", "gap_reward", "judge")} == {"ran"}
+    assert "val_oracle" not in stages["sft_policy"]["metrics"]     # HH has no oracle
+    assert stages["sft_pit"]["metrics"]["val_loss"] > 0
+    assert 0 <= stages["reward"]["metrics"]["val_acc_w_gt_l"] <= 1
+    judge = stages["judge"]["metrics"]
+    assert judge["train_pairs"] == counts["judge"] and judge["val_pairs"] == counts["val"]
+    assert (tmp_path / "cache" / "judge" / stages["judge"]["key"] / "backbone" / "model.safetensors").is_file()
 
 
 def test_cli_with_wandb_offline_run_dir(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
@@ -137,3 +148,23 @@ def test_bad_input_is_one_clear_line(overrides: list[str], message: str, tmp_pat
                           cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and message in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+
+
+def test_gap_loss_multirun_reuses_upstream(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    """`-m objective.gap_loss=full,single,rp_difference`: one job and one W&B run per point, upstream reused."""
+    overrides = [o for o in FAST if o != "logger=none"] + [
+        "objective.gap_loss=full,single,rp_difference", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    done = subprocess.run([sys.executable, "-m", "pit.run", "-m", *overrides], cwd=ROOT, env=subprocess_env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = [json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text()) for i in range(3)]
+    assert [stage_status(j)["gap_reward"] for j in jobs] == ["ran", "ran", "ran"]
+    assert [stage_status(j)["reward"] for j in jobs] == ["ran", "reused", "reused"]
+    assert [stage_status(j)["sft_policy"] for j in jobs] == ["ran", "reused", "reused"]
+    assert len({j["stages"]["gap_reward"]["key"] for j in jobs}) == 3
+    rp = jobs[2]["stages"]["gap_reward"]["metrics"]
+    # R_P differences order every Eq. 2 comparison exactly as R_P orders (y_w, y_l): one accuracy for all five
+    assert len({rp[f"val_acc_{a}_gt_{b}"] for a, b in GAP_COMPARISONS}) == 1
+    assert rp["val_acc_wl_gt_lw"] == pytest.approx(jobs[2]["stages"]["reward"]["metrics"]["val_acc_w_gt_l"], abs=0.02)
+    for i in range(3):
+        assert len(list((tmp_path / "sweep" / str(i) / "wandb").glob("offline-run-*"))) == 1

@@ -35,15 +35,34 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, inputs: list[str], response
     return [EncodedPair(h, (t + [eos])[:max_response_tokens]) for h, t in zip(heads, tails, strict=True)]
 
 
+def pad_rows(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu",
+             left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token rows into `[B, T]` ids and attention mask; left padding (right-aligned rows) for decoding."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return ids.to(device), mask.to(device)
+
+
 def collate_sft(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded `input_ids`, `attention_mask` and `labels` with input and padding positions ignored."""
-    length = max(len(p.input_ids) + len(p.response_ids) for p in pairs)
-    input_ids = torch.full((len(pairs), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(pairs), length), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(pairs), length), dtype=torch.long)
+    input_ids, mask = pad_rows([p.input_ids + p.response_ids for p in pairs], pad_id)
+    labels = torch.full_like(input_ids, IGNORE)
     for row, pair in enumerate(pairs):
-        n_in, n = len(pair.input_ids), len(pair.input_ids) + len(pair.response_ids)
-        input_ids[row, :n] = torch.tensor(pair.input_ids + pair.response_ids)
-        labels[row, n_in:n] = torch.tensor(pair.response_ids)
-        mask[row, :n] = 1
+        n_in = len(pair.input_ids)
+        labels[row, n_in:n_in + len(pair.response_ids)] = torch.tensor(pair.response_ids)
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def collate_groups(items: list[tuple[list[int], ...]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Examples of G encoded texts each -> right-padded `[G * B, T]`, group-major (all first texts, then all second...).
+
+    Group-major order lets a model score every text of a batch in one forward pass and split the result
+    back into groups with a reshape.
+    """
+    input_ids, mask = pad_rows([item[g] for g in range(len(items[0])) for item in items], pad_id)
+    return {"input_ids": input_ids, "attention_mask": mask}

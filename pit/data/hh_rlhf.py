@@ -6,9 +6,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from pit.data.hub import load_hub_rows
-from pit.data.jsonl import get_field, read_jsonl
-from pit.data.schema import LoadedData, PreferenceExample, PreferenceSource, drop_reason
+from pit.data.hub import HubOrFileSource
+from pit.data.jsonl import get_field
+from pit.data.schema import LoadedData, PreferenceExample, drop_reason
 
 ASSISTANT = "\n\nAssistant:"
 
@@ -22,19 +22,12 @@ def split_transcript(transcript: str) -> tuple[str, str] | None:
     return transcript[:cut], transcript[cut:]
 
 
-class HHRLHFSource(PreferenceSource):
+class HHRLHFSource(HubOrFileSource):
     """`Anthropic/hh-rlhf` from the hub (optionally one subset dir) or a local `.jsonl[.gz]` of the same format."""
 
     def __init__(self, path: str | None = None, hub_name: str = "Anthropic/hh-rlhf", subset: str | None = None,
                  split: str = "train", name: str = "hh_rlhf", **presentation: Any):
-        super().__init__(name, **presentation)
-        self.path, self.hub_name, self.subset, self.split, self.name = path, hub_name, subset, split, name
-
-    def load(self) -> LoadedData:
-        if self.path:
-            return self.parse(read_jsonl(self.path), self.path)
-        rows = load_hub_rows(self.hub_name, self.split, data_dir=self.subset)
-        return self.parse(enumerate(rows), f"hub:{self.hub_name}[{self.split}]")
+        super().__init__(path, hub_name, split, name, {"data_dir": subset}, **presentation)
 
     def parse(self, rows: Iterable[tuple[int, dict[str, Any]]], where: str) -> LoadedData:
         """Turn `(line, {"chosen", "rejected"})` rows into pairs; count each documented reason for dropping one."""

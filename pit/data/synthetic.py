@@ -21,7 +21,7 @@ WORDS = (
     "rain snow wind tree leaf rock sand lake hill road ship car bus hat cup key box pen map bell"
 ).split()
 
-PROMPT_RE = re.compile(r"^write (\d+) words with ((?:\w+ )+?)(in order )?without ((?:\w+ ?)+)$")
+PROMPT_RE = re.compile(r"^write (\d+) words with (\w+(?: \w+)*?)( in order)?(?: without (\w+(?: \w+)*))?$")
 
 
 def score(prompt: str, response: str) -> float:
@@ -29,7 +29,7 @@ def score(prompt: str, response: str) -> float:
     match = PROMPT_RE.match(prompt.strip())
     if match is None:
         raise ValueError(f"not a synthetic prompt: {prompt!r}")
-    length, required, ordered, banned = int(match[1]), match[2].split(), bool(match[3]), match[4].split()
+    length, required, ordered, banned = int(match[1]), match[2].split(), bool(match[3]), (match[4] or "").split()
     words = response.split()
     terms = [float(w in words) for w in required] + [float(w not in words) for w in banned]
     terms.append(max(0.0, 1.0 - abs(len(words) - length) / 2))
@@ -58,20 +58,26 @@ class SyntheticSource(PreferenceSource):
 
     def load(self) -> LoadedData:
         rng = random.Random(self.seed)
-        examples, seen = [], set()
+        examples, seen, repeats = [], set(), 0
         while len(examples) < self.n_pairs:
             example = self._pair(rng)
-            if example.prompt not in seen:
-                seen.add(example.prompt)
-                examples.append(example)
+            if example.prompt in seen:
+                repeats += 1
+                if repeats > 100 * self.n_pairs:
+                    raise ConfigError(f"synthetic: these constraints allow fewer than n_pairs={self.n_pairs} "
+                                      f"distinct prompts (made {len(examples)})")
+                continue
+            seen.add(example.prompt)
+            examples.append(example)
         return LoadedData(self.name, examples, oracle=score)
 
     def _pair(self, rng: random.Random) -> PreferenceExample:
         picked = rng.sample(WORDS, self.n_required + self.n_banned)
         required, banned = picked[: self.n_required], picked[self.n_required :]
         length = rng.choice(self.lengths)
-        order = "in order " if self.ordered else ""
-        prompt = f"write {length} words with {' '.join(required)} {order}without {' '.join(banned)}"
+        order = " in order" if self.ordered else ""
+        avoid = f" without {' '.join(banned)}" if banned else ""
+        prompt = f"write {length} words with {' '.join(required)}{order}{avoid}"
         fillers = [w for w in WORDS if w not in picked]
         perfect = rng.sample(fillers, length - self.n_required)
         for word, slot in zip(required, sorted(rng.sample(range(length), self.n_required)), strict=True):
@@ -87,8 +93,9 @@ def _corrupt(words: list[str], n: int, required: list[str], banned: list[str], f
              rng: random.Random) -> str:
     """Apply `n` random corruptions: drop a required word, insert a banned word, or change the length."""
     words = list(words)
+    kinds = ("drop_required", "add_banned", "longer", "shorter") if banned else ("drop_required", "longer", "shorter")
     for _ in range(n):
-        kind = rng.choice(("drop_required", "add_banned", "longer", "shorter"))
+        kind = rng.choice(kinds)
         present = [i for i, w in enumerate(words) if w in required]
         free = [i for i, w in enumerate(words) if w not in required and w not in banned]
         if kind == "drop_required" and present:

@@ -6,9 +6,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from pit.data.hub import load_hub_rows
-from pit.data.jsonl import get_field, read_jsonl
-from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource, drop_reason
+from pit.data.hub import HubOrFileSource
+from pit.data.jsonl import get_field
+from pit.data.schema import DataError, LoadedData, PreferenceExample, drop_reason
 
 
 def tldr_prompt(info: dict[str, Any]) -> str:
@@ -19,19 +19,12 @@ def tldr_prompt(info: dict[str, Any]) -> str:
     return f"{header}{title}POST: {body}\nTL;DR:"
 
 
-class TLDRSource(PreferenceSource):
+class TLDRSource(HubOrFileSource):
     """Comparisons from the hub or a local jsonl of that format: post -> prompt, `choice` picks the chosen summary."""
 
     def __init__(self, path: str | None = None, hub_name: str = "openai/summarize_from_feedback",
                  hub_config: str = "comparisons", split: str = "train", name: str = "tldr", **presentation: Any):
-        super().__init__(name, **presentation)
-        self.path, self.hub_name, self.hub_config, self.split, self.name = path, hub_name, hub_config, split, name
-
-    def load(self) -> LoadedData:
-        if self.path:
-            return self.parse(read_jsonl(self.path), self.path)
-        rows = load_hub_rows(self.hub_name, self.split, name=self.hub_config)
-        return self.parse(enumerate(rows), f"hub:{self.hub_name}[{self.split}]")
+        super().__init__(path, hub_name, split, name, {"name": hub_config}, **presentation)
 
     def parse(self, rows: Iterable[tuple[int, dict[str, Any]]], where: str) -> LoadedData:
         examples, dropped = [], Counter()

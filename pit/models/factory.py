@@ -9,8 +9,10 @@ from typing import Any
 import torch
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -30,11 +32,18 @@ class TinyCausalLM:
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:
         return train_bpe_tokenizer(texts, self.vocab_size)
 
+    def _config(self, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+        return AutoConfig.for_model(self.model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                    **self.config)
+
     def model(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-        config = AutoConfig.for_model(self.model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                      **self.config)
-        return AutoModelForCausalLM.from_config(config)
+        """A freshly initialised causal LM (with its LM head)."""
+        return AutoModelForCausalLM.from_config(self._config(tokenizer))
+
+    def backbone(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+        """The same architecture without the LM head, freshly initialised (for a reward model started from scratch)."""
+        return AutoModel.from_config(self._config(tokenizer))
 
 
 class PretrainedCausalLM:
@@ -55,12 +64,20 @@ class PretrainedCausalLM:
         tokenizer.padding_side = "left"
         return tokenizer
 
-    def model(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-        model = AutoModelForCausalLM.from_pretrained(
+    def _load(self, auto_class: type, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+        model = auto_class.from_pretrained(
             self.name_or_path, trust_remote_code=self.trust_remote_code, revision=self.revision,
             dtype=getattr(torch, self.dtype), attn_implementation=self.attn_implementation)
         model.config.pad_token_id = tokenizer.pad_token_id
         return model
+
+    def model(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+        """The pretrained causal LM."""
+        return self._load(AutoModelForCausalLM, tokenizer)
+
+    def backbone(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+        """The pretrained model without its LM head (for a reward model not started from the SFT policy)."""
+        return self._load(AutoModel, tokenizer)
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:

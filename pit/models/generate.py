@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from pit.data.encode import encode_inputs
+from pit.data.encode import encode_inputs, pad_rows
 
 
 @dataclass(frozen=True)
@@ -18,17 +18,6 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     batch_size: int = 64
-
-
-def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack token rows right-aligned (left padding), as decoding from a batch requires; also the attention mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row):] = 1
-    return ids.to(device), mask.to(device)
 
 
 @torch.no_grad()
@@ -63,7 +52,7 @@ def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, i
     device = next(model.parameters()).device
     for start in range(0, len(order), sampling.batch_size):
         chunk = order[start:start + sampling.batch_size]
-        ids, mask = left_pad([encoded[i] for i in chunk], tokenizer.pad_token_id, device)
+        ids, mask = pad_rows([encoded[i] for i in chunk], tokenizer.pad_token_id, device, left=True)
         response, _ = sample(model, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id)
         for i, text in zip(chunk, tokenizer.batch_decode(response, skip_special_tokens=True), strict=True):
             texts[i] = text

@@ -1,0 +1,87 @@
+"""The `judge=` choices and the `judge` stage: the exact oracle, a reward model trained on the held-out judge split,
+or a published reward model used as it is. Each reports its pairwise accuracy on the val split next to its results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import mean
+from typing import TYPE_CHECKING, Any
+
+from pit.errors import ConfigError
+from pit.models.reward import RewardModel
+
+if TYPE_CHECKING:
+    from pit.pipeline import Pipeline
+
+JUDGE_META = "judge.json"
+
+
+def pairwise_accuracy(model: RewardModel, pipeline: Pipeline) -> float:
+    """How often `model` scores y_w above y_l on the val split (inputs through the policy template)."""
+    val = pipeline.splits["val"]
+    inputs = [pipeline.source.templates.policy_input(e.prompt) for e in val]
+    scores = model.score(inputs + inputs, [e.chosen for e in val] + [e.rejected for e in val])
+    return (scores[: len(val)] > scores[len(val):]).float().mean().item()
+
+
+class OracleJudge:
+    """`judge=oracle`: the synthetic dataset's exact score (nothing to train)."""
+
+    def __init__(self, name: str = "oracle"):
+        self.name = name
+
+    def build(self, pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
+        if pipeline.oracle is None:
+            raise ConfigError(f"judge={self.name} needs a dataset with an exact oracle (dataset=synthetic)")
+        val = pipeline.splits["val"]
+        metrics["val_acc"] = mean(float(pipeline.oracle(e.prompt, e.chosen) > pipeline.oracle(e.prompt, e.rejected))
+                                  for e in val)
+        metrics["val_pairs"] = len(val)
+        (out / JUDGE_META).write_text(json.dumps({"kind": "oracle"}))
+
+
+class RewardModelJudge:
+    """`judge=reward_model`: a reward model trained only on the judge split, which no other stage trains on."""
+
+    def __init__(self, backbone: Any, name: str = "reward_model"):
+        if backbone.init_from is not None:
+            raise ConfigError("judge.backbone.init_from must be null: a held-out judge may not start from a "
+                              "model trained on the policy's data")
+        self.backbone, self.name = backbone, name
+
+    def build(self, pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
+        judge_rows = pipeline.splits["judge"]
+        if not judge_rows:
+            raise ConfigError("judge=reward_model trains on the judge split, which is empty (raise splits.judge)")
+        model = pipeline.fit_reward_model("judge", self.backbone, pipeline.cfg.train.judge, judge_rows, metrics)
+        model.save(out)
+        metrics.update(val_acc=pairwise_accuracy(model, pipeline), val_pairs=len(pipeline.splits["val"]),
+                       train_pairs=len(judge_rows))
+        (out / JUDGE_META).write_text(json.dumps({"kind": "reward_model"}))
+
+
+class AutoJudge(RewardModelJudge):
+    """`judge=auto`: the exact oracle when the dataset has one, else a reward model trained on the judge split."""
+
+    def __init__(self, backbone: Any, name: str = "auto"):
+        super().__init__(backbone, name)
+
+    def build(self, pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
+        if pipeline.oracle is not None:
+            OracleJudge(self.name).build(pipeline, out, metrics)
+        else:
+            super().build(pipeline, out, metrics)
+
+
+class PretrainedRewardJudge:
+    """`judge=pretrained_rm`: a published reward model by hub name or path (e.g. OpenAssistant's DeBERTa RM)."""
+
+    def __init__(self, backbone: Any, name: str = "pretrained_rm"):
+        self.backbone, self.name = backbone, name
+
+    def build(self, pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
+        model = self.backbone.build(None, None, pipeline.model_spec, pipeline.source.max_response_tokens)
+        metrics.update(val_acc=pairwise_accuracy(model, pipeline), val_pairs=len(pipeline.splits["val"]))
+        (out / JUDGE_META).write_text(json.dumps({"kind": "pretrained_rm", "name_or_path": self.backbone.name_or_path}))
