@@ -24,7 +24,6 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check pit tests
-	$(VENV)/bin/ruff format --check pit tests
 
 clean:
 	rm -rf outputs multirun .cache wandb .pytest_cache .ruff_cache

