@@ -182,25 +182,23 @@ class NoLoggerConfig:
 
 
 @dataclass
-class SFTStageConfig:
+class StageTrainingConfig:
     max_steps: int = MISSING
     batch_size: int = MISSING
     lr: float = MISSING
     weight_decay: float = MISSING
     warmup_steps: int = MISSING
     val_every: int = MISSING
+
+
+@dataclass
+class SFTStageConfig(StageTrainingConfig):
     eval_samples: int = MISSING
     init_from: str | None = None
 
 
 @dataclass
-class PreferenceStageConfig:
-    max_steps: int = MISSING
-    batch_size: int = MISSING
-    lr: float = MISSING
-    weight_decay: float = MISSING
-    warmup_steps: int = MISSING
-    val_every: int = MISSING
+class PreferenceStageConfig(StageTrainingConfig):
     margin: float = 0.0
     l2: float = 0.0
 
