@@ -1,0 +1,116 @@
+"""PPO math against hand-computed values and a step-by-step reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pit.models.generate import response_mask
+from pit.modules.ppo_math import (
+    AdaptiveKLController,
+    FixedKLController,
+    clipped_policy_loss,
+    clipped_value_loss,
+    explained_variance,
+    gae,
+    kl_penalized_rewards,
+    masked_entropy,
+    masked_whiten,
+    token_logprobs,
+)
+
+
+def test_gae_hand_values() -> None:
+    rewards, values = torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.2, 0.4]])
+    advantages, returns = gae(rewards, values, torch.ones(1, 3), gamma=1.0, lam=0.5)
+    # deltas: 0.2-0.5=-0.3, 0.4-0.2=0.2, 1-0.4=0.6; A2=0.6, A1=0.2+0.5*0.6, A0=-0.3+0.5*0.5
+    assert torch.allclose(advantages, torch.tensor([[-0.05, 0.5, 0.6]]), atol=1e-6)
+    assert torch.allclose(returns, torch.tensor([[0.45, 0.7, 1.0]]), atol=1e-6)
+
+
+def test_gae_stops_at_the_end_of_each_response() -> None:
+    rewards, values = torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[0.5, 0.2, 9.0]])  # 9.0 is past EOS
+    advantages, returns = gae(rewards, values, torch.tensor([[1.0, 1.0, 0.0]]), gamma=1.0, lam=0.5)
+    assert torch.allclose(advantages, torch.tensor([[-0.3 + 0.5 * 0.8, 0.8, 0.0]]), atol=1e-6)
+    assert torch.allclose(returns, torch.tensor([[0.6, 1.0, 0.0]]), atol=1e-6)
+
+
+def test_gae_matches_the_backward_recursion() -> None:
+    torch.manual_seed(0)
+    rewards, values = torch.randn(4, 7), torch.randn(4, 7)
+    mask = torch.tensor([[1] * 7, [1] * 3 + [0] * 4, [1] * 5 + [0] * 2, [1] + [0] * 6], dtype=torch.float)
+    gamma, lam = 0.99, 0.95
+    expected = torch.zeros(4, 7)
+    for b in range(4):
+        last, length = 0.0, int(mask[b].sum())
+        for t in reversed(range(length)):
+            next_value = values[b, t + 1].item() if t + 1 < length else 0.0
+            delta = rewards[b, t].item() + gamma * next_value - values[b, t].item()
+            last = delta + gamma * lam * last
+            expected[b, t] = last
+    advantages, _ = gae(rewards, values, mask, gamma, lam)
+    assert torch.allclose(advantages, expected, atol=1e-5)
+
+
+def test_kl_penalty_and_score_at_last_response_token() -> None:
+    logprobs = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, -1.0]])
+    ref = torch.tensor([[-1.5, -2.0, -2.0], [-1.0, -0.5, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])         # row 0 ended (EOS) at token 1
+    rewards, kl = kl_penalized_rewards(torch.tensor([2.0, -1.0]), logprobs, ref, mask, beta=0.1)
+    assert torch.allclose(kl, torch.tensor([[0.5, 0.0, 0.0], [0.0, -0.5, 0.0]]), atol=1e-6)
+    assert torch.allclose(rewards, torch.tensor([[-0.05, 2.0, 0.0], [0.0, 0.05, -1.0]]), atol=1e-6)
+
+
+def test_masks_from_left_padded_prompts_and_early_eos() -> None:
+    """The response slice after left-padded prompts starts at column 0; masking follows EOS, not the prompt."""
+    eos = 0
+    response = torch.tensor([[5, 0, 7, 7], [5, 6, 7, 8]])
+    mask = response_mask(response, eos).float()
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    logits = torch.zeros(2, 4, 10)
+    logits[0, 2:] = 50.0 * torch.nn.functional.one_hot(torch.tensor(3), 10)  # garbage after EOS must not count
+    entropy = masked_entropy(logits, mask)
+    assert entropy.item() == pytest.approx(math.log(10), rel=1e-5)
+    assert token_logprobs(logits, response)[1].tolist() == pytest.approx([-math.log(10)] * 4, rel=1e-5)
+
+
+def test_clipped_policy_loss_hand_values() -> None:
+    logprobs, old = torch.full((1, 2), math.log(1.5)), torch.zeros(1, 2)
+    mask = torch.ones(1, 2)
+    up = clipped_policy_loss(logprobs, old, torch.ones(1, 2), mask, clip=0.2)
+    assert up.loss.item() == pytest.approx(-1.2) and up.clip_fraction.item() == 1.0
+    assert up.approx_kl.item() == pytest.approx(0.5 - math.log(1.5))
+    down = clipped_policy_loss(logprobs, old, -torch.ones(1, 2), mask, clip=0.2)
+    assert down.loss.item() == pytest.approx(1.5) and down.clip_fraction.item() == 0.0
+    masked = clipped_policy_loss(logprobs, old, torch.tensor([[1.0, 100.0]]), torch.tensor([[1.0, 0.0]]), 0.2)
+    assert masked.loss.item() == pytest.approx(-1.2)
+
+
+def test_clipped_value_loss_hand_values() -> None:
+    loss, clipped = clipped_value_loss(torch.tensor([[1.0]]), torch.tensor([[0.5]]), torch.tensor([[2.0]]),
+                                       torch.ones(1, 1), clip=0.2)
+    assert loss.item() == pytest.approx(0.5 * (0.7 - 2.0) ** 2) and clipped.item() == 1.0
+    loss, clipped = clipped_value_loss(torch.tensor([[1.9]]), torch.tensor([[1.8]]), torch.tensor([[2.0]]),
+                                       torch.ones(1, 1), clip=0.2)
+    assert loss.item() == pytest.approx(0.5 * 0.1**2) and clipped.item() == 0.0
+
+
+def test_whiten_and_explained_variance() -> None:
+    x, mask = torch.tensor([[1.0, 2.0, 3.0, 100.0]]), torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert torch.allclose(masked_whiten(x, mask), torch.tensor([[-1.0, 0.0, 1.0, 0.0]]), atol=1e-4)
+    assert torch.allclose(masked_whiten(x, mask, shift_mean=False), torch.tensor([[1.0, 2.0, 3.0, 0.0]]), atol=1e-4)
+    returns = torch.tensor([[1.0, 2.0, 3.0, 50.0]])
+    assert explained_variance(returns, returns, mask).item() == pytest.approx(1.0)
+    assert explained_variance(torch.full((1, 4), 2.0), returns, mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kl_controllers() -> None:
+    adaptive = AdaptiveKLController(init_beta=0.1, target=6.0, horizon=10_000)
+    assert adaptive.update(12.0, 100) == pytest.approx(0.1 * 1.002)        # above target: β grows (error clipped)
+    adaptive.beta = 0.1
+    assert adaptive.update(3.0, 100) == pytest.approx(0.1 * 0.998)         # below target: β shrinks
+    adaptive.beta = 0.1
+    assert adaptive.update(6.0, 100) == pytest.approx(0.1)
+    assert FixedKLController(0.05).update(100.0, 100) == 0.05
