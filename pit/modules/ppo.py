@@ -1,0 +1,154 @@
+"""PPO for a causal LM against any reward function of text (R_P, R_PIT, the oracle), as a Lightning module.
+
+Each training step takes a batch of prompts, samples responses with the shared generator (KV cache,
+no grad), scores them, computes KL-penalised token rewards against the frozen reference, GAE advantages
+and returns, then runs `ppo_epochs` passes of minibatch updates with manual optimization. The value
+head shares the policy's trunk. The math lives in `pit.modules.ppo_math`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from pit.data.encode import encode_inputs, pad_rows
+from pit.models.generate import Sampling, sample
+from pit.modules.optim import adamw_warmup_cosine
+from pit.modules.ppo_math import (
+    AdaptiveKLController,
+    FixedKLController,
+    clipped_policy_loss,
+    clipped_value_loss,
+    explained_variance,
+    gae,
+    kl_penalized_rewards,
+    masked_entropy,
+    masked_whiten,
+    token_logprobs,
+)
+
+RewardFn = Callable[[list[Any], list[str]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO settings (defaults as in common RLHF practice for small models)."""
+
+    lr: float = 1e-5
+    ppo_epochs: int = 4
+    minibatches: int = 4
+    clip: float = 0.2
+    value_clip: float = 0.2
+    value_coef: float = 0.1
+    entropy_coef: float = 0.0
+    gamma: float = 1.0
+    lam: float = 0.95
+    init_beta: float = 0.05
+    target_kl: float | None = 6.0
+    kl_horizon: int = 10_000
+    max_grad_norm: float = 1.0
+    no_eos_penalty: float | None = None
+
+
+class PPOModule(L.LightningModule):
+    """Optimises `policy` to maximise `reward_fn(items, responses) - β·KL(policy ‖ reference)`.
+
+    `items` are whatever the dataloader yields per prompt (objects with an `input_text` attribute, which the
+    policy reads); the reward function receives them back, so R_PIT can also see the reference response.
+    """
+
+    def __init__(self, policy: PreTrainedModel, reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 reward_fn: RewardFn, sampling: Sampling, max_input_tokens: int, config: PPOConfig, prefix: str,
+                 total_steps: int):
+        super().__init__()
+        self.automatic_optimization = False
+        self.policy, self.reference, self.tokenizer, self.reward_fn = policy, reference, tokenizer, reward_fn
+        self.reference.requires_grad_(False).eval()
+        self.value_head = nn.Linear(policy.config.hidden_size, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self.sampling, self.max_input_tokens, self.config, self.prefix = sampling, max_input_tokens, config, prefix
+        self.total_steps = total_steps
+        self.kl_controller = (AdaptiveKLController(config.init_beta, config.target_kl, config.kl_horizon)
+                              if config.target_kl is not None else FixedKLController(config.init_beta))
+        self.history: list[dict[str, float]] = []
+
+    def _forward(self, model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, prompt_len: int,
+                 with_values: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Log-probs, logits and values of the response tokens `ids[:, prompt_len:]` (positions follow the mask)."""
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=with_values)
+        logits = out.logits[:, prompt_len - 1:-1]
+        values = self.value_head(out.hidden_states[-1][:, prompt_len - 1:-1].float()).squeeze(-1) if with_values \
+            else None
+        return token_logprobs(logits, ids[:, prompt_len:]), logits, values
+
+    def training_step(self, batch: list[Any], batch_idx: int) -> None:
+        cfg, start = self.config, time.perf_counter()
+        rows = encode_inputs(self.tokenizer, [item.input_text for item in batch], self.max_input_tokens)
+        prompt_ids, prompt_mask = pad_rows(rows, self.tokenizer.pad_token_id, self.device, left=True)
+        response, response_mask = sample(self.policy, prompt_ids, prompt_mask, self.sampling,
+                                         self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+        gen_seconds = time.perf_counter() - start
+        texts = self.tokenizer.batch_decode(response, skip_special_tokens=True)
+        scores = self.reward_fn(batch, texts).to(self.device, torch.float32)
+        ended = (response == self.tokenizer.eos_token_id).any(1)
+        if cfg.no_eos_penalty is not None:
+            scores = torch.where(ended, scores, torch.full_like(scores, cfg.no_eos_penalty))
+        ids = torch.cat([prompt_ids, response], 1)
+        mask = torch.cat([prompt_mask, response_mask], 1)
+        resp_mask, prompt_len = response_mask.float(), prompt_ids.shape[1]
+        with torch.no_grad():
+            old_logp, _, old_values = self._forward(self.policy, ids, mask, prompt_len, with_values=True)
+            ref_logp, _, _ = self._forward(self.reference, ids, mask, prompt_len, with_values=False)
+            rewards, kl = kl_penalized_rewards(scores, old_logp, ref_logp, resp_mask, self.kl_controller.beta)
+            advantages, returns = gae(rewards, old_values, resp_mask, cfg.gamma, cfg.lam)
+            advantages = masked_whiten(advantages, resp_mask)
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_fraction": [], "approx_kl": [],
+                                         "entropy": []}
+        n, train_start = len(batch), time.perf_counter()
+        for _ in range(cfg.ppo_epochs):
+            for chunk in torch.randperm(n, device=self.device).chunk(cfg.minibatches):
+                logp, logits, values = self._forward(self.policy, ids[chunk], mask[chunk], prompt_len, with_values=True)
+                m = resp_mask[chunk]
+                pg = clipped_policy_loss(logp, old_logp[chunk], advantages[chunk], m, cfg.clip)
+                vf, _ = clipped_value_loss(values, old_values[chunk], returns[chunk], m, cfg.value_clip)
+                entropy = masked_entropy(logits, m)
+                loss = pg.loss + cfg.value_coef * vf - cfg.entropy_coef * entropy
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{self.prefix}: non-finite PPO loss at step {self.global_step} "
+                                             f"(policy {pg.loss.item()}, value {vf.item()})")
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                self.clip_gradients(optimizer, gradient_clip_val=cfg.max_grad_norm, gradient_clip_algorithm="norm")
+                optimizer.step()
+                for key, value in (("policy_loss", pg.loss), ("value_loss", vf), ("clip_fraction", pg.clip_fraction),
+                                   ("approx_kl", pg.approx_kl), ("entropy", entropy)):
+                    stats[key].append(value.item())
+        scheduler.step()
+        train_seconds = time.perf_counter() - train_start
+        mean_kl = (kl.sum(1)).mean().item()
+        beta = self.kl_controller.update(mean_kl, n)
+        tokens = resp_mask.sum().item()
+        metrics = {"reward_mean": scores.mean().item(), "reward_std": scores.std().item() if n > 1 else 0.0,
+                   "kl": mean_kl, "beta": beta, "response_length": resp_mask.sum(1).mean().item(),
+                   "ended_with_eos": ended.float().mean().item(),
+                   "explained_variance": explained_variance(old_values, returns, resp_mask).item(),
+                   "gen_tokens_per_s": tokens / max(gen_seconds, 1e-9),
+                   "train_tokens_per_s": tokens * cfg.ppo_epochs / max(train_seconds, 1e-9),
+                   **{k: sum(v) / len(v) for k, v in stats.items()}}
+        self.history.append(metrics)
+        self.log_dict({f"{self.prefix}/{k}": v for k, v in metrics.items() if math.isfinite(v)}, batch_size=n)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        trainable = nn.ModuleList([self.policy, self.value_head])
+        return adamw_warmup_cosine(trainable, self.config.lr, 0.0, 0, self.total_steps)
