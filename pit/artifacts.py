@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 2   # bump when a stage would compute something different from the same config
+FORMAT_VERSION = 3   # bump when a stage would compute something different from the same config
 MARKER = "_COMPLETE.json"
 
 

@@ -13,6 +13,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from pit.modules.ppo_config import PPOConfig
+
 
 @dataclass
 class TemplatesConfig:
@@ -204,12 +206,22 @@ class PreferenceStageConfig(StageTrainingConfig):
 
 
 @dataclass
+class PPOStageConfig:
+    iterations: int = MISSING
+    batch_size: int = MISSING
+    temperature: float = MISSING
+    eval_samples: int = MISSING
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+
+@dataclass
 class TrainConfig:
     sft_policy: SFTStageConfig = field(default_factory=SFTStageConfig)
     sft_pit: SFTStageConfig = field(default_factory=SFTStageConfig)
     reward: PreferenceStageConfig = field(default_factory=PreferenceStageConfig)
     gap_reward: PreferenceStageConfig = field(default_factory=PreferenceStageConfig)
     judge: PreferenceStageConfig = field(default_factory=PreferenceStageConfig)
+    rlhf_policy: PPOStageConfig = field(default_factory=PPOStageConfig)
 
 
 @dataclass

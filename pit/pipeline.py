@@ -29,9 +29,11 @@ from pit.data.splits import split_examples
 from pit.errors import ConfigError
 from pit.models.factory import load_model, load_tokenizer, save_model
 from pit.models.gap import load_gap, save_gap
-from pit.models.generate import generate_texts
-from pit.models.reward import RewardModel
+from pit.models.generate import Sampling, generate_texts
+from pit.models.reward import RewardModel, load_reward_model
 from pit.modules.gap_reward import GapRewardModule
+from pit.modules.ppo import PPOModule, Rollout
+from pit.modules.ppo_config import PPOConfig
 from pit.modules.preference_losses import GAP_COMPARISONS, GAP_LOSSES, comparison_accuracy
 from pit.modules.reward import RewardModule
 from pit.modules.sft import SFTModule
@@ -40,7 +42,7 @@ from pit.tracking import Tracker, find_secrets
 log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward", "pit_rl", "judge", "evaluate")
-NOT_AVAILABLE = {"rlhf_policy": "issue #5", "pit_rl": "issue #5", "evaluate": "issue #6"}
+NOT_AVAILABLE = {"pit_rl": "issue #5", "evaluate": "issue #6"}
 TRAINER_KEY_FIELDS = ("accelerator", "devices", "strategy", "precision", "gradient_clip_val")
 SAMPLE_ROWS = 16
 
@@ -92,12 +94,12 @@ class Pipeline:
         try:
             self._load_data()
             self._stage("tokenizer", {"model": self._sub("model")}, (), self._build_tokenizer)
-            templates = self.source.templates
-            plans = {"sft_policy": partial(self._plan_sft, "sft_policy", templates.policy_input,
+            plans = {"sft_policy": partial(self._plan_sft, "sft_policy", self._policy_input_of,
                                            self.source.max_prompt_tokens),
                      "sft_pit": partial(self._plan_sft, "sft_pit", self._improver_input_of_rejected,
                                         self.source.max_improver_tokens),
-                     "reward": self._plan_reward, "gap_reward": self._plan_gap_reward, "judge": self._plan_judge}
+                     "reward": self._plan_reward, "rlhf_policy": self._plan_rlhf_policy,
+                     "gap_reward": self._plan_gap_reward, "judge": self._plan_judge}
             for name in (s for s in STAGE_ORDER if s in self.objective.stages):
                 if name in NOT_AVAILABLE:
                     self._record(name, {"status": "skipped", "reason": f"not available yet ({NOT_AVAILABLE[name]})"})
@@ -131,6 +133,13 @@ class Pipeline:
         return ({**self._common(), "reward_model": self._sub("reward_model"), "train": self._sub("train.reward")},
                 self._after("reward", self.reward_spec.init_from), self._build_reward)
 
+    def _plan_rlhf_policy(self) -> StagePlan:
+        missing = [s for s in ("sft_policy", "reward") if s not in self.keys]
+        if missing:
+            raise ConfigError(f"rlhf_policy optimises the SFT policy against R_P: add {missing} to objective.stages")
+        config = {**self._common(), "train": self._sub("train.rlhf_policy")}
+        return config, ("sft_policy", "reward"), self._build_rlhf_policy
+
     def _plan_gap_reward(self) -> StagePlan:
         if self.objective.gap_loss == "rp_difference":
             if "reward" not in self.keys:
@@ -157,6 +166,9 @@ class Pipeline:
         log.info("data %s: %s; dropped: %s", loaded.source, counts, dropped)
         if not self.splits["train"] or not self.splits["val"]:
             raise DataError(loaded.source, f"the train and val splits must not be empty (counts {counts})")
+
+    def _policy_input_of(self, example: PreferenceExample) -> str:
+        return self.source.templates.policy_input(example.prompt)
 
     def _improver_input_of_rejected(self, example: PreferenceExample) -> str:
         return self.source.templates.improver_input(example.prompt, example.rejected)
@@ -221,6 +233,41 @@ class Pipeline:
         refs = [e.chosen if name == "sft_policy" else e.rejected for e in val]
         metrics.update(self._sample_eval(name, model, tokenizer, [make_input(e) for e in val], val, refs,
                                          max_input_tokens))
+
+    def _build_rlhf_policy(self, out: Path, metrics: dict[str, float]) -> None:
+        """PPO of M_P against R_P(x, y) on the train prompts, KL-regularised towards the SFT policy."""
+        hp = self.cfg.train.rlhf_policy
+        tokenizer = self._tokenizer()
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
+        policy = load_model(self._artifact("sft_policy"), self.model_spec.trust_remote_code)
+        reference = load_model(self._artifact("sft_policy"), self.model_spec.trust_remote_code)
+        reward = load_reward_model(self._artifact("reward"))
+
+        def reward_fn(batch: list[Rollout], responses: list[str]) -> torch.Tensor:
+            return reward.score([item.input_text for item in batch], responses)
+
+        rollouts = [Rollout(self.source.templates.policy_input(e.prompt), e.prompt) for e in self.splits["train"]]
+        ppo = PPOConfig(**self._sub("train.rlhf_policy.ppo"))
+        sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=hp.temperature,
+                            batch_size=hp.batch_size)
+        module = PPOModule(policy, reference, tokenizer, reward_fn, sampling, self.source.max_prompt_tokens, ppo,
+                           prefix="rlhf_policy", total_steps=hp.iterations)
+        trainer = self._trainer(hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,
+                                gradient_clip_val=None)   # PPO clips its own gradients (ppo.max_grad_norm)
+        loader = DataLoader(rollouts, batch_size=hp.batch_size, shuffle=True, drop_last=True, collate_fn=list,
+                            generator=torch.Generator().manual_seed(self.cfg.seed))
+        start = time.perf_counter()
+        trainer.fit(module, loader)
+        metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+        tail = module.history[-max(1, len(module.history) // 10):]
+        for name in ("reward_mean", "kl", "beta", "response_length"):
+            metrics[f"final_{name}"] = mean(h[name] for h in tail)
+        save_model(policy, tokenizer, out)
+        policy.to(trainer.strategy.root_device)
+        val = self.splits["val"][: hp.eval_samples]
+        inputs = [self.source.templates.policy_input(e.prompt) for e in val]
+        metrics.update(self._sample_eval("rlhf_policy", policy, tokenizer, inputs, val, [e.chosen for e in val],
+                                         self.source.max_prompt_tokens))
 
     def fit_reward_model(self, name: str, spec: Any, hp: DictConfig, train_rows: list[PreferenceExample],
                          metrics: dict[str, float]) -> RewardModel:
@@ -318,10 +365,11 @@ class Pipeline:
         self.tracker.log_table(f"{name}/samples", ["input", "reference", "sample", "oracle"], [list(r) for r in shown])
         return metrics
 
-    def _trainer(self, max_steps: int, val_every: int) -> L.Trainer:
+    def _trainer(self, max_steps: int, val_every: int | None, **overrides: Any) -> L.Trainer:
         """The configured Lightning Trainer (cpu/gpu/ddp/...) with this stage's step budget and our logger."""
+        validation = ({"val_check_interval": min(val_every, max_steps), "check_val_every_n_epoch": None}
+                      if val_every else {"limit_val_batches": 0})
         return instantiate(self.cfg.trainer)(
-            max_steps=max_steps, max_epochs=-1, val_check_interval=min(val_every, max_steps),
-            check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=self.tracker.lightning_logger,
+            max_steps=max_steps, max_epochs=-1, num_sanity_val_steps=0, logger=self.tracker.lightning_logger,
             enable_checkpointing=False, enable_model_summary=False,
-            default_root_dir=str(self.output_dir / "lightning"))
+            default_root_dir=str(self.output_dir / "lightning"), **validation, **overrides)

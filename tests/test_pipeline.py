@@ -177,3 +177,27 @@ def test_same_config_same_numbers_on_cpu(tmp_path: Path) -> None:
     for stage in ("sft_policy", "reward", "sft_pit", "gap_reward"):
         strip = lambda m: {k: v for k, v in m.items() if k != "train_seconds"}  # noqa: E731
         assert strip(first["stages"][stage]["metrics"]) == strip(second["stages"][stage]["metrics"]), stage
+
+
+def test_sft_stages_train_on_the_templated_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """M_P reads exactly `policy_input(x)` and M_PIT `improver_input(x, y_l)`, with y_w as the target."""
+    import pit.pipeline
+
+    seen: list[tuple[list[str], list[str]]] = []
+    real = pit.pipeline.encode_pairs
+
+    def spy(tokenizer, inputs, responses, *args):
+        seen.append((list(inputs), list(responses)))
+        return real(tokenizer, inputs, responses, *args)
+
+    monkeypatch.setattr(pit.pipeline, "encode_pairs", spy)
+    cfg = compose_config([*FAST, "objective=sft_only"], tmp_path)
+    run(cfg)
+    from pit.data.synthetic import SyntheticSource
+
+    train = pit.pipeline.split_examples(SyntheticSource(n_pairs=300).load().examples, **cfg.splits)["train"]
+    policy_inputs, policy_targets = seen[0]
+    assert policy_inputs == [f"{e.prompt} ->" for e in train] and policy_targets == [e.chosen for e in train]
+    improver_inputs, improver_targets = seen[2]
+    assert improver_inputs == [f"{e.prompt} | draft {e.rejected} | better ->" for e in train]
+    assert improver_targets == [e.chosen for e in train]

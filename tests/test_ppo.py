@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -12,12 +11,7 @@ from torch.utils.data import DataLoader
 from pit.data.synthetic import WORDS, SyntheticSource
 from pit.models.factory import TinyCausalLM
 from pit.models.generate import Sampling
-from pit.modules.ppo import PPOConfig, PPOModule
-
-
-@dataclass
-class Prompt:
-    input_text: str
+from pit.modules.ppo import PPOConfig, PPOModule, Rollout
 
 
 def test_ppo_raises_token_frequency_reward_with_bounded_kl() -> None:
@@ -31,11 +25,11 @@ def test_ppo_raises_token_frequency_reward_with_bounded_kl() -> None:
     words = set(WORDS)
     assert all(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1 for w in words)
 
-    def reward(items: list[Prompt], texts: list[str]) -> torch.Tensor:
+    def reward(items: list[Rollout], texts: list[str]) -> torch.Tensor:
         """How many of the 8 sampled tokens are content words (about 10 % of the vocabulary, 1 in 10 at init)."""
         return torch.tensor([sum(w in words for w in t.split()) / 8 for t in texts])
 
-    prompts = [Prompt(e.prompt + " ->") for e in examples]
+    prompts = [Rollout(e.prompt + " ->", e.prompt) for e in examples]
     steps = 60
     module = PPOModule(policy, reference, tokenizer, reward, Sampling(max_new_tokens=8, temperature=1.0),
                        max_input_tokens=24, config=PPOConfig(lr=3e-3, init_beta=0.02, target_kl=None, minibatches=2,

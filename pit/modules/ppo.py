@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from pit.data.encode import encode_inputs, pad_rows
 from pit.models.generate import Sampling, sample
 from pit.modules.optim import adamw_warmup_cosine
+from pit.modules.ppo_config import PPOConfig
 from pit.modules.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
@@ -35,34 +36,23 @@ from pit.modules.ppo_math import (
     token_logprobs,
 )
 
-RewardFn = Callable[[list[Any], list[str]], torch.Tensor]
+RewardFn = Callable[[list["Rollout"], list[str]], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class PPOConfig:
-    """PPO settings (defaults as in common RLHF practice for small models)."""
+@dataclass
+class Rollout:
+    """One prompt of a PPO batch: what the policy reads, the raw prompt, and (for PIT) the reference response."""
 
-    lr: float = 1e-5
-    ppo_epochs: int = 4
-    minibatches: int = 4
-    clip: float = 0.2
-    value_clip: float = 0.2
-    value_coef: float = 0.1
-    entropy_coef: float = 0.0
-    gamma: float = 1.0
-    lam: float = 0.95
-    init_beta: float = 0.05
-    target_kl: float | None = 6.0
-    kl_horizon: int = 10_000
-    max_grad_norm: float = 1.0
-    no_eos_penalty: float | None = None
+    input_text: str
+    prompt: str
+    reference: str | None = None
 
 
 class PPOModule(L.LightningModule):
     """Optimises `policy` to maximise `reward_fn(items, responses) - β·KL(policy ‖ reference)`.
 
-    `items` are whatever the dataloader yields per prompt (objects with an `input_text` attribute, which the
-    policy reads); the reward function receives them back, so R_PIT can also see the reference response.
+    The reward function receives the batch's `Rollout`s back with the decoded responses, so R_PIT can also
+    see each reference response.
     """
 
     def __init__(self, policy: PreTrainedModel, reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -91,7 +81,7 @@ class PPOModule(L.LightningModule):
             else None
         return token_logprobs(logits, ids[:, prompt_len:]), logits, values
 
-    def training_step(self, batch: list[Any], batch_idx: int) -> None:
+    def training_step(self, batch: list[Rollout], batch_idx: int) -> None:
         cfg, start = self.config, time.perf_counter()
         rows = encode_inputs(self.tokenizer, [item.input_text for item in batch], self.max_input_tokens)
         prompt_ids, prompt_mask = pad_rows(rows, self.tokenizer.pad_token_id, self.device, left=True)
