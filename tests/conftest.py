@@ -25,6 +25,8 @@ FAST_TRAIN = [
     "train.reward.max_steps=3", "train.reward.batch_size=8", "train.reward.val_every=3",
     "train.gap_reward.max_steps=3", "train.gap_reward.batch_size=8", "train.gap_reward.val_every=3",
     "train.judge.max_steps=2", "train.judge.batch_size=8", "train.judge.val_every=2",
+    "train.rlhf_policy.iterations=2", "train.rlhf_policy.batch_size=8", "train.rlhf_policy.eval_samples=8",
+    "train.rlhf_policy.ppo.ppo_epochs=1", "train.rlhf_policy.ppo.minibatches=2",
     "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "logger=none",
 ]
 FAST = ["dataset.n_pairs=300", *FAST_TRAIN]

@@ -25,12 +25,14 @@ def test_pipeline_runs_then_reuses(tmp_path: Path) -> None:
     assert first["data"]["source"] == "synthetic"
     assert first["data"]["counts"]["train"] + first["data"]["counts"]["val"] > 200
     assert stage_status(first) == {"tokenizer": "ran", "sft_policy": "ran", "reward": "ran",
-                                   "rlhf_policy": "skipped", "sft_pit": "ran", "gap_reward": "ran",
+                                   "rlhf_policy": "ran", "sft_pit": "ran", "gap_reward": "ran",
                                    "pit_rl": "skipped", "judge": "ran", "evaluate": "skipped"}
     assert "not available yet" in first["stages"]["pit_rl"]["reason"]
     assert 0 <= first["stages"]["reward"]["metrics"]["val_acc_w_gt_l"] <= 1
     assert {f"val_acc_{a}_gt_{b}" for a, b in GAP_COMPARISONS} <= set(first["stages"]["gap_reward"]["metrics"])
     assert first["stages"]["judge"]["metrics"]["val_acc"] == 1.0          # judge=auto on synthetic: the oracle
+    rlhf = first["stages"]["rlhf_policy"]["metrics"]
+    assert {"final_reward_mean", "final_kl", "final_beta", "val_oracle"} <= set(rlhf)
     for stage in ("sft_policy", "sft_pit"):
         metrics = first["stages"][stage]["metrics"]
         assert metrics["val_loss"] > 0 and 0 <= metrics["val_oracle"] <= 1
@@ -41,8 +43,8 @@ def test_pipeline_runs_then_reuses(tmp_path: Path) -> None:
 
     second = run(compose_config(FAST, tmp_path))
     assert {k: v for k, v in stage_status(second).items() if v != "skipped"} == {
-        "tokenizer": "reused", "sft_policy": "reused", "reward": "reused", "sft_pit": "reused",
-        "gap_reward": "reused", "judge": "reused"}
+        "tokenizer": "reused", "sft_policy": "reused", "reward": "reused", "rlhf_policy": "reused",
+        "sft_pit": "reused", "gap_reward": "reused", "judge": "reused"}
     assert second["stages"]["sft_pit"]["metrics"] == first["stages"]["sft_pit"]["metrics"]
     assert second["stages"]["sft_policy"]["seconds"] < 1.0
 
@@ -68,7 +70,7 @@ def test_killed_stage_resumes_there(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         run(compose_config(FAST, tmp_path))
     partial = json.loads((tmp_path / "out" / "results.json").read_text())
     assert stage_status(partial) == {"tokenizer": "ran", "sft_policy": "ran", "reward": "ran",
-                                     "rlhf_policy": "skipped"}
+                                     "rlhf_policy": "ran"}
     assert not [p for p in (tmp_path / "cache" / "sft_pit").iterdir()]     # nothing half-written survives
     monkeypatch.setattr(Pipeline, "_build_sft", real)
     resumed = run(compose_config(FAST, tmp_path))
@@ -174,7 +176,7 @@ def test_same_config_same_numbers_on_cpu(tmp_path: Path) -> None:
     """Two cold runs of one config (separate caches) give identical metrics: seeds cover init, data order, sampling."""
     first = run(compose_config(FAST, tmp_path / "a"))
     second = run(compose_config(FAST, tmp_path / "b"))
-    for stage in ("sft_policy", "reward", "sft_pit", "gap_reward"):
+    for stage in ("sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward"):
         strip = lambda m: {k: v for k, v in m.items() if k != "train_seconds"}  # noqa: E731
         assert strip(first["stages"][stage]["metrics"]) == strip(second["stages"][stage]["metrics"]), stage
 
