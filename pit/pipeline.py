@@ -204,7 +204,7 @@ class Pipeline:
     # ---- stage bodies -----------------------------------------------------------------------------------------
     def _build_tokenizer(self, out: Path, metrics: dict[str, float]) -> None:
         """Train (tiny model) or fetch (pretrained) the tokenizer once; every later stage loads this one."""
-        texts = [t for e in self.splits["train"] for t in (self.source.templates.policy_input(e.prompt),
+        texts = [t for e in self.splits["train"] for t in (self._policy_input_of(e),
                                                              self._improver_input_of_rejected(e), e.chosen)]
         tokenizer = self.model_spec.tokenizer(texts)
         tokenizer.save_pretrained(out)
@@ -246,7 +246,7 @@ class Pipeline:
         def reward_fn(batch: list[Rollout], responses: list[str]) -> torch.Tensor:
             return reward.score([item.input_text for item in batch], responses)
 
-        rollouts = [Rollout(self.source.templates.policy_input(e.prompt), e.prompt) for e in self.splits["train"]]
+        rollouts = [Rollout(self._policy_input_of(e), e.prompt) for e in self.splits["train"]]
         ppo = PPOConfig(**self._sub("train.rlhf_policy.ppo"))
         sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=hp.temperature,
                             batch_size=hp.batch_size)
@@ -265,7 +265,7 @@ class Pipeline:
         save_model(policy, tokenizer, out)
         policy.to(trainer.strategy.root_device)
         val = self.splits["val"][: hp.eval_samples]
-        inputs = [self.source.templates.policy_input(e.prompt) for e in val]
+        inputs = [self._policy_input_of(e) for e in val]
         metrics.update(self._sample_eval("rlhf_policy", policy, tokenizer, inputs, val, [e.chosen for e in val],
                                          self.source.max_prompt_tokens))
 
@@ -310,7 +310,7 @@ class Pipeline:
 
     def _reward_items(self, model: RewardModel, rows: list[PreferenceExample]) -> list[tuple[list[int], ...]]:
         """(chosen, rejected) encodings of `x = policy_input(prompt)` with each response."""
-        inputs = [self.source.templates.policy_input(e.prompt) for e in rows]
+        inputs = [self._policy_input_of(e) for e in rows]
         return list(zip(model.encode(inputs, [e.chosen for e in rows]),
                         model.encode(inputs, [e.rejected for e in rows]), strict=True))
 
