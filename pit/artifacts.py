@@ -35,6 +35,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One JSON object per line (inside an artifact's temp dir, which is what makes it atomic)."""
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
 class ArtifactStore:
     """Finished stage artifacts under `root`; `write` yields a temp dir that becomes the artifact on success."""
 

@@ -93,6 +93,7 @@ class ObjectiveConfig:
     name: str = MISSING
     stages: list[str] = MISSING
     gap_loss: str = "full"
+    curriculum: list[str] = field(default_factory=lambda: ["dataset", "policy"])
 
 
 @dataclass
@@ -215,6 +216,11 @@ class PPOStageConfig:
 
 
 @dataclass
+class PITRLStageConfig(PPOStageConfig):
+    reference_temperature: float = MISSING
+
+
+@dataclass
 class TrainConfig:
     sft_policy: SFTStageConfig = field(default_factory=SFTStageConfig)
     sft_pit: SFTStageConfig = field(default_factory=SFTStageConfig)
@@ -222,6 +228,7 @@ class TrainConfig:
     gap_reward: PreferenceStageConfig = field(default_factory=PreferenceStageConfig)
     judge: PreferenceStageConfig = field(default_factory=PreferenceStageConfig)
     rlhf_policy: PPOStageConfig = field(default_factory=PPOStageConfig)
+    pit_rl: PITRLStageConfig = field(default_factory=PITRLStageConfig)
 
 
 @dataclass

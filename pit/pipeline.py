@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from statistics import mean
@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from pit.artifacts import ArtifactStore, cache_key, write_json_atomic
+from pit.artifacts import ArtifactStore, cache_key, write_json_atomic, write_jsonl
 from pit.data.encode import collate_groups, collate_sft, encode_pairs
 from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
@@ -32,7 +32,7 @@ from pit.models.gap import load_gap, save_gap
 from pit.models.generate import Sampling, generate_texts
 from pit.models.reward import RewardModel, load_reward_model
 from pit.modules.gap_reward import GapRewardModule
-from pit.modules.ppo import PPOModule, Rollout
+from pit.modules.ppo import PPOModule, RewardFn, Rollout
 from pit.modules.ppo_config import PPOConfig
 from pit.modules.preference_losses import GAP_COMPARISONS, GAP_LOSSES, comparison_accuracy
 from pit.modules.reward import RewardModule
@@ -42,7 +42,8 @@ from pit.tracking import Tracker, find_secrets
 log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward", "pit_rl", "judge", "evaluate")
-NOT_AVAILABLE = {"pit_rl": "issue #5", "evaluate": "issue #6"}
+NOT_AVAILABLE = {"evaluate": "issue #6"}
+CURRICULUM_SOURCES = ("dataset", "policy")   # where a pit_rl round takes its references y_ref from
 TRAINER_KEY_FIELDS = ("accelerator", "devices", "strategy", "precision", "gradient_clip_val")
 SAMPLE_ROWS = 16
 
@@ -57,6 +58,7 @@ class Objective:
     name: str
     stages: list[str]
     gap_loss: str = "full"
+    curriculum: list[str] = field(default_factory=lambda: list(CURRICULUM_SOURCES))
 
     def __post_init__(self) -> None:
         if self.gap_loss not in (*GAP_LOSSES, "rp_difference"):
@@ -64,6 +66,10 @@ class Objective:
         unknown = sorted(set(self.stages) - set(STAGE_ORDER))
         if unknown:
             raise ConfigError(f"objective '{self.name}': unknown stages {unknown}; known: {list(STAGE_ORDER)}")
+        if bad := sorted(set(self.curriculum) - set(CURRICULUM_SOURCES)):
+            raise ConfigError(f"objective.curriculum: unknown sources {bad}; choose from {CURRICULUM_SOURCES}")
+        if "pit_rl" in self.stages and not self.curriculum:
+            raise ConfigError(f"objective '{self.name}' runs pit_rl with an empty curriculum: drop pit_rl from stages")
 
 
 class Pipeline:
@@ -86,6 +92,7 @@ class Pipeline:
         self.judge = instantiate(cfg.judge)
         self.results: dict[str, Any] = {"stages": {}}
         self.keys: dict[str, str] = {}
+        self.improver_stage = "sft_pit"   # M_PIT: the last curriculum round once pit_rl has run
         self.tracker: Tracker = instantiate(cfg.logger)
         self.tracker.log_config(config)
 
@@ -103,6 +110,8 @@ class Pipeline:
             for name in (s for s in STAGE_ORDER if s in self.objective.stages):
                 if name in NOT_AVAILABLE:
                     self._record(name, {"status": "skipped", "reason": f"not available yet ({NOT_AVAILABLE[name]})"})
+                elif name == "pit_rl":
+                    self._run_curriculum()
                 else:
                     self._stage(name, *plans[name]())
             self.results["wall_seconds"] = round(time.perf_counter() - start, 2)
@@ -139,6 +148,31 @@ class Pipeline:
             raise ConfigError(f"rlhf_policy optimises the SFT policy against R_P: add {missing} to objective.stages")
         config = {**self._common(), "train": self._sub("train.rlhf_policy")}
         return config, ("sft_policy", "reward"), self._build_rlhf_policy
+
+    def _run_curriculum(self) -> None:
+        """`pit_rl`: one cached stage per round (`pit_rl/1_dataset`, `pit_rl/2_policy`), each starting from the last.
+
+        A round's key holds its position, its reference source and the rounds before it, so an ablation that
+        shares a prefix of the curriculum (round 1 only) reuses those rounds.
+        """
+        missing = [s for s in ("sft_pit", "gap_reward") if s not in self.keys]
+        if missing:
+            raise ConfigError(f"pit_rl optimises M_PIT (from sft_pit) against R_PIT (gap_reward): add {missing} to "
+                              f"objective.stages")
+        previous = "sft_pit"
+        for index, source in enumerate(self.objective.curriculum, 1):
+            name = f"pit_rl/{index}_{source}"
+            config = {**self._common(), "train": self._sub("train.pit_rl"), "source": source}
+            policy = (self.policy_stage,) if source == "policy" else ()
+            upstream = tuple(dict.fromkeys(("sft_pit", "gap_reward", previous, *policy)))
+            self._stage(name, config, upstream, partial(self._build_pit_round, name, source, previous))
+            previous = name
+        self.improver_stage = previous
+
+    @property
+    def policy_stage(self) -> str:
+        """M_P: the RLHF policy when the objective trains one, else the SFT policy."""
+        return "rlhf_policy" if "rlhf_policy" in self.keys else "sft_policy"
 
     def _plan_gap_reward(self) -> StagePlan:
         if self.objective.gap_loss == "rp_difference":
@@ -237,21 +271,69 @@ class Pipeline:
     def _build_rlhf_policy(self, out: Path, metrics: dict[str, float]) -> None:
         """PPO of M_P against R_P(x, y) on the train prompts, KL-regularised towards the SFT policy."""
         hp = self.cfg.train.rlhf_policy
-        tokenizer = self._tokenizer()
-        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        policy = load_model(self._artifact("sft_policy"), self.model_spec.trust_remote_code)
-        reference = load_model(self._artifact("sft_policy"), self.model_spec.trust_remote_code)
         reward = load_reward_model(self._artifact("reward"))
 
         def reward_fn(batch: list[Rollout], responses: list[str]) -> torch.Tensor:
             return reward.score([item.input_text for item in batch], responses)
 
         rollouts = [Rollout(self._policy_input_of(e), e.prompt) for e in self.splits["train"]]
-        ppo = PPOConfig(**self._sub("train.rlhf_policy.ppo"))
+        policy, tokenizer = self._ppo("rlhf_policy", hp, "sft_policy", "sft_policy", rollouts, reward_fn, (reward,),
+                                      self.source.max_prompt_tokens, metrics)
+        save_model(policy, tokenizer, out)
+        val = self.splits["val"][: hp.eval_samples]
+        inputs = [self._policy_input_of(e) for e in val]
+        metrics.update(self._sample_eval("rlhf_policy", policy, tokenizer, inputs, val, [e.chosen for e in val],
+                                         self.source.max_prompt_tokens))
+
+    def _build_pit_round(self, name: str, source: str, init_from: str, out: Path, metrics: dict[str, float]) -> None:
+        """One curriculum round: PPO of M_PIT against R_PIT(x, y, y_ref), KL-regularised towards M_PIT's SFT.
+
+        References come from the dataset (each train pair gives two rollouts, `y_ref = y_l` and `y_ref = y_w`) or
+        are samples of M_P on the train prompts, drawn once and saved with the round as `references.jsonl`.
+        """
+        hp = self.cfg.train.pit_rl
+        gap = load_gap(self._artifact("gap_reward"), self.source.templates)
+        train = self.splits["train"]
+        if source == "dataset":
+            pairs = [(e, ref) for e in train for ref in (e.rejected, e.chosen)]
+        else:
+            pairs = list(zip(train, self._policy_samples(train, hp.reference_temperature), strict=True))
+            write_jsonl(out / "references.jsonl", [{"prompt": e.prompt, "reference": ref} for e, ref in pairs])
+        improver = self.source.templates.improver_input
+        rollouts = [Rollout(improver(e.prompt, ref), e.prompt, ref) for e, ref in pairs]
+
+        def reward_fn(batch: list[Rollout], responses: list[str]) -> torch.Tensor:
+            return gap.score([item.prompt for item in batch], responses, [item.reference or "" for item in batch])
+
+        model, tokenizer = self._ppo(name, hp, init_from, "sft_pit", rollouts, reward_fn, (gap.model,),
+                                     self.source.max_improver_tokens, metrics)
+        save_model(model, tokenizer, out)
+        val = self.splits["val"][: hp.eval_samples]
+        metrics.update(self._sample_eval(name, model, tokenizer, [self._improver_input_of_rejected(e) for e in val],
+                                         val, [e.rejected for e in val], self.source.max_improver_tokens))
+
+    def _policy_samples(self, rows: list[PreferenceExample], temperature: float) -> list[str]:
+        """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device."""
+        policy = load_model(self._artifact(self.policy_stage), self.model_spec.trust_remote_code)
+        policy.to(self._trainer(1, None).strategy.root_device)
+        sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=temperature,
+                            batch_size=self.cfg.eval_sampling.batch_size)
+        return generate_texts(policy, self._tokenizer(), [self._policy_input_of(e) for e in rows], sampling,
+                              self.source.max_prompt_tokens)
+
+    def _ppo(self, name: str, hp: DictConfig, init_from: str, reference: str, rollouts: list[Rollout],
+             reward_fn: RewardFn, scorers: tuple[torch.nn.Module, ...], max_input_tokens: int,
+             metrics: dict[str, float]) -> tuple[Any, Any]:
+        """PPO from the weights of `init_from`, KL towards the frozen `reference` stage; returns (model, tokenizer)."""
+        tokenizer = self._tokenizer()
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
+        policy = load_model(self._artifact(init_from), self.model_spec.trust_remote_code)
+        frozen = load_model(self._artifact(reference), self.model_spec.trust_remote_code)
+        ppo = PPOConfig(**OmegaConf.to_container(hp.ppo, resolve=True))
         sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=hp.temperature,
                             batch_size=hp.batch_size)
-        module = PPOModule(policy, reference, tokenizer, reward_fn, sampling, self.source.max_prompt_tokens, ppo,
-                           prefix="rlhf_policy", total_steps=hp.iterations)
+        module = PPOModule(policy, frozen, tokenizer, reward_fn, sampling, max_input_tokens, ppo, prefix=name,
+                           total_steps=hp.iterations, scorers=scorers)
         trainer = self._trainer(hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,
                                 gradient_clip_val=None)   # PPO clips its own gradients (ppo.max_grad_norm)
         loader = DataLoader(rollouts, batch_size=hp.batch_size, shuffle=True, drop_last=True, collate_fn=list,
@@ -260,14 +342,10 @@ class Pipeline:
         trainer.fit(module, loader)
         metrics["train_seconds"] = round(time.perf_counter() - start, 2)
         tail = module.history[-max(1, len(module.history) // 10):]
-        for name in ("reward_mean", "kl", "beta", "response_length"):
-            metrics[f"final_{name}"] = mean(h[name] for h in tail)
-        save_model(policy, tokenizer, out)
+        for key in ("reward_mean", "kl", "beta", "response_length"):
+            metrics[f"final_{key}"] = mean(h[key] for h in tail)
         policy.to(trainer.strategy.root_device)
-        val = self.splits["val"][: hp.eval_samples]
-        inputs = [self._policy_input_of(e) for e in val]
-        metrics.update(self._sample_eval("rlhf_policy", policy, tokenizer, inputs, val, [e.chosen for e in val],
-                                         self.source.max_prompt_tokens))
+        return policy, tokenizer
 
     def fit_reward_model(self, name: str, spec: Any, hp: DictConfig, train_rows: list[PreferenceExample],
                          metrics: dict[str, float]) -> RewardModel:

@@ -33,11 +33,11 @@ def format_summary(results: dict[str, Any]) -> str:
     """A plain-text table of stages: status, seconds and headline metrics."""
     data = results.get("data", {})
     lines = [f"data: {data.get('source')}  counts={data.get('counts')}  dropped={data.get('dropped')}",
-             f"{'stage':<12} {'status':<8} {'seconds':>8}  metrics"]
+             f"{'stage':<16} {'status':<8} {'seconds':>8}  metrics"]
     for name, record in results["stages"].items():
         metrics = record.get("metrics") or {}
         shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()) if metrics else record.get("reason", "")
-        lines.append(f"{name:<12} {record['status']:<8} {record.get('seconds', 0.0):>8.1f}  {shown}")
+        lines.append(f"{name:<16} {record['status']:<8} {record.get('seconds', 0.0):>8.1f}  {shown}")
     lines.append(f"wall: {results.get('wall_seconds', 0.0):.1f} s")
     return "\n".join(lines)
 

@@ -27,6 +27,8 @@ FAST_TRAIN = [
     "train.judge.max_steps=2", "train.judge.batch_size=8", "train.judge.val_every=2",
     "train.rlhf_policy.iterations=2", "train.rlhf_policy.batch_size=8", "train.rlhf_policy.eval_samples=8",
     "train.rlhf_policy.ppo.ppo_epochs=1", "train.rlhf_policy.ppo.minibatches=2",
+    "train.pit_rl.iterations=2", "train.pit_rl.batch_size=8", "train.pit_rl.eval_samples=8",
+    "train.pit_rl.ppo.ppo_epochs=1", "train.pit_rl.ppo.minibatches=2",
     "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "logger=none",
 ]
 FAST = ["dataset.n_pairs=300", *FAST_TRAIN]

@@ -26,13 +26,15 @@ def test_pipeline_runs_then_reuses(tmp_path: Path) -> None:
     assert first["data"]["counts"]["train"] + first["data"]["counts"]["val"] > 200
     assert stage_status(first) == {"tokenizer": "ran", "sft_policy": "ran", "reward": "ran",
                                    "rlhf_policy": "ran", "sft_pit": "ran", "gap_reward": "ran",
-                                   "pit_rl": "skipped", "judge": "ran", "evaluate": "skipped"}
-    assert "not available yet" in first["stages"]["pit_rl"]["reason"]
+                                   "pit_rl/1_dataset": "ran", "pit_rl/2_policy": "ran", "judge": "ran",
+                                   "evaluate": "skipped"}
     assert 0 <= first["stages"]["reward"]["metrics"]["val_acc_w_gt_l"] <= 1
     assert {f"val_acc_{a}_gt_{b}" for a, b in GAP_COMPARISONS} <= set(first["stages"]["gap_reward"]["metrics"])
     assert first["stages"]["judge"]["metrics"]["val_acc"] == 1.0          # judge=auto on synthetic: the oracle
     rlhf = first["stages"]["rlhf_policy"]["metrics"]
     assert {"final_reward_mean", "final_kl", "final_beta", "val_oracle"} <= set(rlhf)
+    for round_name in ("pit_rl/1_dataset", "pit_rl/2_policy"):
+        assert {"final_reward_mean", "final_kl", "val_oracle"} <= set(first["stages"][round_name]["metrics"])
     for stage in ("sft_policy", "sft_pit"):
         metrics = first["stages"][stage]["metrics"]
         assert metrics["val_loss"] > 0 and 0 <= metrics["val_oracle"] <= 1
@@ -44,13 +46,15 @@ def test_pipeline_runs_then_reuses(tmp_path: Path) -> None:
     second = run(compose_config(FAST, tmp_path))
     assert {k: v for k, v in stage_status(second).items() if v != "skipped"} == {
         "tokenizer": "reused", "sft_policy": "reused", "reward": "reused", "rlhf_policy": "reused",
-        "sft_pit": "reused", "gap_reward": "reused", "judge": "reused"}
+        "sft_pit": "reused", "gap_reward": "reused", "pit_rl/1_dataset": "reused", "pit_rl/2_policy": "reused",
+        "judge": "reused"}
     assert second["stages"]["sft_pit"]["metrics"] == first["stages"]["sft_pit"]["metrics"]
     assert second["stages"]["sft_policy"]["seconds"] < 1.0
 
     changed = run(compose_config([*FAST, "train.sft_pit.lr=3e-4"], tmp_path))
     assert stage_status(changed)["sft_policy"] == "reused" and stage_status(changed)["sft_pit"] == "ran"
     assert stage_status(changed)["reward"] == "reused" and stage_status(changed)["gap_reward"] == "reused"
+    assert stage_status(changed)["pit_rl/1_dataset"] == "ran" and stage_status(changed)["pit_rl/2_policy"] == "ran"
     upstream = run(compose_config([*FAST, "dataset.n_pairs=310"], tmp_path))
     assert {stage_status(upstream)[s] for s in ("tokenizer", "sft_policy", "sft_pit")} == {"ran"}
 
@@ -176,7 +180,8 @@ def test_same_config_same_numbers_on_cpu(tmp_path: Path) -> None:
     """Two cold runs of one config (separate caches) give identical metrics: seeds cover init, data order, sampling."""
     first = run(compose_config(FAST, tmp_path / "a"))
     second = run(compose_config(FAST, tmp_path / "b"))
-    for stage in ("sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward"):
+    for stage in ("sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward", "pit_rl/1_dataset",
+                  "pit_rl/2_policy"):
         strip = lambda m: {k: v for k, v in m.items() if k != "train_seconds"}  # noqa: E731
         assert strip(first["stages"][stage]["metrics"]) == strip(second["stages"][stage]["metrics"]), stage
 
@@ -203,3 +208,46 @@ def test_sft_stages_train_on_the_templated_inputs(tmp_path: Path, monkeypatch: p
     improver_inputs, improver_targets = seen[2]
     assert improver_inputs == [f"{e.prompt} | draft {e.rejected} | better ->" for e in train]
     assert improver_targets == [e.chosen for e in train]
+
+
+def test_curriculum_rounds_read_their_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round 1 improves on y_l and y_w of every train pair; round 2 on one saved M_P sample per train prompt."""
+    from pit.pipeline import Pipeline
+
+    seen: dict[str, list] = {}
+    real = Pipeline._ppo
+
+    def spy(self, name, hp, init_from, reference, rollouts, *args):
+        seen[name] = [init_from, reference, rollouts, self.splits["train"]]
+        return real(self, name, hp, init_from, reference, rollouts, *args)
+
+    monkeypatch.setattr(Pipeline, "_ppo", spy)
+    cfg = compose_config(FAST, tmp_path)
+    results = run(cfg)
+    templates = Pipeline(cfg).source.templates
+    init, ref, rollouts, train = seen["pit_rl/1_dataset"]
+    assert (init, ref) == ("sft_pit", "sft_pit")
+    assert [r.reference for r in rollouts] == [y for e in train for y in (e.rejected, e.chosen)]
+    assert all(r.input_text == templates.improver_input(r.prompt, r.reference) for r in rollouts)
+    init, ref, rollouts, train = seen["pit_rl/2_policy"]
+    assert (init, ref) == ("pit_rl/1_dataset", "sft_pit")
+    key = results["stages"]["pit_rl/2_policy"]["key"]
+    saved = [json.loads(line) for line in
+             (tmp_path / "cache" / "pit_rl" / "2_policy" / key / "references.jsonl").read_text().splitlines()]
+    assert [(r.prompt, r.reference) for r in rollouts] == [(s["prompt"], s["reference"]) for s in saved]
+    assert [s["prompt"] for s in saved] == [e.prompt for e in train]
+
+
+def test_curriculum_ablations_multirun_reuse_rounds(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    """`-m objective=pit,pit_round1_only,pit_round2_only,pit_no_rl`: shared prefixes of the curriculum are reused."""
+    done = subprocess.run([sys.executable, "-m", "pit.run", "-m", *FAST,
+                           "objective=pit,pit_round1_only,pit_round2_only,pit_no_rl",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = [stage_status(json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text())) for i in range(4)]
+    assert (jobs[0]["pit_rl/1_dataset"], jobs[0]["pit_rl/2_policy"]) == ("ran", "ran")
+    assert jobs[1]["pit_rl/1_dataset"] == "reused" and "pit_rl/2_policy" not in jobs[1]
+    assert jobs[2]["pit_rl/1_policy"] == "ran" and "pit_rl/1_dataset" not in jobs[2]
+    assert not [stage for stage in jobs[3] if stage.startswith("pit_rl")]
+    assert {job["gap_reward"] for job in jobs[1:]} == {job["rlhf_policy"] for job in jobs[1:]} == {"reused"}

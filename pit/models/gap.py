@@ -14,7 +14,10 @@ GAP_META = "gap_reward.json"
 
 
 class TrainedGap:
-    """`R_PIT(x, y, y_ref)`: a reward model reading the improver input `(x, y_ref)` and the response `y`."""
+    """`R_PIT(x, y, y_ref)`: a reward model reading the improver input `(x, y_ref)` and the response `y`.
+
+    Both gap scorers expose the network they run as `.model`, so a trainer can move it to its device.
+    """
 
     def __init__(self, model: RewardModel, templates: Templates):
         self.model, self.templates = model, templates
@@ -27,12 +30,12 @@ class TrainedGap:
 class RewardDifferenceGap:
     """`objective.gap_loss=rp_difference`: no training, `g(y, y_ref) = R_P(x, y) - R_P(x, y_ref)`."""
 
-    def __init__(self, reward: RewardModel, templates: Templates):
-        self.reward, self.templates = reward, templates
+    def __init__(self, model: RewardModel, templates: Templates):
+        self.model, self.templates = model, templates
 
     def score(self, prompts: list[str], responses: list[str], references: list[str]) -> torch.Tensor:
         inputs = [self.templates.policy_input(p) for p in prompts]
-        both = self.reward.score(inputs + inputs, responses + references)
+        both = self.model.score(inputs + inputs, responses + references)
         return both[: len(prompts)] - both[len(prompts):]
 
 

@@ -52,12 +52,13 @@ class PPOModule(L.LightningModule):
     """Optimises `policy` to maximise `reward_fn(items, responses) - β·KL(policy ‖ reference)`.
 
     The reward function receives the batch's `Rollout`s back with the decoded responses, so R_PIT can also
-    see each reference response.
+    see each reference response. `scorers` are the networks it runs (a plain tuple, so not submodules: they
+    stay out of the optimizer, checkpoints and DDP), moved to the policy's device when fitting starts.
     """
 
     def __init__(self, policy: PreTrainedModel, reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                  reward_fn: RewardFn, sampling: Sampling, max_input_tokens: int, config: PPOConfig, prefix: str,
-                 total_steps: int):
+                 total_steps: int, scorers: tuple[nn.Module, ...] = ()):
         super().__init__()
         self.automatic_optimization = False
         self.policy, self.reference, self.tokenizer, self.reward_fn = policy, reference, tokenizer, reward_fn
@@ -69,7 +70,12 @@ class PPOModule(L.LightningModule):
         self.total_steps = total_steps
         self.kl_controller = (AdaptiveKLController(config.init_beta, config.target_kl, config.kl_horizon)
                               if config.target_kl is not None else FixedKLController(config.init_beta))
+        self.scorers = scorers   # networks `reward_fn` runs: kept out of the optimizer, moved to our device
         self.history: list[dict[str, float]] = []
+
+    def on_fit_start(self) -> None:
+        for scorer in self.scorers:
+            scorer.requires_grad_(False).to(self.device)
 
     def _forward(self, model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, prompt_len: int,
                  with_values: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
