@@ -122,9 +122,19 @@ class SequenceClassifierRewardConfig:
 
 
 @dataclass
-class BaselineConfig:
+class NoBaselineConfig:
+    _target_: str = "pit.improve.baselines.NoBaseline"
+    name: str = MISSING
+
+
+@dataclass
+class SelfRefineConfig:
+    _target_: str = "pit.improve.baselines.SelfRefine"
     name: str = MISSING
     rubric: str | None = None
+    feedback_instruction: str = MISSING
+    refine_instruction: str = MISSING
+    max_feedback_tokens: int = MISSING
 
 
 @dataclass
@@ -145,6 +155,21 @@ class PretrainedJudgeConfig:
     _target_: str = "pit.evaluate.judges.PretrainedRewardJudge"
     name: str = MISSING
     backbone: SequenceClassifierRewardConfig = field(default_factory=SequenceClassifierRewardConfig)
+
+
+@dataclass
+class LLMJudgeConfig:
+    _target_: str = "pit.evaluate.llm_judge.LLMJudge"
+    name: str = MISSING
+    base_url: str = MISSING
+    model: str = MISSING
+    api_key_env: str | None = MISSING
+    rubric: str | None = None
+    val_pairs: int = 50
+    concurrency: int = 8
+    max_retries: int = 5
+    backoff_seconds: float = 1.0
+    timeout_seconds: float = 60.0
 
 
 @dataclass
@@ -241,6 +266,17 @@ class SamplingConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    samples: int = MISSING
+    iterations: int = MISSING
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    tie_margin: float = MISSING
+    length_ratio: float = MISSING
+    elo_bootstrap: int = MISSING
+    table_rows: int = MISSING
+
+
+@dataclass
 class SplitsConfig:
     val: float = MISSING
     test: float = MISSING
@@ -270,6 +306,7 @@ class RootConfig:
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval_sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -277,8 +314,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
                 "jsonl": JsonlDatasetConfig},
     "model": {"tiny": TinyModelConfig, "pretrained": PretrainedModelConfig},
     "objective": {"objective": ObjectiveConfig},
-    "baseline": {"baseline": BaselineConfig},
-    "judge": {"oracle": OracleJudgeConfig, "reward_model": RewardModelJudgeConfig, "pretrained": PretrainedJudgeConfig},
+    "baseline": {"none": NoBaselineConfig, "self_refine": SelfRefineConfig},
+    "judge": {"oracle": OracleJudgeConfig, "reward_model": RewardModelJudgeConfig, "pretrained": PretrainedJudgeConfig,
+              "llm": LLMJudgeConfig},
     "reward_model": {"causal": CausalRewardConfig, "encoder": EncoderRewardConfig},
     "trainer": {"trainer": TrainerConfig},
     "logger": {"wandb": WandbLoggerConfig, "csv": CSVLoggerConfig, "none": NoLoggerConfig},

@@ -1,12 +1,12 @@
 """The PIT stage graph (DESIGN.md section 2), read top to bottom: data, then each stage the objective asks for.
 
 Every stage is content-addressed (`pit.artifacts`): a finished stage with the same key is reused, a
-stage killed half-way leaves nothing under its final name and runs again. Stages that later work
-provides are reported as not available, never faked.
+stage killed half-way leaves nothing under its final name and runs again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +27,8 @@ from pit.data.encode import collate_groups, collate_sft, encode_pairs
 from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
 from pit.errors import ConfigError
+from pit.evaluate.report import POLICY, evaluation_report
+from pit.improve.iterate import Generator, PITStep, iterate
 from pit.models.factory import load_model, load_tokenizer, save_model
 from pit.models.gap import load_gap, save_gap
 from pit.models.generate import Sampling, generate_texts
@@ -42,7 +44,6 @@ from pit.tracking import Tracker, find_secrets
 log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward", "pit_rl", "judge", "evaluate")
-NOT_AVAILABLE = {"evaluate": "issue #6"}
 CURRICULUM_SOURCES = ("dataset", "policy")   # where a pit_rl round takes its references y_ref from
 TRAINER_KEY_FIELDS = ("accelerator", "devices", "strategy", "precision", "gradient_clip_val")
 SAMPLE_ROWS = 16
@@ -90,6 +91,7 @@ class Pipeline:
         self.objective: Objective = instantiate(cfg.objective, _convert_="all")
         self.reward_spec = instantiate(cfg.reward_model)
         self.judge = instantiate(cfg.judge)
+        self.baseline = instantiate(cfg.baseline)
         self.results: dict[str, Any] = {"stages": {}}
         self.keys: dict[str, str] = {}
         self.improver_stage = "sft_pit"   # M_PIT: the last curriculum round once pit_rl has run
@@ -106,14 +108,15 @@ class Pipeline:
                      "sft_pit": partial(self._plan_sft, "sft_pit", self._improver_input_of_rejected,
                                         self.source.max_improver_tokens),
                      "reward": self._plan_reward, "rlhf_policy": self._plan_rlhf_policy,
-                     "gap_reward": self._plan_gap_reward, "judge": self._plan_judge}
+                     "gap_reward": self._plan_gap_reward, "judge": self._plan_judge,
+                     "evaluate": self._plan_evaluate}
             for name in (s for s in STAGE_ORDER if s in self.objective.stages):
-                if name in NOT_AVAILABLE:
-                    self._record(name, {"status": "skipped", "reason": f"not available yet ({NOT_AVAILABLE[name]})"})
-                elif name == "pit_rl":
+                if name == "pit_rl":
                     self._run_curriculum()
                 else:
                     self._stage(name, *plans[name]())
+            if "evaluate" in self.keys:
+                self._publish_evaluation()
             self.results["wall_seconds"] = round(time.perf_counter() - start, 2)
             self._write_results()
             self.tracker.log_summary({k: v for k, v in self.results.items() if k != "data"})
@@ -186,6 +189,14 @@ class Pipeline:
     def _plan_judge(self) -> StagePlan:
         config = {**self._common(), "judge": self._sub("judge"), "train": self._sub("train.judge")}
         return config, ("tokenizer",), partial(self.judge.build, self)
+
+    def _plan_evaluate(self) -> StagePlan:
+        if "judge" not in self.keys:
+            raise ConfigError("evaluate needs the judge stage: add judge to objective.stages")
+        improver = (self.improver_stage,) if "sft_pit" in self.keys else ()
+        config = {**self._common(), "evaluate": self._sub("evaluate"), "eval_sampling": self._sub("eval_sampling"),
+                  "baseline": self._sub("baseline")}
+        return config, ("tokenizer", "judge", self.policy_stage, *improver), self._build_evaluate
 
     # ---- data ------------------------------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -314,8 +325,7 @@ class Pipeline:
 
     def _policy_samples(self, rows: list[PreferenceExample], temperature: float) -> list[str]:
         """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device."""
-        policy = load_model(self._artifact(self.policy_stage), self.model_spec.trust_remote_code)
-        policy.to(self._trainer(1, None).strategy.root_device)
+        policy = load_model(self._artifact(self.policy_stage), self.model_spec.trust_remote_code).to(self._device())
         sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=temperature,
                             batch_size=self.cfg.eval_sampling.batch_size)
         return generate_texts(policy, self._tokenizer(), [self._policy_input_of(e) for e in rows], sampling,
@@ -346,6 +356,58 @@ class Pipeline:
             metrics[f"final_{key}"] = mean(h[key] for h in tail)
         policy.to(trainer.strategy.root_device)
         return policy, tokenizer
+
+    def _build_evaluate(self, out: Path, metrics: dict[str, float]) -> None:
+        """y_0 = M_P(x) on the test prompts, K steps of PIT and of the baseline, judged pairwise (report.json)."""
+        hp = self.cfg.evaluate
+        rows = self.splits["test"][: hp.samples]
+        if not rows:
+            raise ConfigError("evaluate runs on the test split, which is empty (raise splits.test)")
+        prompts, device, tokenizer = [e.prompt for e in rows], self._device(), self._tokenizer()
+        policy = load_model(self._artifact(self.policy_stage), self.model_spec.trust_remote_code).to(device)
+        initial = Generator(policy, tokenizer, instantiate(self.cfg.eval_sampling), self.source.max_prompt_tokens)
+        y0 = initial([self._policy_input_of(e) for e in rows])
+        sampling = instantiate(hp.sampling)
+        chains: dict[str, list[list[str]]] = {}
+        if "sft_pit" in self.keys:
+            improver = load_model(self._artifact(self.improver_stage), self.model_spec.trust_remote_code).to(device)
+            step = PITStep(Generator(improver, tokenizer, sampling, self.source.max_improver_tokens),
+                           self.source.templates)
+            chains["pit"] = iterate(step, prompts, y0, hp.iterations)
+        refine = self.baseline.step(Generator(policy, tokenizer, sampling, self.source.max_improver_tokens * 2))
+        if refine is not None:
+            chains[self.baseline.name] = iterate(refine, prompts, y0, hp.iterations)
+        if not chains:
+            raise ConfigError("evaluate has nothing to compare with y_0: the objective trains no improver (sft_pit) "
+                              "and baseline=none")
+        verdicts = self.judge.verdicts(self, self._artifact("judge"), hp.tie_margin)
+        report = evaluation_report(prompts, chains, verdicts, hp.length_ratio, hp.elo_bootstrap, self.cfg.seed)
+        report["judge"] = self.judge.name
+        write_json_atomic(out / "report.json", report)
+        write_jsonl(out / "generations.jsonl", [{"prompt": p, POLICY: y, **{m: [c[k][i] for k in range(1, len(c))]
+                                                                          for m, c in chains.items()}}
+                                                 for i, (p, y) in enumerate(zip(prompts, y0, strict=True))])
+        for pair, result in report["pairs"].items():
+            metrics[f"delta_{pair}"] = result["delta"]
+        for entry in report["per_iteration"]:
+            metrics.update({f"delta_{pair}@{entry['iteration']}": r["delta"] for pair, r in entry["pairs"].items()})
+        metrics.update({f"elo_{v}": r for v, r in report.get("elo", {}).items()})
+
+    def _publish_evaluation(self) -> None:
+        """The evaluation report into results.json (`eval`), the W&B summary and a table of example generations."""
+        directory = self._artifact("evaluate")
+        report = json.loads((directory / "report.json").read_text())
+        self.results["eval"] = report
+        lines = (directory / "generations.jsonl").read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines[: self.cfg.evaluate.table_rows]]
+        methods = [k for k in rows[0] if k not in ("prompt", POLICY)] if rows else []
+        columns = ["prompt", POLICY, *(f"{m}@{k + 1}" for m in methods for k in range(len(rows[0][m])))]
+        self.tracker.log_table("eval/generations", columns,
+                               [[r["prompt"], r[POLICY], *(t for m in methods for t in r[m])] for r in rows])
+
+    def _device(self) -> torch.device:
+        """The device the configured trainer would train on (where evaluation and reference sampling run)."""
+        return self._trainer(1, None).strategy.root_device
 
     def fit_reward_model(self, name: str, spec: Any, hp: DictConfig, train_rows: list[PreferenceExample],
                          metrics: dict[str, float]) -> RewardModel:

@@ -35,11 +35,34 @@ def format_summary(results: dict[str, Any]) -> str:
     lines = [f"data: {data.get('source')}  counts={data.get('counts')}  dropped={data.get('dropped')}",
              f"{'stage':<16} {'status':<8} {'seconds':>8}  metrics"]
     for name, record in results["stages"].items():
-        metrics = record.get("metrics") or {}
+        metrics = {k: v for k, v in (record.get("metrics") or {}).items() if "@" not in k and not k.startswith("elo_")}
         shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()) if metrics else record.get("reason", "")
         lines.append(f"{name:<16} {record['status']:<8} {record.get('seconds', 0.0):>8.1f}  {shown}")
+    if "eval" in results:
+        lines.extend(format_evaluation(results["eval"]))
     lines.append(f"wall: {results.get('wall_seconds', 0.0):.1f} s")
     return "\n".join(lines)
+
+
+def format_evaluation(report: dict[str, Any]) -> list[str]:
+    """Per iteration k: Δ (win - lose) of each pair under the judge, and mean judge scores where it has them."""
+    if not report["per_iteration"]:
+        return []
+    pairs = list(report["per_iteration"][0]["pairs"])
+    methods = [m for m in report["per_iteration"][0] if m not in ("iteration", "pairs")]
+    scored = "policy_mean_score" in report
+    header = ["k", *(f"Δ {p}" for p in pairs), *(f"score {m}" for m in methods if scored)]
+    rows = [[str(e["iteration"]), *(f"{e['pairs'][p]['delta']:+.3f}" for p in pairs),
+             *(f"{e[m]['mean_score']:.3f}" for m in methods if scored)] for e in report["per_iteration"]]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    y0 = f", score of y_0 {report['policy_mean_score']:.3f}" if scored else ""
+    lines = [f"evaluation: judge {report.get('judge')}, {report['n']} test prompts{y0} (Δ = win - lose)",
+             "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    if "elo" in report:
+        ranked = sorted(report["elo"].items(), key=lambda kv: -kv[1])
+        lines.append("ELO: " + "  ".join(f"{v} {r:.0f}" for v, r in ranked))
+    return lines
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -43,10 +43,12 @@ def find_secrets(value: Any, path: str = "") -> list[str]:
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """`{"a": {"b": 1}}` -> `{"a/b": 1.0}`, keeping only numbers (what a summary or a CSV column can hold)."""
+    """`{"a": {"b": 1}, "c": [2]}` -> `{"a/b": 1.0, "c/0": 2.0}`, keeping only numbers (what a summary can hold)."""
     flat: dict[str, float] = {}
     for key, value in metrics.items():
         name = f"{prefix}{key}"
+        if isinstance(value, list):
+            value = dict(enumerate(value))
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}/"))
         elif isinstance(value, int | float) and not isinstance(value, bool):

@@ -5,17 +5,50 @@ or a published reward model used as it is. Each reports its pairwise accuracy on
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pit.errors import ConfigError
-from pit.models.reward import RewardModel
+from pit.evaluate.metrics import outcomes_from_scores
+from pit.models.reward import RewardModel, load_reward_model
 
 if TYPE_CHECKING:
     from pit.pipeline import Pipeline
 
 JUDGE_META = "judge.json"
+
+
+class Verdicts(Protocol):
+    """What the evaluation needs from a judge: pairwise outcomes (1 first wins, 0.5 tie, 0 second wins)."""
+
+    def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]: ...
+
+
+class ScoreVerdicts:
+    """Pairwise verdicts from a pointwise score (oracle, reward model); each (prompt, response) is scored once."""
+
+    def __init__(self, score_fn: Callable[[list[str], list[str]], list[float]], tie_margin: float = 0.0):
+        self.score_fn, self.tie_margin = score_fn, tie_margin
+        self.memo: dict[tuple[str, str], float] = {}
+
+    def scores(self, prompts: list[str], responses: list[str]) -> list[float]:
+        pairs = list(zip(prompts, responses, strict=True))
+        todo = list(dict.fromkeys(p for p in pairs if p not in self.memo))
+        if todo:
+            new = self.score_fn([p for p, _ in todo], [r for _, r in todo])
+            self.memo.update(zip(todo, (float(v) for v in new), strict=True))
+        return [self.memo[p] for p in pairs]
+
+    def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]:
+        return outcomes_from_scores(self.scores(prompts, first), self.scores(prompts, second), self.tie_margin)
+
+
+def reward_model_verdicts(model: RewardModel, pipeline: Pipeline, tie_margin: float) -> ScoreVerdicts:
+    """A reward model judge reads `policy_input(x)` and the response, like R_P."""
+    policy_input = pipeline.source.templates.policy_input
+    return ScoreVerdicts(lambda ps, rs: model.score([policy_input(p) for p in ps], rs).tolist(), tie_margin)
 
 
 def pairwise_accuracy(model: RewardModel, pipeline: Pipeline) -> float:
@@ -41,6 +74,10 @@ class OracleJudge:
         metrics["val_pairs"] = len(val)
         (out / JUDGE_META).write_text(json.dumps({"kind": "oracle"}))
 
+    def verdicts(self, pipeline: Pipeline, directory: Path, tie_margin: float) -> ScoreVerdicts:
+        oracle = pipeline.oracle
+        return ScoreVerdicts(lambda ps, rs: [oracle(p, r) for p, r in zip(ps, rs, strict=True)], tie_margin)
+
 
 class RewardModelJudge:
     """`judge=reward_model`: a reward model trained only on the judge split, which no other stage trains on."""
@@ -61,6 +98,9 @@ class RewardModelJudge:
                        train_pairs=len(judge_rows))
         (out / JUDGE_META).write_text(json.dumps({"kind": "reward_model"}))
 
+    def verdicts(self, pipeline: Pipeline, directory: Path, tie_margin: float) -> ScoreVerdicts:
+        return reward_model_verdicts(load_reward_model(directory), pipeline, tie_margin)
+
 
 class AutoJudge(RewardModelJudge):
     """`judge=auto`: the exact oracle when the dataset has one, else a reward model trained on the judge split."""
@@ -74,6 +114,11 @@ class AutoJudge(RewardModelJudge):
         else:
             super().build(pipeline, out, metrics)
 
+    def verdicts(self, pipeline: Pipeline, directory: Path, tie_margin: float) -> ScoreVerdicts:
+        if pipeline.oracle is not None:
+            return OracleJudge(self.name).verdicts(pipeline, directory, tie_margin)
+        return super().verdicts(pipeline, directory, tie_margin)
+
 
 class PretrainedRewardJudge:
     """`judge=pretrained_rm`: a published reward model by hub name or path (e.g. OpenAssistant's DeBERTa RM)."""
@@ -85,3 +130,7 @@ class PretrainedRewardJudge:
         model = self.backbone.build(None, None, pipeline.model_spec, pipeline.source.max_response_tokens)
         metrics.update(val_acc=pairwise_accuracy(model, pipeline), val_pairs=len(pipeline.splits["val"]))
         (out / JUDGE_META).write_text(json.dumps({"kind": "pretrained_rm", "name_or_path": self.backbone.name_or_path}))
+
+    def verdicts(self, pipeline: Pipeline, directory: Path, tie_margin: float) -> ScoreVerdicts:
+        model = self.backbone.build(None, None, pipeline.model_spec, pipeline.source.max_response_tokens)
+        return reward_model_verdicts(model, pipeline, tie_margin)

@@ -1,0 +1,122 @@
+"""Evaluation math on hand-computed cases, iterative improvement, Self-Refine prompts, and the report."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pit.evaluate.judges import ScoreVerdicts
+from pit.evaluate.metrics import (
+    bootstrap_elo,
+    elo_ratings,
+    length_controlled,
+    outcomes_from_scores,
+    win_rates,
+)
+from pit.evaluate.report import evaluation_report
+from pit.improve.baselines import SelfRefine
+from pit.improve.iterate import iterate
+
+
+def test_outcomes_and_win_rates_by_hand() -> None:
+    assert outcomes_from_scores([0.9, 0.5, 0.2], [0.5, 0.5, 0.25], tie_margin=0.1) == [1.0, 0.5, 0.5]
+    assert outcomes_from_scores([0.9, 0.5, 0.2], [0.5, 0.5, 0.25]) == [1.0, 0.5, 0.0]
+    assert win_rates([1.0, 0.5, 0.0, 1.0]) == {"win": 0.5, "tie": 0.25, "lose": 0.25, "delta": 0.25, "n": 4}
+    with pytest.raises(ValueError):
+        win_rates([])
+
+
+def test_length_control_keeps_pairs_of_similar_length() -> None:
+    # (10, 10) kept; (10, 20) differs by 2x; (3, 0) by more than 1.25x of the floor of 1 word
+    assert length_controlled([1.0, 0.0, 1.0], [10, 10, 3], [10, 20, 0], max_ratio=1.25) == [1.0]
+    assert length_controlled([1.0, 0.0], [4, 5], [5, 4], max_ratio=1.25) == [1.0, 0.0]
+
+
+def test_elo_from_bradley_terry_by_hand() -> None:
+    # A beats B in 3 of 4 games: P(A > B) = 0.75, so the gap is 400·log10(0.75 / 0.25) = 190.85
+    games = [("A", "B", 1.0)] * 3 + [("A", "B", 0.0)]
+    ratings = elo_ratings(games, ["A", "B"])
+    assert ratings["A"] - ratings["B"] == pytest.approx(400 * math.log10(3), abs=0.5)
+    assert (ratings["A"] + ratings["B"]) / 2 == pytest.approx(1000.0)
+    # the order of the games does not matter, ties count as half a win, and reversed games are the same games
+    assert elo_ratings(list(reversed(games)), ["A", "B"]) == pytest.approx(ratings)
+    assert elo_ratings([("B", "A", 0.0)] * 3 + [("B", "A", 1.0)], ["A", "B"]) == pytest.approx(ratings, abs=1e-6)
+    even = elo_ratings([("A", "B", 0.5)] * 4, ["A", "B"])
+    assert even["A"] == pytest.approx(even["B"], abs=1e-6)
+    # transitive: A > B > C gives ordered ratings; a player who never lost stays finite
+    chain = elo_ratings([("A", "B", 1.0), ("B", "C", 1.0), ("A", "C", 1.0)] * 5, ["A", "B", "C"])
+    assert chain["A"] > chain["B"] > chain["C"] and all(math.isfinite(v) for v in chain.values())
+
+
+def test_bootstrap_interval_contains_the_estimate_and_is_seeded() -> None:
+    games = [("A", "B", 1.0)] * 30 + [("A", "B", 0.0)] * 10
+    ratings = elo_ratings(games, ["A", "B"])
+    intervals = bootstrap_elo(games, ["A", "B"], rounds=50, seed=1)
+    for player in ("A", "B"):
+        low, high = intervals[player]
+        assert low < ratings[player] < high
+    assert intervals == bootstrap_elo(games, ["A", "B"], rounds=50, seed=1)
+
+
+def test_iterate_keeps_every_iteration() -> None:
+    chain = iterate(lambda prompts, ys: [y + "!" for y in ys], ["p", "q"], ["a", "b"], iterations=3)
+    assert chain == [["a", "b"], ["a!", "b!"], ["a!!", "b!!"], ["a!!!", "b!!!"]]
+    with pytest.raises(ValueError, match="returned 1 responses for 2 prompts"):
+        iterate(lambda prompts, ys: ys[:1], ["p", "q"], ["a", "b"], iterations=1)
+
+
+class FakeGenerator:
+    """Records what Self-Refine asks the policy, answers with fixed text."""
+
+    def __init__(self, tokenizer: object):
+        self.tokenizer = tokenizer
+        self.calls: list[tuple[list[str], int | None]] = []
+
+    def __call__(self, inputs: list[str], max_new_tokens: int | None = None) -> list[str]:
+        self.calls.append((inputs, max_new_tokens))
+        return [f"out{len(self.calls)}"] * len(inputs)
+
+
+def test_self_refine_asks_for_feedback_then_a_rewrite() -> None:
+    generate = FakeGenerator(tokenizer=object())
+    step = SelfRefine(rubric="is it kind?", max_feedback_tokens=7).step(generate)
+    assert step(["Q: hi A:"], [" hello"]) == ["out2"]
+    (feedback_inputs, feedback_tokens), (refine_inputs, refine_tokens) = generate.calls
+    assert feedback_inputs == ["Q: hi A: hello\n\nFeedback on the response (is it kind?):"] and feedback_tokens == 7
+    assert refine_inputs == ["Q: hi A: hello\n\nFeedback:out1\n\nImproved response:"] and refine_tokens is None
+
+
+def test_self_refine_uses_the_chat_template_when_there_is_one() -> None:
+    class ChatTokenizer:
+        chat_template = "{{ messages }}"
+
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            assert tokenize is False and add_generation_prompt is True
+            return f"<user>{messages[0]['content']}</user><assistant>"
+
+    generate = FakeGenerator(ChatTokenizer())
+    SelfRefine().step(generate)(["x"], ["y"])
+    assert generate.calls[0][0] == ["<user>xy\n\nFeedback on the response:</user><assistant>"]
+
+
+def test_evaluation_report_by_hand() -> None:
+    """Judge = response length: PIT lengthens, the baseline shortens; every number follows from that."""
+    verdicts = ScoreVerdicts(lambda prompts, responses: [float(len(r)) for r in responses])
+    prompts = ["p1", "p2"]
+    chains = {"pit": [["aa", "bb"], ["aaa", "bbb"], ["aaaa", "bb"]],
+              "self_refine": [["aa", "bb"], ["a", "bb"], ["a", "b"]]}
+    report = evaluation_report(prompts, chains, verdicts, length_ratio=10.0, elo_bootstrap=5, seed=0)
+    assert report["n"] == 2 and report["iterations"] == 2
+    assert report["pairs"]["pit_vs_policy"] == {"win": 1.0, "tie": 0.0, "lose": 0.0, "delta": 1.0, "n": 2,
+                                                "delta_length_controlled": 1.0, "n_length_controlled": 2}
+    assert report["pairs"]["self_refine_vs_policy"]["delta"] == -0.5
+    assert report["pairs"]["pit_vs_self_refine"]["delta"] == 1.0
+    second = report["per_iteration"][1]
+    assert second["iteration"] == 2 and second["pit"]["delta_vs_policy"] == 0.5
+    assert second["pit"]["mean_score"] == 3.0 and second["self_refine"]["mean_score"] == 1.0
+    assert report["policy_mean_score"] == 2.0
+    assert report["lengths"]["policy"] == 1.0
+    assert set(report["elo"]) == {"policy", "pit@1", "pit@2", "self_refine@1", "self_refine@2"}
+    assert report["elo"]["pit@1"] > report["elo"]["policy"] > report["elo"]["self_refine@2"]
+    assert verdicts.memo[("p1", "aa")] == 2.0     # each (prompt, response) scored once

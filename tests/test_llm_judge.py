@@ -1,0 +1,108 @@
+"""The LLM judge against a local OpenAI-compatible server on 127.0.0.1: order swapping, retries, cache, key hygiene."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from pit.errors import ConfigError, UserError
+from pit.evaluate.llm_judge import LLMJudge, LLMVerdicts
+
+KEY = "sk-test-0123456789abcdef"
+
+
+class FakeAPI:
+    """Answers "A" or "B" for the longer response (or always "A" when `biased`); fails the first `fail` requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.auth: list[str | None] = []
+        self.fail, self.fail_status, self.biased = 0, 503, False
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                api.requests.append(body)
+                api.auth.append(self.headers.get("Authorization"))
+                if api.fail > 0:
+                    api.fail -= 1
+                    self._reply(api.fail_status, {"error": f"echo {self.headers.get('Authorization')}"})
+                    return
+                text = body["messages"][0]["content"]
+                first, second = re.search(r"Response A:\n(.*)\n\nResponse B:\n(.*)\n\nBetter", text, re.S).groups()
+                answer = "A" if api.biased or len(first) > len(second) else "B"
+                self._reply(200, {"choices": [{"message": {"role": "assistant", "content": f" {answer}."}}]})
+
+            def _reply(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def api() -> Iterator[FakeAPI]:
+    server = FakeAPI()
+    yield server
+    server.server.shutdown()
+
+
+def judge(api: FakeAPI, **kwargs: object) -> LLMJudge:
+    return LLMJudge(base_url=api.url, model="judge-model", api_key_env="PIT_TEST_JUDGE_KEY", backoff_seconds=0.01,
+                    **kwargs)
+
+
+def test_both_orders_retries_and_cache(api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("PIT_TEST_JUDGE_KEY", KEY)
+    caplog.set_level(logging.DEBUG)
+    api.fail = 2                      # two 503s first: retried with backoff
+    verdicts = LLMVerdicts(judge(api), tmp_path / "verdicts.jsonl")
+    outcomes = verdicts.compare(["q1", "q2"], ["a much longer answer", "x"], ["short", "a much longer answer"])
+    assert outcomes == [1.0, 0.0]
+    assert len(api.requests) == 2 + 4 and verdicts.requests == 6           # 2 failures + 2 pairs x 2 orders
+    asked = [r["messages"][0]["content"] for r in api.requests[2:]]
+    assert any("Response A:\na much longer answer" in q for q in asked)
+    assert any("Response B:\na much longer answer" in q for q in asked)    # the same pair, swapped
+    assert set(api.auth) == {f"Bearer {KEY}"}
+    again = LLMVerdicts(judge(api), tmp_path / "verdicts.jsonl")          # a rerun: every verdict from the cache
+    assert again.compare(["q1", "q2"], ["a much longer answer", "x"], ["short", "a much longer answer"]) == outcomes
+    assert again.requests == 0 and len(api.requests) == 6
+    assert KEY not in caplog.text and KEY not in (tmp_path / "verdicts.jsonl").read_text()
+    assert "retry" in caplog.text
+
+
+def test_position_bias_becomes_a_tie(api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIT_TEST_JUDGE_KEY", KEY)
+    api.biased = True                 # always "A": the two orders disagree
+    assert LLMVerdicts(judge(api), tmp_path / "v.jsonl").compare(["q"], ["long answer"], ["short"]) == [0.5]
+
+
+def test_errors_are_clear_and_hold_no_key(api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"\$PIT_TEST_JUDGE_KEY, which is not set"):
+        LLMVerdicts(judge(api), tmp_path / "v.jsonl")
+    monkeypatch.setenv("PIT_TEST_JUDGE_KEY", KEY)
+    api.fail, api.fail_status = 1, 401                                    # not retried; the body echoes the key
+    with pytest.raises(UserError, match="HTTP 401") as error:
+        LLMVerdicts(judge(api), tmp_path / "v.jsonl").compare(["q"], ["a"], ["b"])
+    assert KEY not in str(error.value) and "***" in str(error.value)
+    api.fail, api.fail_status = 10, 503
+    with pytest.raises(UserError, match="HTTP 503 after 3 tries"):
+        LLMVerdicts(judge(api, max_retries=2), tmp_path / "w.jsonl").compare(["q"], ["a"], ["b"])
