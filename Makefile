@@ -5,7 +5,9 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+SWEEPS := curriculum temperature iterations gap_loss baselines
+
+.PHONY: install run test lint clean sweeps $(addprefix sweep-,$(SWEEPS))
 
 install: $(STAMP)
 
@@ -21,6 +23,15 @@ run: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# `make sweep-curriculum` (or temperature, iterations, gap_loss, baselines): a Hydra multirun into
+# multirun/<name>, then its comparison table and plots in multirun/<name>/compare. ARGS adds overrides,
+# e.g. ARGS="+experiment=hh_rlhf hydra/launcher=joblib".
+$(addprefix sweep-,$(SWEEPS)): sweep-%: install
+	$(PY) -m pit.run -m +sweep=$* hydra.sweep.dir=multirun/$* $(ARGS)
+	$(PY) -m pit.compare multirun/$*
+
+sweeps: $(addprefix sweep-,$(SWEEPS))
 
 lint: install
 	$(VENV)/bin/ruff check pit tests
