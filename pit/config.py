@@ -302,6 +302,7 @@ class RootConfig:
     judge: Any = MISSING
     experiment_name: str = MISSING
     seed: int = MISSING
+    log_rollouts_every: int = 25
     paths: PathsConfig = field(default_factory=PathsConfig)
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -7,3 +7,7 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A config value that composes but cannot work (a secret in the config, an impossible stage order...)."""
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite: the stage stops, its artifact is not written, finished stages stay cached."""

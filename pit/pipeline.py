@@ -343,7 +343,8 @@ class Pipeline:
         sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=hp.temperature,
                             batch_size=hp.batch_size)
         module = PPOModule(policy, frozen, tokenizer, reward_fn, sampling, max_input_tokens, ppo, prefix=name,
-                           total_steps=hp.iterations, scorers=scorers)
+                           total_steps=hp.iterations, scorers=scorers, log_table=self.tracker.log_table,
+                           table_every=self.cfg.log_rollouts_every, table_rows=SAMPLE_ROWS)
         trainer = self._trainer(hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,
                                 gradient_clip_val=None)   # PPO clips its own gradients (ppo.max_grad_norm)
         loader = DataLoader(rollouts, batch_size=hp.batch_size, shuffle=True, drop_last=True, collate_fn=list,

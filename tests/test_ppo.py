@@ -51,3 +51,44 @@ def test_ppo_raises_token_frequency_reward_with_bounded_kl() -> None:
     assert all(not p.requires_grad for p in module.reference.parameters())
     assert all(torch.equal(snapshot[k], v) for k, v in module.reference.state_dict().items())   # reference frozen
     assert any(not torch.equal(snapshot[k], v) for k, v in module.policy.state_dict().items())  # policy moved
+
+
+def _tiny_ppo(reward, **kwargs) -> tuple[PPOModule, list[Rollout]]:
+    examples = SyntheticSource(n_pairs=40, seed=0).load().examples
+    spec = TinyCausalLM(config={"n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 64})
+    tokenizer = spec.tokenizer([t for e in examples for t in (e.prompt, e.chosen)])
+    torch.manual_seed(0)
+    policy = spec.model(tokenizer)
+    module = PPOModule(policy, copy.deepcopy(policy), tokenizer, reward, Sampling(max_new_tokens=4), 24,
+                       PPOConfig(minibatches=1, ppo_epochs=1), prefix="ppo", total_steps=4, **kwargs)
+    return module, [Rollout(e.prompt, e.prompt) for e in examples]
+
+
+def _fit(module: PPOModule, rollouts: list[Rollout], steps: int) -> None:
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, DataLoader(rollouts, batch_size=8, collate_fn=list))
+
+
+def test_nan_reward_stops_the_stage_with_a_clear_error() -> None:
+    from pit.errors import TrainingDiverged
+
+    module, rollouts = _tiny_ppo(lambda items, texts: torch.full((len(texts),), float("nan")))
+    try:
+        _fit(module, rollouts, 2)
+    except TrainingDiverged as error:
+        assert "ppo: non-finite PPO loss at iteration 0" in str(error) and "nothing of it is saved" in str(error)
+    else:
+        raise AssertionError("a NaN reward must stop PPO")
+
+
+def test_rollout_tables_every_n_iterations() -> None:
+    tables: list[tuple[str, list[str], list[list]]] = []
+    module, rollouts = _tiny_ppo(lambda items, texts: torch.zeros(len(texts)),
+                                 log_table=lambda key, columns, rows: tables.append((key, columns, rows)),
+                                 table_every=2, table_rows=3)
+    _fit(module, rollouts, 4)
+    assert [(key, rows[0][0]) for key, _, rows in tables] == [("ppo/rollouts", 0), ("ppo/rollouts", 2)]
+    key, columns, rows = tables[0]
+    assert columns == ["iteration", "input", "response", "reward", "ended_with_eos"] and len(rows) == 3
+    assert rows[0][1] == rollouts[0].input_text and rows[0][3] == 0.0

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pit.data.encode import encode_inputs, pad_rows
+from pit.errors import TrainingDiverged
 from pit.models.generate import Sampling, sample
 from pit.modules.optim import adamw_warmup_cosine
 from pit.modules.ppo_config import PPOConfig
@@ -37,6 +38,7 @@ from pit.modules.ppo_math import (
 )
 
 RewardFn = Callable[[list["Rollout"], list[str]], torch.Tensor]
+TableFn = Callable[[str, list[str], list[list[Any]]], None]   # (key, columns, rows), e.g. Tracker.log_table
 
 
 @dataclass
@@ -53,12 +55,14 @@ class PPOModule(L.LightningModule):
 
     The reward function receives the batch's `Rollout`s back with the decoded responses, so R_PIT can also
     see each reference response. `scorers` are the networks it runs (a plain tuple, so not submodules: they
-    stay out of the optimizer, checkpoints and DDP), moved to the policy's device when fitting starts.
+    stay out of the optimizer, checkpoints and DDP), moved to the policy's device when fitting starts. Every
+    `table_every` iterations, `table_rows` rollouts go to `log_table` (a W&B table).
     """
 
     def __init__(self, policy: PreTrainedModel, reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                  reward_fn: RewardFn, sampling: Sampling, max_input_tokens: int, config: PPOConfig, prefix: str,
-                 total_steps: int, scorers: tuple[nn.Module, ...] = ()):
+                 total_steps: int, scorers: tuple[nn.Module, ...] = (), log_table: TableFn | None = None,
+                 table_every: int = 0, table_rows: int = 16):
         super().__init__()
         self.automatic_optimization = False
         self.policy, self.reference, self.tokenizer, self.reward_fn = policy, reference, tokenizer, reward_fn
@@ -71,6 +75,7 @@ class PPOModule(L.LightningModule):
         self.kl_controller = (AdaptiveKLController(config.init_beta, config.target_kl, config.kl_horizon)
                               if config.target_kl is not None else FixedKLController(config.init_beta))
         self.scorers = scorers   # networks `reward_fn` runs: kept out of the optimizer, moved to our device
+        self.log_table, self.table_every, self.table_rows = log_table, table_every, table_rows
         self.history: list[dict[str, float]] = []
 
     def on_fit_start(self) -> None:
@@ -121,8 +126,9 @@ class PPOModule(L.LightningModule):
                 entropy = masked_entropy(logits, m)
                 loss = pg.loss + cfg.value_coef * vf - cfg.entropy_coef * entropy
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{self.prefix}: non-finite PPO loss at step {self.global_step} "
-                                             f"(policy {pg.loss.item()}, value {vf.item()})")
+                    raise TrainingDiverged(f"{self.prefix}: non-finite PPO loss at iteration {batch_idx} (policy "
+                                           f"{pg.loss.item()}, value {vf.item()}); the stage stops and nothing of it "
+                                           f"is saved. Lower train.<stage>.ppo.lr or raise ppo.init_beta")
                 optimizer.zero_grad()
                 self.manual_backward(loss)
                 self.clip_gradients(optimizer, gradient_clip_val=cfg.max_grad_norm, gradient_clip_algorithm="norm")
@@ -143,6 +149,11 @@ class PPOModule(L.LightningModule):
                    "train_tokens_per_s": tokens * cfg.ppo_epochs / max(train_seconds, 1e-9),
                    **{k: sum(v) / len(v) for k, v in stats.items()}}
         self.history.append(metrics)
+        if self.log_table is not None and self.table_every and batch_idx % self.table_every == 0:
+            rows = [[batch_idx, item.input_text, text, score, bool(end)]
+                    for item, text, score, end in zip(batch, texts, scores.tolist(), ended.tolist(), strict=True)]
+            self.log_table(f"{self.prefix}/rollouts", ["iteration", "input", "response", "reward", "ended_with_eos"],
+                           rows[: self.table_rows])
         self.log_dict({f"{self.prefix}/{k}": v for k, v in metrics.items() if math.isfinite(v)}, batch_size=n)
 
     def configure_optimizers(self) -> dict[str, Any]:
