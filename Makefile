@@ -4,10 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+BENCH_VENV  ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
 
 SWEEPS := curriculum temperature iterations gap_loss baselines
 
-.PHONY: install run test lint clean sweeps $(addprefix sweep-,$(SWEEPS))
+.PHONY: install run test lint clean bench sweeps $(addprefix sweep-,$(SWEEPS))
 
 install: $(STAMP)
 
@@ -33,8 +35,20 @@ $(addprefix sweep-,$(SWEEPS)): sweep-%: install
 
 sweeps: $(addprefix sweep-,$(SWEEPS))
 
+# `make bench`: ours vs TRL 1.0 (SFT, reward model, PPO iteration, rollout sampling) and the default pipeline
+# cold, in a separate environment so TRL never enters ours. BENCH_ARGS="--size gpt2 --precision bf16" on a GPU.
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(BENCH_VENV)/bin/python -m pip install --quiet "trl==1.0.0" -e .
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python experiments/bench/bench.py --default-pipeline $(BENCH_ARGS)
+
 lint: install
-	$(VENV)/bin/ruff check pit tests
+	$(VENV)/bin/ruff check pit tests experiments
 
 clean:
 	rm -rf outputs multirun .cache wandb .pytest_cache .ruff_cache

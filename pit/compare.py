@@ -143,6 +143,7 @@ def plot(swept: list[str], rows: list[dict[str, Any]], out: Path) -> list[Path]:
                 ks = sorted(int(c.split("@")[1]) for c in row if c.startswith(f"elo {method}@"))
                 ax.plot([0, *ks], [row["elo policy"], *(row[f"elo {method}@{k}"] for k in ks)], marker="o",
                         label=f"{method} ({label})" if len(elo) > 1 else method)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("improvement iteration k (0 = y_0 of the policy)")
         ax.set_ylabel("ELO")
         ax.legend(fontsize=7)

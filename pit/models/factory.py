@@ -32,18 +32,19 @@ class TinyCausalLM:
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:
         return train_bpe_tokenizer(texts, self.vocab_size)
 
-    def _config(self, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    def hf_config(self, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+        """The transformers config of this architecture for `tokenizer` (vocabulary and special token ids)."""
         return AutoConfig.for_model(self.model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                                     **self.config)
 
     def model(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
         """A freshly initialised causal LM (with its LM head)."""
-        return AutoModelForCausalLM.from_config(self._config(tokenizer))
+        return AutoModelForCausalLM.from_config(self.hf_config(tokenizer))
 
     def backbone(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
         """The same architecture without the LM head, freshly initialised (for a reward model started from scratch)."""
-        return AutoModel.from_config(self._config(tokenizer))
+        return AutoModel.from_config(self.hf_config(tokenizer))
 
 
 class PretrainedCausalLM:

@@ -1,0 +1,341 @@
+"""`make bench`: our SFT, reward-model and PPO training and our rollout sampling against TRL 1.0, side by side.
+
+Both sides get the same GPT-2-style model (random init from one seed), tokenizer, data (the synthetic task),
+batch size, sequence lengths, precision and optimizer settings, and run in this one process. Each figure is
+the median of the per-step times after warm-up steps; the ratio ours/TRL is measured in the same run.
+Run with the benchmark environment (`make bench` creates `.venv-bench` with `trl==1.0.0`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import AutoModelForSequenceClassification, TrainerCallback
+
+from pit.data.encode import collate_groups, collate_sft, encode_inputs, encode_pairs, pad_rows
+from pit.data.synthetic import SyntheticSource
+from pit.models.factory import TinyCausalLM
+from pit.models.generate import Sampling, sample
+from pit.models.reward import CausalRewardSpec
+from pit.modules.ppo import PPOModule, Rollout
+from pit.modules.ppo_config import PPOConfig
+from pit.modules.reward import RewardModule
+from pit.modules.sft import SFTModule
+
+SIZES = {"tiny": {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 256},
+         "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 256}}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _now() -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+class LightningStepTimes(L.Callback):
+    """Wall time of each training batch of a Lightning trainer (a PPO iteration is one batch)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self._start = _now()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.times.append(_now() - self._start)
+
+
+class HFStepTimes(TrainerCallback):
+    """Wall time of each optimizer step of a transformers/TRL trainer."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+        self._start = _now()
+
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        self.times.append(_now() - self._start)
+
+
+class HFIterationTimes(HFStepTimes):
+    """TRL's PPO loop calls only on_step_end, once per iteration: the time between consecutive calls."""
+
+    def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
+        self._start = _now()
+
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        now = _now()
+        self.times.append(now - self._start)
+        self._start = now
+
+
+def median_after(times: list[float], warmup: int) -> float:
+    timed = times[warmup:]
+    if not timed:
+        raise RuntimeError(f"no timed steps: {len(times)} steps with {warmup} warm-up")
+    return statistics.median(timed)
+
+
+class Setup:
+    """Model config, tokenizer and data shared by both sides."""
+
+    def __init__(self, size: str, precision: str, device: str):
+        self.size, self.precision, self.device = size, precision, device
+        self.source = SyntheticSource(n_pairs=4000, seed=0)
+        self.examples = self.source.load().examples
+        self.spec = TinyCausalLM(config=SIZES[size])
+        texts = [t for e in self.examples for t in (e.prompt, e.chosen, e.rejected)]
+        self.tokenizer = self.spec.tokenizer(texts)
+        self.inputs = [self.source.templates.policy_input(e.prompt) for e in self.examples]
+        self.max_prompt, self.max_response = self.source.max_prompt_tokens, self.source.max_response_tokens
+
+    def causal_lm(self) -> Any:
+        torch.manual_seed(0)
+        return self.spec.model(self.tokenizer)
+
+    def classifier(self) -> Any:
+        """TRL's reward/value model: the same GPT-2 trunk with a scalar `score` head."""
+        config = self.spec.hf_config(self.tokenizer)
+        config.num_labels = 1
+        return AutoModelForSequenceClassification.from_config(config)
+
+    def hf_args(self, **kwargs: Any) -> dict[str, Any]:
+        """Settings every TRL config gets: same precision and device, nothing saved, logged or evaluated."""
+        return {"output_dir": tempfile.mkdtemp(prefix="bench-trl-"), "report_to": [], "save_strategy": "no",
+                "logging_steps": 10 ** 6, "bf16": self.precision == "bf16", "use_cpu": self.device == "cpu",
+                "dataloader_num_workers": 0, "seed": 0, "disable_tqdm": True, "weight_decay": 0.0,
+                "lr_scheduler_type": "constant", "warmup_steps": 0, "max_grad_norm": 1.0, **kwargs}
+
+    def trainer(self, steps: int, callback: L.Callback, **kwargs: Any) -> L.Trainer:
+        return L.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator=self.device, devices=1,
+                         precision="bf16-mixed" if self.precision == "bf16" else "32-true", callbacks=[callback],
+                         num_sanity_val_steps=0, limit_val_batches=0, **kwargs)
+
+
+def bench_sft(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+    """Supervised fine-tuning on (x, y_w) with the loss on response tokens: trained tokens per second."""
+    pairs = encode_pairs(s.tokenizer, s.inputs, [e.chosen for e in s.examples], s.max_prompt, s.max_response)
+    tokens = statistics.mean(len(p.input_ids) + len(p.response_ids) for p in pairs)
+    ours = LightningStepTimes()
+    module = SFTModule(s.causal_lm(), lr=1e-3, weight_decay=0.0, warmup_steps=0, total_steps=10 ** 6, prefix="sft")
+    loader = DataLoader(pairs, batch_size=batch, shuffle=True, drop_last=True,
+                        collate_fn=partial(collate_sft, pad_id=s.tokenizer.pad_token_id))
+    s.trainer(steps, ours, gradient_clip_val=1.0).fit(module, loader)
+
+    from trl import SFTConfig, SFTTrainer
+
+    theirs = HFStepTimes()
+    data = Dataset.from_dict({"prompt": s.inputs, "completion": [e.chosen for e in s.examples]})
+    SFTTrainer(model=s.causal_lm(), processing_class=s.tokenizer, train_dataset=data, callbacks=[theirs],
+               args=SFTConfig(**s.hf_args(per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-3,
+                                          max_length=s.max_prompt + s.max_response, packing=False,
+                                          completion_only_loss=True))).train()
+    return _compare("SFT", "tokens/s", batch * tokens, ours.times, theirs.times, warmup)
+
+
+def bench_reward(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+    """Bradley-Terry reward model on (x, y_w, y_l) pairs, a scalar head on the same GPT-2 trunk: pairs per second."""
+    torch.manual_seed(0)
+    model = CausalRewardSpec(init_from=None).build(s.tokenizer, None, s.spec, s.max_response)
+    items = list(zip(model.encode(s.inputs, [e.chosen for e in s.examples]),
+                     model.encode(s.inputs, [e.rejected for e in s.examples]), strict=True))
+    ours = LightningStepTimes()
+    module = RewardModule(model, prefix="reward", lr=1e-4, weight_decay=0.0, warmup_steps=0, total_steps=10 ** 6)
+    loader = DataLoader(items, batch_size=batch, shuffle=True, drop_last=True,
+                        collate_fn=partial(collate_groups, pad_id=model.pad_id()))
+    s.trainer(steps, ours, gradient_clip_val=1.0).fit(module, loader)
+
+    from trl import RewardConfig, RewardTrainer
+
+    theirs = HFStepTimes()
+    torch.manual_seed(0)
+    classifier = s.classifier()
+    data = Dataset.from_dict({"prompt": s.inputs, "chosen": [e.chosen for e in s.examples],
+                              "rejected": [e.rejected for e in s.examples]})
+    RewardTrainer(model=classifier, processing_class=s.tokenizer, train_dataset=data, callbacks=[theirs],
+                  args=RewardConfig(**s.hf_args(per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-4,
+                                                max_length=s.max_prompt + s.max_response))).train()
+    return _compare("reward model", "pairs/s", batch, ours.times, theirs.times, warmup)
+
+
+def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 4, minibatches: int = 4
+              ) -> dict[str, Any]:
+    """One PPO iteration = rollouts of `batch` prompts + reward + `epochs` x `minibatches` updates: episodes/s."""
+    torch.manual_seed(0)
+    reward = CausalRewardSpec(init_from=None).build(s.tokenizer, None, s.spec, s.max_response)
+    policy = s.causal_lm()
+    rollouts = [Rollout(x, x) for x in s.inputs]
+    sampling = Sampling(max_new_tokens=s.max_response, temperature=1.0, batch_size=batch)
+    config = PPOConfig(lr=3e-6, ppo_epochs=epochs, minibatches=minibatches, init_beta=0.05, target_kl=None)
+    module = PPOModule(policy, copy.deepcopy(policy), s.tokenizer,
+                       lambda items, texts: reward.score([i.input_text for i in items], texts), sampling,
+                       s.max_prompt, config, prefix="ppo", total_steps=10 ** 6, scorers=(reward,))
+    ours = LightningStepTimes()
+    loader = DataLoader(rollouts, batch_size=batch, shuffle=True, drop_last=True, collate_fn=list)
+    s.trainer(iterations * epochs * minibatches, ours).fit(module, loader)
+
+    from trl.experimental.ppo import PPOConfig as TRLPPOConfig
+    from trl.experimental.ppo import PPOTrainer
+
+    theirs = HFIterationTimes()
+    torch.manual_seed(0)
+    reward_model, value_model = s.classifier(), s.classifier()
+    trl_policy = s.causal_lm()
+    tokenizer = copy.deepcopy(s.tokenizer)
+    tokenizer.padding_side = "left"
+    ids = encode_inputs(s.tokenizer, s.inputs, s.max_prompt)
+    # TRL 1.0: rollout batch = per_device_train_batch_size x gradient_accumulation_steps, split into
+    # num_mini_batches, one optimizer step per minibatch when gradient_accumulation_steps = 1 (as ours)
+    PPOTrainer(args=TRLPPOConfig(**s.hf_args(per_device_train_batch_size=batch, gradient_accumulation_steps=1,
+                                             num_mini_batches=minibatches, num_ppo_epochs=epochs,
+                                             total_episodes=batch * iterations, learning_rate=3e-6,
+                                             response_length=s.max_response, stop_token="eos", temperature=1.0,
+                                             kl_coef=0.05, local_rollout_forward_batch_size=batch,
+                                             num_sample_generations=0)),
+               processing_class=tokenizer, model=trl_policy, ref_model=copy.deepcopy(trl_policy),
+               reward_model=reward_model, value_model=value_model, callbacks=[theirs],
+               train_dataset=Dataset.from_dict({"input_ids": ids})).train()
+    return _compare("PPO iteration", "episodes/s", batch, ours.times, theirs.times, warmup)
+
+
+def bench_generation(s: Setup, batch: int, repeats: int, warmup: int) -> dict[str, Any]:
+    """Our sampler (left padding, KV cache, EOS mask, no token loop) against raw `generate` on the same batch."""
+    model = s.causal_lm().to(s.device).eval()
+    ids, mask = pad_rows(encode_inputs(s.tokenizer, s.inputs[:batch], s.max_prompt), s.tokenizer.pad_token_id,
+                         s.device, left=True)
+    sampling = Sampling(max_new_tokens=s.max_response, temperature=0.0, batch_size=batch)
+    eos, pad = s.tokenizer.eos_token_id, s.tokenizer.pad_token_id
+
+    def raw() -> None:
+        with torch.no_grad():
+            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=s.max_response, do_sample=False,
+                           eos_token_id=eos, pad_token_id=pad, use_cache=True)
+
+    ours, theirs = _repeat(lambda: sample(model, ids, mask, sampling, eos, pad), repeats), _repeat(raw, repeats)
+    result = _compare("rollout sampling", "sequences/s", batch, ours, theirs, warmup)
+    result["overhead"] = 1 / result["ratio"] - 1
+    return result
+
+
+def _repeat(fn: Callable[[], Any], n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(_now() - start)
+    return times
+
+
+def _compare(name: str, unit: str, work_per_step: float, ours: list[float], theirs: list[float],
+             warmup: int) -> dict[str, Any]:
+    our_rate = work_per_step / median_after(ours, warmup)
+    their_rate = work_per_step / median_after(theirs, warmup)
+    print(f"{name}: ours {our_rate:,.1f} {unit}, reference {their_rate:,.1f} {unit}, ratio {our_rate / their_rate:.2f}",
+          flush=True)
+    return {"workload": name, "unit": unit, "ours": our_rate, "reference": their_rate, "ratio": our_rate / their_rate,
+            "timed_steps": min(len(ours), len(theirs)) - warmup, "warmup_steps": warmup}
+
+
+def time_default_pipeline() -> dict[str, Any]:
+    """`python -m pit.run` cold (fresh cache), no logger: wall time and per-stage seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, PIT_CACHE_DIR=f"{tmp}/cache", WANDB_MODE="disabled")
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pit.run", "logger=none", f"hydra.run.dir={tmp}/run",
+                        "trainer.enable_progress_bar=false"], check=True, env=env, capture_output=True)
+        wall = time.perf_counter() - start
+        results = json.loads(Path(f"{tmp}/run/results.json").read_text())
+    return {"wall_seconds": wall, "stages": {k: v["seconds"] for k, v in results["stages"].items()}}
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} ({torch.cuda.device_count()} GPU), torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{results['size']}-{results['device']}-{results['precision']}"
+    (out / f"bench-{tag}.json").write_text(json.dumps(results, indent=2))
+    lines = [f"Machine: {results['machine']}; model `{results['size']}` ({results['parameters'] / 1e6:.2f} M "
+             f"parameters), {results['precision']}, reference = {results['reference']}.", "",
+             "| workload | ours | reference | ratio ours/reference |", "|---|---|---|---|"]
+    for r in results["workloads"]:
+        lines.append(f"| {r['workload']} | {r['ours']:,.1f} {r['unit']} | {r['reference']:,.1f} {r['unit']} | "
+                     f"{r['ratio']:.2f} |")
+    if "default_pipeline" in results:
+        d = results["default_pipeline"]
+        lines += ["", f"Embedded default (`python -m pit.run`, cold cache): {d['wall_seconds']:.0f} s; per stage: "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in d["stages"].items())]
+    (out / f"bench-{tag}.md").write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = [r["workload"] for r in results["workloads"]]
+    ax.barh(names, [r["ratio"] for r in results["workloads"]])
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("throughput ratio ours / reference (>1: we are faster)")
+    ax.set_title(f"{results['size']}, {results['device']}, {results['precision']}")
+    fig.tight_layout()
+    fig.savefig(out / f"bench-{tag}.png", dpi=120)
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=SIZES, default="tiny")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=12, help="training steps per side (warm-up included)")
+    parser.add_argument("--ppo-iterations", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--workloads", default="sft,reward,ppo,generation")
+    parser.add_argument("--default-pipeline", action="store_true", help="also time `python -m pit.run` cold")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_float32_matmul_precision("high")
+    s = Setup(args.size, args.precision, args.device)
+    import trl
+
+    runs = {"sft": lambda: bench_sft(s, args.batch, args.steps, args.warmup),
+            "reward": lambda: bench_reward(s, args.batch, args.steps, args.warmup),
+            "ppo": lambda: bench_ppo(s, args.batch, args.ppo_iterations, args.warmup),
+            "generation": lambda: bench_generation(s, args.batch, args.steps, args.warmup)}
+    results = {"machine": machine(), "size": args.size, "device": args.device, "precision": args.precision,
+               "parameters": sum(p.numel() for p in s.causal_lm().parameters()),
+               "reference": f"TRL {trl.__version__} (generation: transformers generate)",
+               "workloads": [runs[w]() for w in args.workloads.split(",")]}
+    if args.default_pipeline:
+        results["default_pipeline"] = time_default_pipeline()
+    write(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
