@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from pit.data.encode import pad_rows
@@ -77,3 +78,18 @@ def test_response_mask_stops_after_first_eos() -> None:
 def test_response_mask_hand_values() -> None:
     response = torch.tensor([[4, 5, 0, 6, 0], [0, 3, 3, 3, 3], [4, 4, 4, 4, 4]])
     assert response_mask(response, eos_id=0).tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_generation_inputs_are_cut_to_fit_the_context() -> None:
+    """Input + new tokens never exceed the model's positions: the input is cut on the left, not an IndexError."""
+    from pit.errors import ConfigError
+    from pit.models.generate import Sampling, generate_texts, input_budget
+
+    spec = TinyCausalLM(config={"n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 32})
+    tokenizer = spec.tokenizer(["a b c d e f g h"] * 20)
+    model = spec.model(tokenizer)
+    assert input_budget(model, 100, 8) == 24 and input_budget(model, 10, 8) == 10
+    texts = generate_texts(model, tokenizer, [" ".join("abcdefgh") * 20], Sampling(max_new_tokens=8), 100)
+    assert len(texts) == 1
+    with pytest.raises(ConfigError, match="cannot hold 40 new tokens"):
+        input_budget(model, 10, 40)

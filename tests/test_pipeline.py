@@ -107,10 +107,12 @@ def test_sft_only_objective_and_csv_logger(tmp_path: Path) -> None:
 
 
 def test_hh_real_slice_through_reward_models(tmp_path: Path, hh_slice: Path) -> None:
-    """The real HH slice: SFT on the tiny model, R_P and R_PIT on pretrained MiniLM, a judge on the judge split."""
-    overrides = ["+experiment=hh_rlhf", "model=tiny", f"dataset.path={hh_slice}", "reward_model=minilm",
+    """The real HH slice end to end: tiny policy, R_P and R_PIT on pretrained MiniLM, curriculum RL, and the
+    evaluation judged by a MiniLM reward model trained on the held-out judge split only."""
+    overrides = ["+experiment=hh_rlhf", "model=tiny", "trainer=cpu", f"dataset.path={hh_slice}", "reward_model=minilm",
                  "reward_model.max_length=96", "model.vocab_size=600", "dataset.max_prompt_tokens=64",
-                 "dataset.max_response_tokens=16", "judge.backbone.max_length=96", *FAST_TRAIN]
+                 "dataset.max_response_tokens=16", "judge.backbone.max_length=96", "evaluate.samples=24",
+                 "evaluate.iterations=1", "baseline.max_feedback_tokens=8", *FAST_TRAIN]
     results = run(compose_config(overrides, tmp_path))
     assert results["data"]["dropped"] == {"diverged_before_last_turn": 5, "empty_response": 4}
     counts = results["data"]["counts"]
@@ -120,6 +122,11 @@ def test_hh_real_slice_through_reward_models(tmp_path: Path, hh_slice: Path) -> 
     assert "val_oracle" not in stages["sft_policy"]["metrics"]     # HH has no oracle
     assert stages["sft_pit"]["metrics"]["val_loss"] > 0
     assert 0 <= stages["reward"]["metrics"]["val_acc_w_gt_l"] <= 1
+    assert {stages[s]["status"] for s in ("pit_rl/1_dataset", "pit_rl/2_policy", "evaluate")} == {"ran"}
+    report = results["eval"]
+    assert report["judge"] == "auto" and report["n"] == 24
+    assert set(report["pairs"]) == {"pit_vs_policy", "self_refine_rubric_vs_policy", "pit_vs_self_refine_rubric"}
+    assert -1 <= report["pairs"]["pit_vs_policy"]["delta"] <= 1
     judge = stages["judge"]["metrics"]
     assert judge["train_pairs"] == counts["judge"] and judge["val_pairs"] == counts["val"]
     assert (tmp_path / "cache" / "judge" / stages["judge"]["key"] / "backbone" / "model.safetensors").is_file()

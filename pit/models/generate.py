@@ -8,6 +8,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pit.data.encode import encode_inputs, pad_rows
+from pit.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,20 @@ def response_mask(response: torch.Tensor, eos_id: int) -> torch.Tensor:
     return ((torch.cumsum(is_eos, dim=1) - is_eos) == 0).long()
 
 
+def input_budget(model: PreTrainedModel, max_input_tokens: int, max_new_tokens: int) -> int:
+    """Input tokens to keep so that input + response fit the model's context (inputs are cut on the left)."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is None:
+        return max_input_tokens
+    if context <= max_new_tokens:
+        raise ConfigError(f"the model's context ({context} tokens) cannot hold {max_new_tokens} new tokens")
+    return min(max_input_tokens, context - max_new_tokens)
+
+
 def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, inputs: list[str],
                    sampling: Sampling, max_input_tokens: int) -> list[str]:
     """Sample one response per input, in batches of similar length; returns the decoded responses in input order."""
-    encoded = encode_inputs(tokenizer, inputs, max_input_tokens)
+    encoded = encode_inputs(tokenizer, inputs, input_budget(model, max_input_tokens, sampling.max_new_tokens))
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     texts: list[str] = [""] * len(inputs)
     device = next(model.parameters()).device

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pit.data.encode import encode_inputs, pad_rows
 from pit.errors import TrainingDiverged
-from pit.models.generate import Sampling, sample
+from pit.models.generate import Sampling, input_budget, sample
 from pit.modules.optim import adamw_warmup_cosine
 from pit.modules.ppo_config import PPOConfig
 from pit.modules.ppo_math import (
@@ -70,7 +70,8 @@ class PPOModule(L.LightningModule):
         self.value_head = nn.Linear(policy.config.hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
-        self.sampling, self.max_input_tokens, self.config, self.prefix = sampling, max_input_tokens, config, prefix
+        self.max_input_tokens = input_budget(policy, max_input_tokens, sampling.max_new_tokens)
+        self.sampling, self.config, self.prefix = sampling, config, prefix
         self.total_steps = total_steps
         self.kl_controller = (AdaptiveKLController(config.init_beta, config.target_kl, config.kl_horizon)
                               if config.target_kl is not None else FixedKLController(config.init_beta))
