@@ -85,10 +85,15 @@ class PPOModule(L.LightningModule):
 
     def _forward(self, model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, prompt_len: int,
                  with_values: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Log-probs, logits and values of the response tokens `ids[:, prompt_len:]` (positions follow the mask)."""
+        """Log-probs, logits and values of the response tokens `ids[:, prompt_len:]` (positions follow the mask).
+
+        The LM head runs only on the positions that predict response tokens (`logits_to_keep`), not the prompt.
+        """
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=with_values)
-        logits = out.logits[:, prompt_len - 1:-1]
+        keep = ids.shape[1] - prompt_len + 1
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=with_values,
+                    logits_to_keep=keep)
+        logits = out.logits[:, -keep:-1]
         values = self.value_head(out.hidden_states[-1][:, prompt_len - 1:-1].float()).squeeze(-1) if with_values \
             else None
         return token_logprobs(logits, ids[:, prompt_len:]), logits, values
