@@ -97,7 +97,7 @@ def test_position_bias_becomes_a_tie(api: FakeAPI, tmp_path: Path, monkeypatch: 
 
 def test_errors_are_clear_and_hold_no_key(api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match=r"\$PIT_TEST_JUDGE_KEY, which is not set"):
-        LLMVerdicts(judge(api), tmp_path / "v.jsonl")
+        judge(api)                                                     # at construction: before any training
     monkeypatch.setenv("PIT_TEST_JUDGE_KEY", KEY)
     api.fail, api.fail_status = 1, 401                                    # not retried; the body echoes the key
     with pytest.raises(UserError, match="HTTP 401") as error:

@@ -42,6 +42,17 @@ class LLMJudge:
         self.base_url, self.model, self.api_key_env, self.name = base_url.rstrip("/"), model, api_key_env, name
         self.rubric, self.val_pairs, self.concurrency = rubric, val_pairs, concurrency
         self.max_retries, self.backoff_seconds, self.timeout_seconds = max_retries, backoff_seconds, timeout_seconds
+        self.api_key()   # a missing key fails when the run starts, not after hours of training
+
+    def api_key(self) -> str | None:
+        """The key from the environment variable the config names (None for servers without keys)."""
+        if self.api_key_env is None:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ConfigError(f"judge={self.name} reads its API key from ${self.api_key_env}, which is not set "
+                              f"(set judge.api_key_env=null for a server without keys)")
+        return key
 
     def build(self, pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
         val = pipeline.splits["val"][: self.val_pairs]
@@ -60,7 +71,7 @@ class LLMVerdicts:
 
     def __init__(self, judge: LLMJudge, cache_file: Path):
         self.judge, self.cache_file = judge, cache_file
-        self.key = self._api_key()
+        self.key = judge.api_key()
         self.lock = threading.Lock()
         self.cache: dict[str, str | None] = {}
         if cache_file.is_file():
@@ -69,15 +80,6 @@ class LLMVerdicts:
                     entry = json.loads(line)
                     self.cache[entry["id"]] = entry["answer"]
         self.requests = 0
-
-    def _api_key(self) -> str | None:
-        if self.judge.api_key_env is None:
-            return None
-        key = os.environ.get(self.judge.api_key_env)
-        if not key:
-            raise ConfigError(f"judge={self.judge.name} reads its API key from ${self.judge.api_key_env}, which is "
-                              f"not set (set judge.api_key_env=null for a server without keys)")
-        return key
 
     def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]:
         """1 when both orders prefer `first`, 0 when both prefer `second`, 0.5 otherwise."""
