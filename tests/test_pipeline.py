@@ -152,6 +152,9 @@ def test_cli_with_wandb_offline_run_dir(tmp_path: Path, subprocess_env: dict[str
     assert "sft_policy/train_loss" in summary and "data/train" in summary
     assert json.loads(config["experiment_name"]) == "default" and "sft_policy" in config["train"]
     assert list((runs[0] / "files" / "media" / "table" / "sft_pit").glob("samples_*.table.json"))
+    assert float(summary["eval/pairs/pit_vs_policy/n"]) > 0 and "eval/elo/pit@1" in summary     # the evaluation
+    assert "evaluate/delta_pit_vs_policy" in summary and "evaluate/delta_pit_vs_self_refine@3" in summary
+    assert list((runs[0] / "files" / "media" / "table" / "eval").glob("generations_*.table.json"))
 
 
 def test_secret_in_config_is_refused_before_any_logging(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
