@@ -97,6 +97,31 @@ def test_killed_stage_resumes_there(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert stage_status(resumed)["sft_pit"] == "ran" and stage_status(resumed)["gap_reward"] == "ran"
 
 
+def test_sigkill_inside_a_stage_then_rerun(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    """A real SIGKILL while gap_reward trains: the rerun reuses every finished stage and redoes only the rest."""
+    import signal
+
+    command = [sys.executable, "-m", "pit.run", *FAST, "train.gap_reward.max_steps=300",   # seconds, not ms
+               f"hydra.run.dir={tmp_path / 'job'}"]
+    process = subprocess.Popen(command, cwd=ROOT, env={**subprocess_env, "PYTHONUNBUFFERED": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if "stage gap_reward: running" in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=120)
+    assert process.returncode == -signal.SIGKILL
+    gap_dir = tmp_path / "cache" / "gap_reward"
+    leftovers = [p.name for p in gap_dir.iterdir()] if gap_dir.exists() else []
+    assert all(name.startswith(".tmp-") for name in leftovers)            # no complete-looking artifact
+    rerun = subprocess.run(command, cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    status = stage_status(json.loads((tmp_path / "job" / "results.json").read_text()))
+    assert {status[s] for s in ("tokenizer", "sft_policy", "reward", "rlhf_policy", "sft_pit")} == {"reused"}
+    assert {status[s] for s in ("gap_reward", "pit_rl/1_dataset", "pit_rl/2_policy", "evaluate")} == {"ran"}
+    assert not list((tmp_path / "cache" / "gap_reward").glob(".tmp-*"))   # the dead run's temp dir is cleaned
+
+
 def test_sft_only_objective_and_csv_logger(tmp_path: Path) -> None:
     overrides = [o for o in FAST if o != "logger=none"] + ["objective=sft_only", "logger=csv"]
     results = run(compose_config(overrides, tmp_path))
