@@ -3,19 +3,24 @@
 A stage's key hashes its own config subtree and its upstream stages' keys, so changing anything a
 stage depends on gives a new key, and anything else (another sweep point, a rerun) reuses the artifact.
 A directory under its final name is complete by construction: it only appears through an atomic rename
-after the stage's files and its completion marker (file names and sizes) were written.
+after the stage's files and its completion marker (file names, sizes and SHA-256) were written. A reuse
+checks every file against the marker, so a truncated or corrupted artifact is named in the log and rebuilt,
+never loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 3   # bump when a stage would compute something different from the same config
 MARKER = "_COMPLETE.json"
@@ -35,6 +40,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """One JSON object per line (inside an artifact's temp dir, which is what makes it atomic)."""
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
@@ -50,14 +64,21 @@ class ArtifactStore:
         return self.root / stage / key
 
     def is_complete(self, stage: str, key: str) -> bool:
-        """True only for a renamed artifact whose marker lists files that are all present with their sizes."""
+        """True only for a renamed artifact whose files all match its marker (present, same size and SHA-256)."""
         directory = self.path(stage, key)
         try:
             marker = json.loads((directory / MARKER).read_text())
         except (OSError, json.JSONDecodeError):
             return False
-        return all((directory / name).is_file() and (directory / name).stat().st_size == size
-                   for name, size in marker["files"].items())
+        for name, expected in marker["files"].items():
+            path = directory / name
+            size, digest = (expected, None) if isinstance(expected, int) else (expected["size"], expected["sha256"])
+            problem = ("missing" if not path.is_file() else "truncated or grown" if path.stat().st_size != size
+                       else "corrupted (checksum differs)" if digest and file_sha256(path) != digest else None)
+            if problem:
+                log.warning("artifact %s is %s: rebuilding stage %s", path, problem, stage)
+                return False
+        return True
 
     def metrics(self, stage: str, key: str) -> dict[str, float]:
         return json.loads((self.path(stage, key) / MARKER).read_text())["metrics"]
@@ -77,7 +98,8 @@ class ArtifactStore:
         metrics: dict[str, float] = {}
         try:
             yield tmp, metrics
-            files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+            files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+                     for p in sorted(tmp.rglob("*")) if p.is_file()}
             write_json_atomic(tmp / MARKER, {"stage": stage, "key": key, "metrics": metrics, "files": files})
             try:
                 os.rename(tmp, final)

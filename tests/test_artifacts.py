@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -41,15 +43,20 @@ def test_write_success_and_failure(tmp_path: Path) -> None:
         metrics["loss"] = 0.5
     assert store.is_complete("stage", "k1") and store.metrics("stage", "k1") == {"loss": 0.5}
     marker = json.loads((store.path("stage", "k1") / MARKER).read_text())
-    assert marker["files"] == {"weights.bin": 4}
+    assert marker["files"] == {"weights.bin": {"size": 4, "sha256": hashlib.sha256(b"1234").hexdigest()}}
 
 
-def test_truncated_or_unmarked_artifact_is_not_complete(tmp_path: Path) -> None:
+def test_truncated_corrupted_or_unmarked_artifact_is_not_complete(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     store = ArtifactStore(tmp_path)
     with store.write("stage", "k") as (out, _):
         (out / "weights.bin").write_bytes(b"12345678")
     (store.path("stage", "k") / "weights.bin").write_bytes(b"1234")
     assert not store.is_complete("stage", "k")
+    (store.path("stage", "k") / "weights.bin").write_bytes(b"12345679")      # same size, one byte flipped
+    with caplog.at_level(logging.WARNING):
+        assert not store.is_complete("stage", "k")
+    assert "weights.bin is corrupted (checksum differs): rebuilding stage stage" in caplog.text
     (store.path("stage", "k") / MARKER).unlink()
     assert not store.is_complete("stage", "k")
     with store.write("stage", "k") as (out, _):          # rebuilt in place of the broken one
