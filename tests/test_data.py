@@ -110,6 +110,18 @@ def test_hh_bad_input_names_file_line_field(tmp_path: Path, lines: list[str], me
         HHRLHFSource(path=str(path)).load()
 
 
+def test_encodings_name_the_line(tmp_path: Path) -> None:
+    """A Latin-1 byte in a UTF-8 file names its line; a UTF-8 byte-order mark at the start is accepted."""
+    good = b'{"chosen": "\\n\\nHuman: hi\\n\\nAssistant: yes", "rejected": "\\n\\nHuman: hi\\n\\nAssistant: no"}\n'
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(good + b'{"chosen": "caf\xe9", "rejected": "b"}\n')
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: not valid UTF-8 \(byte 15 of the line\)"):
+        HHRLHFSource(path=str(path)).load()
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + good)
+    assert len(HHRLHFSource(path=str(bom)).load().examples) == 1
+
+
 def test_missing_file_and_unreadable_gzip(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="nope.jsonl: file not found"):
         HHRLHFSource(path=str(tmp_path / "nope.jsonl")).load()

@@ -13,15 +13,20 @@ from pit.data.schema import DataError, LoadedData, PreferenceExample, Preference
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield `(line_number, object)` for each non-blank line; raise DataError on a missing/empty file or bad JSON."""
+    """Yield `(line_number, object)` for each non-blank line; raise DataError on a missing/empty file, a line that is
+    not UTF-8 (a leading byte-order mark is accepted) or not a JSON object, naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "file not found")
     opener = gzip.open if path.suffix == ".gz" else open
     seen = False
     try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
+        with opener(path, "rb") as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(str(path), f"not valid UTF-8 (byte {err.start} of the line)", line_no) from None
                 if not line.strip():
                     continue
                 try:
@@ -32,7 +37,7 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     raise DataError(str(path), f"expected a JSON object, got {type(obj).__name__}", line_no)
                 seen = True
                 yield line_no, obj
-    except (OSError, EOFError, UnicodeDecodeError) as err:
+    except (OSError, EOFError) as err:
         raise DataError(str(path), f"cannot read file ({err})") from None
     if not seen:
         raise DataError(str(path), "file is empty")
