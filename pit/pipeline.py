@@ -6,7 +6,6 @@ stage killed half-way leaves nothing under its final name and runs again.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,8 +26,7 @@ from pit.data.encode import collate_groups, collate_sft, encode_pairs
 from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
 from pit.errors import ConfigError
-from pit.evaluate.report import POLICY, evaluation_report
-from pit.improve.iterate import Generator, PITStep, iterate
+from pit.evaluate.stage import build_evaluation, publish_evaluation
 from pit.models.factory import load_model, load_tokenizer, save_model
 from pit.models.gap import load_gap, save_gap
 from pit.models.generate import Sampling, generate_texts
@@ -103,7 +101,7 @@ class Pipeline:
         try:
             self._load_data()
             self._stage("tokenizer", {"model": self._sub("model")}, (), self._build_tokenizer)
-            plans = {"sft_policy": partial(self._plan_sft, "sft_policy", self._policy_input_of,
+            plans = {"sft_policy": partial(self._plan_sft, "sft_policy", self.policy_input_of,
                                            self.source.max_prompt_tokens),
                      "sft_pit": partial(self._plan_sft, "sft_pit", self._improver_input_of_rejected,
                                         self.source.max_improver_tokens),
@@ -116,7 +114,7 @@ class Pipeline:
                 else:
                     self._stage(name, *plans[name]())
             if "evaluate" in self.keys:
-                self._publish_evaluation()
+                publish_evaluation(self)
             self.results["wall_seconds"] = round(time.perf_counter() - start, 2)
             self._write_results()
             self.tracker.log_summary({k: v for k, v in self.results.items() if k != "data"})
@@ -196,7 +194,7 @@ class Pipeline:
         improver = (self.improver_stage,) if "sft_pit" in self.keys else ()
         config = {**self._common(), "evaluate": self._sub("evaluate"), "eval_sampling": self._sub("eval_sampling"),
                   "baseline": self._sub("baseline")}
-        return config, ("tokenizer", "judge", self.policy_stage, *improver), self._build_evaluate
+        return config, ("tokenizer", "judge", self.policy_stage, *improver), partial(build_evaluation, self)
 
     # ---- data ------------------------------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -212,7 +210,7 @@ class Pipeline:
         if not self.splits["train"] or not self.splits["val"]:
             raise DataError(loaded.source, f"the train and val splits must not be empty (counts {counts})")
 
-    def _policy_input_of(self, example: PreferenceExample) -> str:
+    def policy_input_of(self, example: PreferenceExample) -> str:
         return self.source.templates.policy_input(example.prompt)
 
     def _improver_input_of_rejected(self, example: PreferenceExample) -> str:
@@ -249,7 +247,7 @@ class Pipeline:
     # ---- stage bodies -----------------------------------------------------------------------------------------
     def _build_tokenizer(self, out: Path, metrics: dict[str, float]) -> None:
         """Train (tiny model) or fetch (pretrained) the tokenizer once; every later stage loads this one."""
-        texts = [t for e in self.splits["train"] for t in (self._policy_input_of(e),
+        texts = [t for e in self.splits["train"] for t in (self.policy_input_of(e),
                                                              self._improver_input_of_rejected(e), e.chosen)]
         tokenizer = self.model_spec.tokenizer(texts)
         tokenizer.save_pretrained(out)
@@ -259,10 +257,10 @@ class Pipeline:
                    out: Path, metrics: dict[str, float]) -> None:
         """Fine-tune on (input, y_w) with the loss on response tokens, save the model, sample from it on val."""
         hp = self.cfg.train[name]
-        tokenizer = self._tokenizer()
+        tokenizer = self.tokenizer()
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
         model = (self.model_spec.model(tokenizer) if hp.init_from is None
-                 else load_model(self._artifact(hp.init_from), self.model_spec.trust_remote_code))
+                 else self.load_stage_model(hp.init_from))
 
         def encode(split: str) -> list[Any]:
             rows = self.splits[split]
@@ -282,17 +280,17 @@ class Pipeline:
     def _build_rlhf_policy(self, out: Path, metrics: dict[str, float]) -> None:
         """PPO of M_P against R_P(x, y) on the train prompts, KL-regularised towards the SFT policy."""
         hp = self.cfg.train.rlhf_policy
-        reward = load_reward_model(self._artifact("reward"))
+        reward = load_reward_model(self.artifact("reward"))
 
         def reward_fn(batch: list[Rollout], responses: list[str]) -> torch.Tensor:
             return reward.score([item.input_text for item in batch], responses)
 
-        rollouts = [Rollout(self._policy_input_of(e), e.prompt) for e in self.splits["train"]]
+        rollouts = [Rollout(self.policy_input_of(e), e.prompt) for e in self.splits["train"]]
         policy, tokenizer = self._ppo("rlhf_policy", hp, "sft_policy", "sft_policy", rollouts, reward_fn, (reward,),
                                       self.source.max_prompt_tokens, metrics)
         save_model(policy, tokenizer, out)
         val = self.splits["val"][: hp.eval_samples]
-        inputs = [self._policy_input_of(e) for e in val]
+        inputs = [self.policy_input_of(e) for e in val]
         metrics.update(self._sample_eval("rlhf_policy", policy, tokenizer, inputs, val, [e.chosen for e in val],
                                          self.source.max_prompt_tokens))
 
@@ -303,7 +301,7 @@ class Pipeline:
         are samples of M_P on the train prompts, drawn once and saved with the round as `references.jsonl`.
         """
         hp = self.cfg.train.pit_rl
-        gap = load_gap(self._artifact("gap_reward"), self.source.templates)
+        gap = load_gap(self.artifact("gap_reward"), self.source.templates)
         train = self.splits["train"]
         if source == "dataset":
             pairs = [(e, ref) for e in train for ref in (e.rejected, e.chosen)]
@@ -325,20 +323,20 @@ class Pipeline:
 
     def _policy_samples(self, rows: list[PreferenceExample], temperature: float) -> list[str]:
         """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device."""
-        policy = load_model(self._artifact(self.policy_stage), self.model_spec.trust_remote_code).to(self._device())
+        policy = self.load_stage_model(self.policy_stage).to(self.device())
         sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=temperature,
                             batch_size=self.cfg.eval_sampling.batch_size)
-        return generate_texts(policy, self._tokenizer(), [self._policy_input_of(e) for e in rows], sampling,
+        return generate_texts(policy, self.tokenizer(), [self.policy_input_of(e) for e in rows], sampling,
                               self.source.max_prompt_tokens)
 
     def _ppo(self, name: str, hp: DictConfig, init_from: str, reference: str, rollouts: list[Rollout],
              reward_fn: RewardFn, scorers: tuple[torch.nn.Module, ...], max_input_tokens: int,
              metrics: dict[str, float]) -> tuple[Any, Any]:
         """PPO from the weights of `init_from`, KL towards the frozen `reference` stage; returns (model, tokenizer)."""
-        tokenizer = self._tokenizer()
+        tokenizer = self.tokenizer()
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        policy = load_model(self._artifact(init_from), self.model_spec.trust_remote_code)
-        frozen = load_model(self._artifact(reference), self.model_spec.trust_remote_code)
+        policy = self.load_stage_model(init_from)
+        frozen = self.load_stage_model(reference)
         ppo = PPOConfig(**OmegaConf.to_container(hp.ppo, resolve=True))
         sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=hp.temperature,
                             batch_size=hp.batch_size)
@@ -358,55 +356,7 @@ class Pipeline:
         policy.to(trainer.strategy.root_device)
         return policy, tokenizer
 
-    def _build_evaluate(self, out: Path, metrics: dict[str, float]) -> None:
-        """y_0 = M_P(x) on the test prompts, K steps of PIT and of the baseline, judged pairwise (report.json)."""
-        hp = self.cfg.evaluate
-        rows = self.splits["test"][: hp.samples]
-        if not rows:
-            raise ConfigError("evaluate runs on the test split, which is empty (raise splits.test)")
-        prompts, device, tokenizer = [e.prompt for e in rows], self._device(), self._tokenizer()
-        policy = load_model(self._artifact(self.policy_stage), self.model_spec.trust_remote_code).to(device)
-        initial = Generator(policy, tokenizer, instantiate(self.cfg.eval_sampling), self.source.max_prompt_tokens)
-        y0 = initial([self._policy_input_of(e) for e in rows])
-        sampling = instantiate(hp.sampling)
-        chains: dict[str, list[list[str]]] = {}
-        if "sft_pit" in self.keys:
-            improver = load_model(self._artifact(self.improver_stage), self.model_spec.trust_remote_code).to(device)
-            step = PITStep(Generator(improver, tokenizer, sampling, self.source.max_improver_tokens),
-                           self.source.templates)
-            chains["pit"] = iterate(step, prompts, y0, hp.iterations)
-        refine = self.baseline.step(Generator(policy, tokenizer, sampling, self.source.max_improver_tokens * 2))
-        if refine is not None:
-            chains[self.baseline.name] = iterate(refine, prompts, y0, hp.iterations)
-        if not chains:
-            raise ConfigError("evaluate has nothing to compare with y_0: the objective trains no improver (sft_pit) "
-                              "and baseline=none")
-        verdicts = self.judge.verdicts(self, self._artifact("judge"), hp.tie_margin)
-        report = evaluation_report(prompts, chains, verdicts, hp.length_ratio, hp.elo_bootstrap, self.cfg.seed)
-        report["judge"] = self.judge.name
-        write_json_atomic(out / "report.json", report)
-        write_jsonl(out / "generations.jsonl", [{"prompt": p, POLICY: y, **{m: [c[k][i] for k in range(1, len(c))]
-                                                                          for m, c in chains.items()}}
-                                                 for i, (p, y) in enumerate(zip(prompts, y0, strict=True))])
-        for pair, result in report["pairs"].items():
-            metrics[f"delta_{pair}"] = result["delta"]
-        for entry in report["per_iteration"]:
-            metrics.update({f"delta_{pair}@{entry['iteration']}": r["delta"] for pair, r in entry["pairs"].items()})
-        metrics.update({f"elo_{v}": r for v, r in report.get("elo", {}).items()})
-
-    def _publish_evaluation(self) -> None:
-        """The evaluation report into results.json (`eval`), the W&B summary and a table of example generations."""
-        directory = self._artifact("evaluate")
-        report = json.loads((directory / "report.json").read_text())
-        self.results["eval"] = report
-        lines = (directory / "generations.jsonl").read_text(encoding="utf-8").splitlines()
-        rows = [json.loads(line) for line in lines[: self.cfg.evaluate.table_rows]]
-        methods = [k for k in rows[0] if k not in ("prompt", POLICY)] if rows else []
-        columns = ["prompt", POLICY, *(f"{m}@{k + 1}" for m in methods for k in range(len(rows[0][m])))]
-        self.tracker.log_table("eval/generations", columns,
-                               [[r["prompt"], r[POLICY], *(t for m in methods for t in r[m])] for r in rows])
-
-    def _device(self) -> torch.device:
+    def device(self) -> torch.device:
         """The device the configured trainer would train on (where evaluation and reference sampling run)."""
         return self._trainer(1, None).strategy.root_device
 
@@ -435,7 +385,7 @@ class Pipeline:
 
     def _build_gap_difference(self, out: Path, metrics: dict[str, float]) -> None:
         """`rp_difference`: nothing to train; record how R_P's differences order the four combinations on val."""
-        save_gap(out, None, reward_dir=self._artifact("reward"))
+        save_gap(out, None, reward_dir=self.artifact("reward"))
         gap = load_gap(out, self.source.templates)
         val = self.splits["val"]
         prompts, chosen, rejected = [e.prompt for e in val], [e.chosen for e in val], [e.rejected for e in val]
@@ -445,13 +395,13 @@ class Pipeline:
 
     def _new_reward_model(self, spec: Any) -> RewardModel:
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        init_dir = self._artifact(spec.init_from) if spec.init_from else None
-        tokenizer = self._tokenizer() if spec.needs_policy_tokenizer else None
+        init_dir = self.artifact(spec.init_from) if spec.init_from else None
+        tokenizer = self.tokenizer() if spec.needs_policy_tokenizer else None
         return spec.build(tokenizer, init_dir, self.model_spec, self.source.max_response_tokens)
 
     def _reward_items(self, model: RewardModel, rows: list[PreferenceExample]) -> list[tuple[list[int], ...]]:
         """(chosen, rejected) encodings of `x = policy_input(prompt)` with each response."""
-        inputs = [self._policy_input_of(e) for e in rows]
+        inputs = [self.policy_input_of(e) for e in rows]
         return list(zip(model.encode(inputs, [e.chosen for e in rows]),
                         model.encode(inputs, [e.rejected for e in rows]), strict=True))
 
@@ -485,10 +435,14 @@ class Pipeline:
         metrics.update(module.val_metrics)
         return trainer
 
-    def _tokenizer(self) -> Any:
-        return load_tokenizer(self._artifact("tokenizer"))
+    def load_stage_model(self, stage: str) -> Any:
+        """The causal LM a finished stage saved (the policy, M_PIT or a PPO round)."""
+        return load_model(self.artifact(stage), self.model_spec.trust_remote_code)
 
-    def _artifact(self, stage: str) -> Path:
+    def tokenizer(self) -> Any:
+        return load_tokenizer(self.artifact("tokenizer"))
+
+    def artifact(self, stage: str) -> Path:
         return self.store.path(stage, self.keys[stage])
 
     def _sample_eval(self, name: str, model: Any, tokenizer: Any, inputs: list[str], rows: list[PreferenceExample],
