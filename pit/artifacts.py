@@ -63,6 +63,10 @@ class ArtifactStore:
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
+    def checkpoints(self, stage: str, key: str) -> Path:
+        """Where the unfinished stage keeps its mid-stage checkpoints (removed once the artifact is complete)."""
+        return self.root / stage / f".ckpt-{key}"
+
     def is_complete(self, stage: str, key: str) -> bool:
         """True only for a renamed artifact whose files all match its marker (present, same size and SHA-256)."""
         directory = self.path(stage, key)
@@ -106,6 +110,7 @@ class ArtifactStore:
             except OSError:
                 if not self.is_complete(stage, key):
                     raise
+            shutil.rmtree(self.checkpoints(stage, key), ignore_errors=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

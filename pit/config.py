@@ -195,6 +195,7 @@ class WandbLoggerConfig:
     entity: str | None = None
     tags: list[str] = field(default_factory=list)
     mode: str = "auto"
+    init_timeout: float = 90.0
 
 
 @dataclass
@@ -291,6 +292,12 @@ class PathsConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int = 50          # training batches (PPO: iterations) between mid-stage checkpoints; 0: only at the end
+    keep_last: int = 2       # newest checkpoints kept per unfinished stage (an older one covers a damaged newest)
+
+
+@dataclass
 class RootConfig:
     dataset: Any = MISSING
     model: Any = MISSING
@@ -303,6 +310,7 @@ class RootConfig:
     experiment_name: str = MISSING
     seed: int = MISSING
     log_rollouts_every: int = 25
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from pit.artifacts import ArtifactStore, cache_key, write_json_atomic, write_jsonl
+from pit.checkpointing import StageCheckpoint, StepStream, latest_checkpoint
 from pit.data.encode import collate_groups, collate_sft, encode_pairs
 from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
@@ -37,7 +38,7 @@ from pit.modules.ppo_config import PPOConfig
 from pit.modules.preference_losses import GAP_COMPARISONS, GAP_LOSSES, comparison_accuracy
 from pit.modules.reward import RewardModule
 from pit.modules.sft import SFTModule
-from pit.tracking import Tracker, find_secrets
+from pit.tracking import RunLedger, Tracker, find_secrets, run_identity
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,11 @@ class Pipeline:
         self.results: dict[str, Any] = {"stages": {}}
         self.keys: dict[str, str] = {}
         self.improver_stage = "sft_pit"   # M_PIT: the last curriculum round once pit_rl has run
-        self.tracker: Tracker = instantiate(cfg.logger)
+        self._running: dict[str, Any] = {}   # the stage being built: its checkpoint dir, the batch it resumed from
+        self.ledger = RunLedger(self.store.root / "runs", run_identity(config, str(self.output_dir)))
+        if self.ledger.resumed:
+            log.info("continuing the interrupted run %s (tracker run id %s)", self.ledger.path.stem, self.ledger.run_id)
+        self.tracker: Tracker = instantiate(cfg.logger, run_id=self.ledger.run_id)
         self.tracker.log_config(config)
 
     def run(self) -> dict[str, Any]:
@@ -118,6 +123,7 @@ class Pipeline:
             self.results["wall_seconds"] = round(time.perf_counter() - start, 2)
             self._write_results()
             self.tracker.log_summary({k: v for k, v in self.results.items() if k != "data"})
+            self.ledger.finish()
             return self.results
         finally:
             self.tracker.finish()
@@ -226,12 +232,16 @@ class Pipeline:
             metrics, status = self.store.metrics(name, key), "reused"
         else:
             log.info("stage %s: running (key %s)", name, key)
+            self._running = {"name": name, "checkpoints": self.store.checkpoints(name, key)}
             with self.store.write(name, key) as (out, metrics):
                 build(out, metrics)
-            status = "ran"
+            status = "resumed" if "resumed_from_batch" in self._running else "ran"
+        record = {"status": status, "seconds": round(time.perf_counter() - start, 2), "key": key, "metrics": metrics}
+        if status == "resumed":
+            record["resumed_from_batch"] = self._running["resumed_from_batch"]
+        self._running = {}
         self.tracker.log_metrics({f"{name}/{k}": v for k, v in metrics.items()})
-        self._record(name, {"status": status, "seconds": round(time.perf_counter() - start, 2), "key": key,
-                            "metrics": metrics})
+        self._record(name, record)
 
     def _record(self, name: str, record: dict[str, Any]) -> None:
         self.results["stages"][name] = record
@@ -343,13 +353,11 @@ class Pipeline:
         module = PPOModule(policy, frozen, tokenizer, reward_fn, sampling, max_input_tokens, ppo, prefix=name,
                            total_steps=hp.iterations, scorers=scorers, log_table=self.tracker.log_table,
                            table_every=self.cfg.log_rollouts_every, table_rows=SAMPLE_ROWS)
-        trainer = self._trainer(hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,
-                                gradient_clip_val=None)   # PPO clips its own gradients (ppo.max_grad_norm)
         loader = DataLoader(rollouts, batch_size=hp.batch_size, shuffle=True, drop_last=True, collate_fn=list,
                             generator=torch.Generator().manual_seed(self.cfg.seed))
-        start = time.perf_counter()
-        trainer.fit(module, loader)
-        metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+        trainer = self._fit_resumable(module, loader, None, hp.iterations, metrics,
+                                      max_steps=hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,
+                                      gradient_clip_val=None)   # PPO clips its own gradients (ppo.max_grad_norm)
         tail = module.history[-max(1, len(module.history) // 10):]
         for key in ("reward_mean", "kl", "beta", "response_length"):
             metrics[f"final_{key}"] = mean(h[key] for h in tail)
@@ -426,13 +434,28 @@ class Pipeline:
         train = DataLoader(train_items, batch_size=hp.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
                            generator=seeded)
         val = DataLoader(val_items, batch_size=hp.batch_size, collate_fn=collate)
-        trainer = self._trainer(hp.max_steps, hp.val_every)
-        start = time.perf_counter()
-        trainer.fit(module, train, val)
-        metrics["train_seconds"] = round(time.perf_counter() - start, 2)
-        if hp.max_steps % hp.val_every:
+        trainer = self._fit_resumable(module, train, val, hp.max_steps, metrics, max_steps=hp.max_steps,
+                                      val_every=hp.val_every)
+        if hp.max_steps % hp.val_every or not module.val_metrics:   # (a run resumed at its end validates here)
             trainer.validate(module, val, verbose=False)
         metrics.update(module.val_metrics)
+        return trainer
+
+    def _fit_resumable(self, module: L.LightningModule, train: DataLoader, val: DataLoader | None, batches: int,
+                       metrics: dict[str, float], max_steps: int, val_every: int | None,
+                       **overrides: Any) -> L.Trainer:
+        """Fit on `batches` batches of `train` with mid-stage checkpoints, continuing from the newest good one."""
+        directory, name = self._running["checkpoints"], self._running["name"]
+        resume = latest_checkpoint(directory)
+        if resume is not None:
+            log.info("stage %s: resuming from %s (batch %d of %d)", name, resume.path, resume.batches, batches)
+            self._running["resumed_from_batch"] = resume.batches
+        callback = StageCheckpoint(directory, self.cfg.checkpoint.every, self.cfg.checkpoint.keep_last)
+        trainer = self._trainer(max_steps, val_every, callbacks=[callback], **overrides)
+        start = time.perf_counter()
+        trainer.fit(module, StepStream(train, batches, resume.batches if resume else 0), val,
+                    ckpt_path=resume.path if resume else None, weights_only=True)
+        metrics["train_seconds"] = round(time.perf_counter() - start, 2)
         return trainer
 
     def load_stage_model(self, stage: str) -> Any:

@@ -7,13 +7,21 @@ run whose config holds a secret-looking value is refused before anything is logg
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+from pit.artifacts import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 SECRET_WORDS = {"apikey", "token", "secret", "password", "passwd", "credential", "credentials"}
 
@@ -56,8 +64,35 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
+def run_identity(config: Mapping[str, Any], output_dir: str) -> str:
+    """What makes two jobs "the same run": the resolved config without its paths (a rerun gets a new output dir)."""
+    payload = json.dumps({k: v for k, v in config.items() if k != "paths"}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.replace(output_dir, "<output_dir>").encode()).hexdigest()[:16]
+
+
+class RunLedger:
+    """The tracker run id of each run identity until that run finishes, so a rerun after a kill continues it."""
+
+    def __init__(self, directory: Path, identity: str):
+        self.path = directory / f"{identity}.json"
+        previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.resumed = bool(previous) and not previous.get("finished", False)
+        self.run_id: str = previous["run_id"] if self.resumed else secrets.token_hex(4)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, {"run_id": self.run_id, "finished": False})
+
+    def finish(self) -> None:
+        write_json_atomic(self.path, {"run_id": self.run_id, "finished": True})
+
+
 class Tracker:
-    """`logger=none`: Lightning logs nothing, the tracker records nothing (results.json is still written)."""
+    """`logger=none`: Lightning logs nothing, the tracker records nothing (results.json is still written).
+
+    `run_id` names the run to create or continue (trackers that have runs use it; see `RunLedger`).
+    """
+
+    def __init__(self, run_id: str | None = None):
+        self.run_id = run_id
 
     @property
     def lightning_logger(self) -> Logger | bool:
@@ -82,7 +117,8 @@ class Tracker:
 class CSVTracker(Tracker):
     """`logger=csv`: Lightning's CSVLogger under the job's output dir; config as hparams.yaml, summary as metrics."""
 
-    def __init__(self, save_dir: str, name: str = "csv"):
+    def __init__(self, save_dir: str, name: str = "csv", run_id: str | None = None):
+        super().__init__(run_id)
         self._logger = CSVLogger(save_dir=save_dir, name=name, version="")
 
     @property
@@ -110,33 +146,72 @@ def wandb_mode(mode: str) -> str:
 
 
 class WandbTracker(Tracker):
-    """`logger=wandb`: one W&B run per Hydra job (group = experiment name); offline without an API key."""
+    """`logger=wandb`: one W&B run per Hydra job (group = experiment name); offline without an API key.
+
+    W&B must never stop training: a server that cannot be reached at start gives an offline run (same id, for
+    `wandb sync`), and a W&B call that fails mid-run is reported once and its numbers go to `fallback.jsonl`
+    in `save_dir` instead. A `run_id` of an interrupted run is continued (`resume="allow"`).
+    """
 
     def __init__(self, project: str, save_dir: str, group: str | None = None, name: str | None = None,
-                 entity: str | None = None, tags: list[str] | None = None, mode: str = "auto"):
+                 entity: str | None = None, tags: list[str] | None = None, mode: str = "auto",
+                 init_timeout: float = 90.0, run_id: str | None = None):
         import wandb
 
+        super().__init__(run_id)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=project, entity=entity, group=group, name=name, tags=list(tags or []),
-                              dir=save_dir, mode=wandb_mode(mode), reinit="finish_previous")
-        self._logger = WandbLogger(experiment=self.run)
+        self.fallback = Path(save_dir) / "fallback.jsonl"
+        self._failed = False
+        init = dict(project=project, entity=entity, group=group, name=name, tags=list(tags or []), dir=save_dir,
+                    id=run_id, resume="allow" if run_id else None, reinit="finish_previous",
+                    settings=wandb.Settings(init_timeout=init_timeout))
+        try:
+            self.run = wandb.init(mode=wandb_mode(mode), **init)
+        except wandb.errors.Error as err:
+            log.warning("W&B could not start (%s): logging offline under %s; upload later with `wandb sync`",
+                        err, save_dir)
+            self.run = wandb.init(mode="offline", **init)
+        self._logger = _GuardedWandbLogger(self._guard, experiment=self.run)
         self._wandb = wandb
+
+    def _guard(self, what: str, call: Callable[[], Any], payload: Mapping[str, Any]) -> None:
+        """Run a W&B call; if it fails, say so once and keep the numbers in `fallback.jsonl`."""
+        try:
+            call()
+        except Exception as err:   # any failure inside W&B: training must go on
+            if not self._failed:
+                log.warning("W&B %s failed (%s: %s); training continues, numbers go to %s", what,
+                            type(err).__name__, err, self.fallback)
+            self._failed = True
+            with self.fallback.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"call": what, **flatten(payload)}) + "\n")
 
     @property
     def lightning_logger(self) -> Logger:
         return self._logger
 
     def log_config(self, config: Mapping[str, Any]) -> None:
-        self.run.config.update(dict(config), allow_val_change=True)
+        self._guard("config", lambda: self.run.config.update(dict(config), allow_val_change=True), {})
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
-        self.run.log(dict(metrics))
+        self._guard("log", lambda: self.run.log(dict(metrics)), metrics)
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
-        self.run.summary.update(flatten(summary))
+        self._guard("summary", lambda: self.run.summary.update(flatten(summary)), summary)
 
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
-        self.run.log({key: self._wandb.Table(columns=columns, data=rows)})
+        self._guard("table", lambda: self.run.log({key: self._wandb.Table(columns=columns, data=rows)}), {})
 
     def finish(self) -> None:
-        self.run.finish()
+        self._guard("finish", self.run.finish, {})
+
+
+class _GuardedWandbLogger(WandbLogger):
+    """Lightning's W&B logger whose metric calls go through the tracker's guard."""
+
+    def __init__(self, guard: Callable[[str, Callable[[], Any], Mapping[str, Any]], None], **kwargs: Any):
+        super().__init__(**kwargs)
+        self._guard = guard
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._guard("log", lambda: super(_GuardedWandbLogger, self).log_metrics(metrics, step), metrics)

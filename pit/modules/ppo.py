@@ -83,6 +83,16 @@ class PPOModule(L.LightningModule):
         for scorer in self.scorers:
             scorer.requires_grad_(False).to(self.device)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the KL coefficient and the iteration history; leave out the frozen reference (its stage has it)."""
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("reference.")}
+        checkpoint["ppo"] = {"beta": self.kl_controller.beta, "history": self.history}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+        self.kl_controller.beta = checkpoint["ppo"]["beta"]
+        self.history = checkpoint["ppo"]["history"]
+
     def _forward(self, model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, prompt_len: int,
                  with_values: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Log-probs, logits and values of the response tokens `ids[:, prompt_len:]` (positions follow the mask).

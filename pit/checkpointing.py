@@ -1,0 +1,160 @@
+"""Mid-stage checkpoints: everything a training stage needs to continue exactly where it was killed.
+
+A checkpoint is Lightning's (weights, optimizer, scheduler, loop counters, module extras such as PPO's
+KL controller) plus ours: the number of batches consumed and the RNG states (torch, CUDA, numpy, python).
+The data position is restored by replaying the shuffled loader up to that batch (`StepStream`), so the
+shuffling generator ends in the same state as in an uninterrupted run. Files are written to a temp name
+and renamed; a JSON sidecar with size and SHA-256 marks a checkpoint complete, and one that does not
+match its sidecar is named in the log and skipped, never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from pit.artifacts import file_sha256, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+class StepStream:
+    """`total` batches of a shuffling DataLoader, epoch after epoch, as one stream that can start at batch `skip`.
+
+    Skipped batches are drawn and discarded (not recomputed from a formula), so the batches after them and the
+    loader's generator state are those of a run that never stopped. Lightning sees one epoch of `total` batches.
+    """
+
+    def __init__(self, loader: DataLoader, total: int, skip: int = 0):
+        if len(loader) == 0:
+            raise ValueError("the training loader yields no batch (fewer examples than one batch)")
+        self.loader, self.total, self.skip = loader, total, skip
+
+    def __len__(self) -> int:
+        return self.total   # Lightning counts the skipped batches as done (its loop state comes from the checkpoint)
+
+    def __iter__(self) -> Iterator[Any]:
+        produced = 0
+        while True:
+            for batch in self.loader:
+                if produced >= self.skip:
+                    yield batch
+                produced += 1
+                if produced == self.total:
+                    return
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random states a training step draws from, in a form `torch.load(weights_only=True)` accepts."""
+    version, keys, gauss = random.getstate()
+    name, mt, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"name": name, "keys": torch.from_numpy(mt.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": {"version": version, "keys": list(keys), "gauss": gauss}}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["keys"]), p["gauss"]))
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A verified checkpoint to continue from: its path and the number of training batches it had consumed."""
+
+    path: Path
+    batches: int
+
+
+def latest_checkpoint(directory: Path) -> Resume | None:
+    """The newest checkpoint in `directory` whose file matches its sidecar; damaged ones are named and removed."""
+    sidecars = sorted(directory.glob("step-*.json"), reverse=True) if directory.is_dir() else []
+    for sidecar in sidecars:
+        path = sidecar.with_suffix(".ckpt")
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, json.JSONDecodeError):
+            meta = None
+        problem = ("has an unreadable sidecar" if meta is None else "is missing" if not path.is_file()
+                   else "is truncated" if path.stat().st_size != meta["size"]
+                   else "is corrupted (checksum differs)" if file_sha256(path) != meta["sha256"] else None)
+        if problem is None:
+            return Resume(path, meta["batches"])
+        log.warning("checkpoint %s %s: not loading it, trying an older one", path, problem)
+        path.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+    return None
+
+
+class StageCheckpoint(L.Callback):
+    """Saves a checkpoint every `every` training batches and at the end of training, keeping the last `keep_last`.
+
+    On resume (`trainer.fit(ckpt_path=...)`), it restores the RNG states right before the first resumed batch.
+    """
+
+    def __init__(self, directory: Path, every: int, keep_last: int):
+        self.directory, self.every, self.keep_last = directory, every, keep_last
+        self.batches = 0
+        self._saved_at = -1
+        self._rng_to_restore: dict[str, Any] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._rng_to_restore is not None:
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.batches += 1
+        if self.every and self.batches % self.every == 0:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint["pit"] = {"batches": self.batches, "rng": rng_state()}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self.batches = self._saved_at = checkpoint["pit"]["batches"]
+        self._rng_to_restore = checkpoint["pit"]["rng"]
+
+    def save(self, trainer: L.Trainer) -> None:
+        """Write `step-<batches>.ckpt` atomically with its sidecar, then drop all but the newest `keep_last`."""
+        if self.batches == self._saved_at:
+            return
+        self._saved_at = self.batches
+        path = self.directory / f"step-{self.batches:08d}.ckpt"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        if trainer.is_global_zero:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp, weights_only=False)   # the full state; every rank calls it, rank zero writes
+        if not trainer.is_global_zero:
+            return
+        os.replace(tmp, path)
+        write_json_atomic(path.with_suffix(".json"), {"batches": self.batches, "size": path.stat().st_size,
+                                                      "sha256": file_sha256(path)})
+        for old in sorted(self.directory.glob("step-*.json"), reverse=True)[self.keep_last:]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".ckpt").unlink(missing_ok=True)
