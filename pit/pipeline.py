@@ -233,6 +233,7 @@ class Pipeline:
         else:
             log.info("stage %s: running (key %s)", name, key)
             self._running = {"name": name, "checkpoints": self.store.checkpoints(name, key)}
+            L.seed_everything(self.cfg.seed, workers=True, verbose=False)   # a stage never depends on what ran before
             with self.store.write(name, key) as (out, metrics):
                 build(out, metrics)
             status = "resumed" if "resumed_from_batch" in self._running else "ran"
@@ -292,8 +293,10 @@ class Pipeline:
         hp = self.cfg.train.rlhf_policy
         reward = load_reward_model(self.artifact("reward"))
 
-        def reward_fn(batch: list[Rollout], responses: list[str]) -> torch.Tensor:
-            return reward.score([item.input_text for item in batch], responses)
+        same_tokens = reward.reads_tokens_of(self.tokenizer())
+
+        def reward_fn(batch: list[Rollout], responses: list[str], ids: list[list[int]]) -> torch.Tensor:
+            return reward.score([item.input_text for item in batch], responses, ids if same_tokens else None)
 
         rollouts = [Rollout(self.policy_input_of(e), e.prompt) for e in self.splits["train"]]
         policy, tokenizer = self._ppo("rlhf_policy", hp, "sft_policy", "sft_policy", rollouts, reward_fn, (reward,),
@@ -321,8 +324,11 @@ class Pipeline:
         improver = self.source.templates.improver_input
         rollouts = [Rollout(improver(e.prompt, ref), e.prompt, ref) for e, ref in pairs]
 
-        def reward_fn(batch: list[Rollout], responses: list[str]) -> torch.Tensor:
-            return gap.score([item.prompt for item in batch], responses, [item.reference or "" for item in batch])
+        same_tokens = gap.model.reads_tokens_of(self.tokenizer())
+
+        def reward_fn(batch: list[Rollout], responses: list[str], ids: list[list[int]]) -> torch.Tensor:
+            return gap.score([item.prompt for item in batch], responses, [item.reference or "" for item in batch],
+                             ids if same_tokens else None)
 
         model, tokenizer = self._ppo(name, hp, init_from, "sft_pit", rollouts, reward_fn, (gap.model,),
                                      self.source.max_improver_tokens, metrics)

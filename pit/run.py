@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*`max_epochs` was not set.*")
+# Resumed stages restore their data position themselves (pit.checkpointing.StepStream replays the shuffled loader).
+warnings.filterwarnings("ignore", ".*dataloader is not resumable.*")
+# The frozen PPO reference and the scorers are in eval mode on purpose.
+warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of training.*")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -170,6 +170,7 @@ class WandbTracker(Tracker):
         except wandb.errors.Error as err:
             log.warning("W&B could not start (%s): logging offline under %s; upload later with `wandb sync`",
                         err, save_dir)
+            wandb.teardown()   # the failed attempt still holds the run id in W&B's service process
             self.run = wandb.init(mode="offline", **init)
         self._logger = _GuardedWandbLogger(self._guard, experiment=self.run)
         self._wandb = wandb

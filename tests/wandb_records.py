@@ -52,3 +52,9 @@ def summary_and_config(path: Path) -> tuple[dict[str, str], dict[str, str]]:
         elif kind == "run":
             config.update({item.key: item.value_json for item in record.run.config.update})
     return summary, config
+
+
+def history_keys(path: Path) -> set[str]:
+    """Every metric name logged to the run's history."""
+    return {item.key or "/".join(item.nested_key) for record in read_records(path)
+            if record.WhichOneof("record_type") == "history" for item in record.history.item}

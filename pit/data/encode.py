@@ -27,10 +27,15 @@ def encode_inputs(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_toke
 
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, inputs: list[str], responses: list[str],
-                 max_input_tokens: int, max_response_tokens: int) -> list[EncodedPair]:
-    """Encode input and response separately, so the boundary between them is exact; EOS ends each response."""
+                 max_input_tokens: int, max_response_tokens: int,
+                 response_ids: list[list[int]] | None = None) -> list[EncodedPair]:
+    """Encode input and response separately, so the boundary between them is exact; EOS ends each response.
+
+    `response_ids`: the responses already as ids of this tokenizer (a policy's samples), used instead of the text.
+    """
     heads = encode_inputs(tokenizer, inputs, max_input_tokens)
-    tails = tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
+    tails = response_ids if response_ids is not None else (
+        tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else [])
     eos = tokenizer.eos_token_id
     return [EncodedPair(h, (t + [eos])[:max_response_tokens]) for h, t in zip(heads, tails, strict=True)]
 

@@ -22,9 +22,10 @@ class TrainedGap:
     def __init__(self, model: RewardModel, templates: Templates):
         self.model, self.templates = model, templates
 
-    def score(self, prompts: list[str], responses: list[str], references: list[str]) -> torch.Tensor:
+    def score(self, prompts: list[str], responses: list[str], references: list[str],
+              response_ids: list[list[int]] | None = None) -> torch.Tensor:
         inputs = [self.templates.improver_input(p, r) for p, r in zip(prompts, references, strict=True)]
-        return self.model.score(inputs, responses)
+        return self.model.score(inputs, responses, response_ids)
 
 
 class RewardDifferenceGap:
@@ -33,8 +34,11 @@ class RewardDifferenceGap:
     def __init__(self, model: RewardModel, templates: Templates):
         self.model, self.templates = model, templates
 
-    def score(self, prompts: list[str], responses: list[str], references: list[str]) -> torch.Tensor:
+    def score(self, prompts: list[str], responses: list[str], references: list[str],
+              response_ids: list[list[int]] | None = None) -> torch.Tensor:
         inputs = [self.templates.policy_input(p) for p in prompts]
+        if response_ids is not None:   # the responses as the policy's ids; references are text
+            return self.model.score(inputs, responses, response_ids) - self.model.score(inputs, references)
         both = self.model.score(inputs + inputs, responses + references)
         return both[: len(prompts)] - both[len(prompts):]
 

@@ -82,18 +82,28 @@ class RewardModel(nn.Module):
     tokenizer: PreTrainedTokenizerBase
     max_length: int
 
-    def encode(self, inputs: list[str], responses: list[str]) -> list[list[int]]:
+    def encode(self, inputs: list[str], responses: list[str],
+               response_ids: list[list[int]] | None = None) -> list[list[int]]:
+        """Token rows of (input, response) pairs; `response_ids` (if `reads_tokens_of` the policy) skip re-encoding."""
         raise NotImplementedError
+
+    def reads_tokens_of(self, tokenizer: PreTrainedTokenizerBase) -> bool:
+        """Whether this model can read `tokenizer`'s ids directly (no decode/re-encode round trip of responses)."""
+        return False
 
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     @torch.no_grad()
-    def score(self, inputs: list[str], responses: list[str], batch_size: int = 64) -> torch.Tensor:
-        """Rewards of many pairs (CPU float tensor in input order), in batches of similar length."""
+    def score(self, inputs: list[str], responses: list[str], response_ids: list[list[int]] | None = None,
+              batch_size: int = 64) -> torch.Tensor:
+        """Rewards of many pairs (CPU float tensor in input order), in batches of similar length.
+
+        `response_ids` are used only when given in a tokenizer this model reads (see `reads_tokens_of`).
+        """
         was_training = self.training
         self.eval()
-        rows = self.encode(inputs, responses)
+        rows = self.encode(inputs, responses, response_ids)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         out = torch.empty(len(rows))
         device = next(self.parameters()).device
@@ -123,13 +133,18 @@ class PooledHeadReward(RewardModel):
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.head(POOLING[self.pooling](hidden, attention_mask)).squeeze(-1)
 
-    def encode(self, inputs: list[str], responses: list[str]) -> list[list[int]]:
+    def encode(self, inputs: list[str], responses: list[str],
+               response_ids: list[list[int]] | None = None) -> list[list[int]]:
         """Encoders: the tokenizer's sentence-pair format. Causal LMs: input + response + EOS, input cut on the left."""
         if self.pair_encoding:
             return sentence_pairs(self.tokenizer, inputs, responses, self.max_length)
         max_input = self.max_length - self.max_response_tokens
-        return [p.input_ids + p.response_ids
-                for p in encode_pairs(self.tokenizer, inputs, responses, max_input, self.max_response_tokens)]
+        return [p.input_ids + p.response_ids for p in encode_pairs(self.tokenizer, inputs, responses, max_input,
+                                                                  self.max_response_tokens, response_ids)]
+
+    def reads_tokens_of(self, tokenizer: PreTrainedTokenizerBase) -> bool:
+        return not self.pair_encoding and (tokenizer is self.tokenizer or tokenizer.get_vocab() ==
+                                           self.tokenizer.get_vocab())
 
     def save(self, directory: Path) -> None:
         """Backbone and tokenizer via save_pretrained (safetensors), head as safetensors, settings as JSON."""
@@ -154,7 +169,8 @@ class SequenceClassifierReward(RewardModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
 
-    def encode(self, inputs: list[str], responses: list[str]) -> list[list[int]]:
+    def encode(self, inputs: list[str], responses: list[str],
+               response_ids: list[list[int]] | None = None) -> list[list[int]]:
         return sentence_pairs(self.tokenizer, inputs, responses, self.max_length)
 
     def save(self, directory: Path) -> None:

@@ -37,7 +37,7 @@ from pit.modules.ppo_math import (
     token_logprobs,
 )
 
-RewardFn = Callable[[list["Rollout"], list[str]], torch.Tensor]
+RewardFn = Callable[[list["Rollout"], list[str], list[list[int]]], torch.Tensor]   # (items, texts, token ids)
 TableFn = Callable[[str, list[str], list[list[Any]]], None]   # (key, columns, rows), e.g. Tracker.log_table
 
 
@@ -53,10 +53,12 @@ class Rollout:
 class PPOModule(L.LightningModule):
     """Optimises `policy` to maximise `reward_fn(items, responses) - β·KL(policy ‖ reference)`.
 
-    The reward function receives the batch's `Rollout`s back with the decoded responses, so R_PIT can also
-    see each reference response. `scorers` are the networks it runs (a plain tuple, so not submodules: they
-    stay out of the optimizer, checkpoints and DDP), moved to the policy's device when fitting starts. Every
-    `table_every` iterations, `table_rows` rollouts go to `log_table` (a W&B table).
+    The reward function receives the batch's `Rollout`s back with the decoded responses and their token ids (up
+    to, not including, EOS), so R_PIT can also see each reference response, and a reward model that shares the
+    policy's tokenizer reads the sampled ids instead of re-encoding the text. `scorers` are the networks it runs
+    (a plain tuple, so not submodules: they stay out of the optimizer, checkpoints and DDP), moved to the policy's
+    device when fitting starts. Every `table_every` iterations, `table_rows` rollouts go to `log_table` (a W&B
+    table). Checkpoints carry the KL coefficient and the history, not the frozen reference.
     """
 
     def __init__(self, policy: PreTrainedModel, reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -116,8 +118,10 @@ class PPOModule(L.LightningModule):
                                          self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
         gen_seconds = time.perf_counter() - start
         texts = self.tokenizer.batch_decode(response, skip_special_tokens=True)
-        scores = self.reward_fn(batch, texts).to(self.device, torch.float32)
         ended = (response == self.tokenizer.eos_token_id).any(1)
+        lengths = (response_mask.sum(1) - ended.long()).tolist()
+        response_ids = [row[:n] for row, n in zip(response.tolist(), lengths, strict=True)]
+        scores = self.reward_fn(batch, texts, response_ids).to(self.device, torch.float32)
         if cfg.no_eos_penalty is not None:
             scores = torch.where(ended, scores, torch.full_like(scores, cfg.no_eos_penalty))
         ids = torch.cat([prompt_ids, response], 1)

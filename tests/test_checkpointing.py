@@ -1,0 +1,131 @@
+"""Mid-stage checkpoints: data position, RNG states, damaged checkpoint files, and in-process kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST, compose_config
+from torch.utils.data import DataLoader
+
+from pit import checkpointing
+from pit.checkpointing import StepStream, latest_checkpoint, rng_state, set_rng_state
+from pit.run import run
+
+
+def shuffled(n: int, batch_size: int, seed: int) -> DataLoader:
+    return DataLoader(list(range(n)), batch_size=batch_size, shuffle=True, drop_last=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("skip", [0, 1, 4, 5, 6, 13])
+def test_step_stream_resumes_at_any_batch_across_epochs(skip: int) -> None:
+    """17 items in batches of 3: 5 batches per epoch; skipping k batches gives batches k.. of the full stream."""
+    full = [b.tolist() for b in StepStream(shuffled(17, 3, seed=7), total=14)]
+    assert len(full) == 14 and full[0] != full[5]                     # reshuffled each epoch
+    resumed = StepStream(shuffled(17, 3, seed=7), total=14, skip=skip)
+    assert [b.tolist() for b in resumed] == full[skip:]
+    assert len(resumed) == 14                                          # Lightning counts the skipped ones as done
+
+
+def test_step_stream_leaves_the_generator_where_an_uninterrupted_run_does() -> None:
+    a, b = shuffled(10, 4, seed=1), shuffled(10, 4, seed=1)
+    list(StepStream(a, total=7))
+    list(StepStream(b, total=7, skip=5))
+    assert torch.equal(a.generator.get_state(), b.generator.get_state())
+
+
+def test_rng_states_round_trip_through_a_weights_only_load(tmp_path: Path) -> None:
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    torch.save({"rng": rng_state()}, tmp_path / "s.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.rand(5), np.random.rand(5), random.random()
+    set_rng_state(torch.load(tmp_path / "s.pt", weights_only=True)["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def write_checkpoint(directory: Path, batches: int, payload: bytes) -> Path:
+    from pit.artifacts import file_sha256
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step-{batches:08d}.ckpt"
+    path.write_bytes(payload)
+    path.with_suffix(".json").write_text(json.dumps({"batches": batches, "size": len(payload),
+                                                     "sha256": file_sha256(path)}))
+    return path
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda p: p.write_bytes(p.read_bytes()[:-3]), "is truncated"),
+    (lambda p: p.write_bytes(b"X" + p.read_bytes()[1:]), "is corrupted (checksum differs)"),
+    (lambda p: p.unlink(), "is missing"),
+    (lambda p: p.with_suffix(".json").write_text("{"), "has an unreadable sidecar"),
+])
+def test_a_damaged_checkpoint_is_named_and_an_older_one_used(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                             damage, problem: str) -> None:
+    write_checkpoint(tmp_path, 10, b"older checkpoint")
+    newest = write_checkpoint(tmp_path, 20, b"newest checkpoint")
+    damage(newest)
+    with caplog.at_level(logging.WARNING):
+        resume = latest_checkpoint(tmp_path)
+    assert resume is not None and resume.batches == 10
+    assert f"checkpoint {newest} {problem}" in caplog.text
+    assert not newest.exists()                                         # never tried again
+
+
+def test_a_checkpoint_without_its_sidecar_is_not_complete(tmp_path: Path) -> None:
+    """Killed between writing the file and its sidecar: the file alone is ignored."""
+    (tmp_path / "step-00000005.ckpt").write_bytes(b"half")
+    assert latest_checkpoint(tmp_path) is None
+
+
+def model_hashes(cache: Path) -> dict[str, str]:
+    """SHA-256 of every weights file of every finished stage, from the completion markers."""
+    return {f"{marker.parent.parent.relative_to(cache)}/{name}": entry["sha256"]
+            for marker in cache.rglob("_COMPLETE.json")
+            for name, entry in json.loads(marker.read_text())["files"].items() if name.endswith(".safetensors")}
+
+
+CHECKPOINTED = [*FAST, "checkpoint.every=1", "train.sft_policy.max_steps=30", "train.rlhf_policy.iterations=4",
+                "train.pit_rl.iterations=3"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict[str, str]]:
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    results = run(compose_config(CHECKPOINTED, tmp))
+    assert not list((tmp / "cache").rglob(".ckpt-*/*"))                # checkpoints go once a stage completes
+    return results, model_hashes(tmp / "cache")
+
+
+@pytest.mark.parametrize("stage, batch", [("sft_policy", 27), ("reward", 2), ("rlhf_policy", 3),
+                                          ("pit_rl/2_policy", 1)])
+def test_killed_inside_a_stage_resumes_bit_identically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       uninterrupted: tuple[dict, dict[str, str]], stage: str,
+                                                       batch: int) -> None:
+    """SFT (killed in its second epoch), reward, RLHF and curriculum-round PPO: same weights as never stopped."""
+    real = checkpointing.StageCheckpoint.on_train_batch_end
+
+    def dies(self, trainer, module, *args):
+        real(self, trainer, module, *args)
+        if self.directory.parent.name == stage.split("/")[-1] and self.batches == batch:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(checkpointing.StageCheckpoint, "on_train_batch_end", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(compose_config(CHECKPOINTED, tmp_path))
+    monkeypatch.setattr(checkpointing.StageCheckpoint, "on_train_batch_end", real)
+    results = run(compose_config(CHECKPOINTED, tmp_path))
+    record = results["stages"][stage]
+    assert record["status"] == "resumed" and record["resumed_from_batch"] == batch
+    reference, hashes = uninterrupted
+    assert model_hashes(tmp_path / "cache") == hashes
+    assert results["eval"]["pairs"] == reference["eval"]["pairs"]
+    assert {k: v for k, v in record["metrics"].items() if k != "train_seconds"} == \
+        {k: v for k, v in reference["stages"][stage]["metrics"].items() if k != "train_seconds"}

@@ -1,0 +1,83 @@
+"""W&B must never stop training: unreachable at start, failing mid-run; and the run ledger that continues a run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from pathlib import Path
+
+import pytest
+import wandb
+from conftest import FAST, compose_config
+from wandb_records import history_keys
+
+from pit.run import run
+from pit.tracking import RunLedger, WandbTracker, run_identity
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def logged(run_dir: Path) -> set[str]:
+    (run_file,) = run_dir.glob("run-*.wandb")
+    return history_keys(run_file)
+
+
+def test_unreachable_server_at_start_gives_an_offline_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.delenv("WANDB_MODE")
+    with caplog.at_level(logging.WARNING):
+        tracker = WandbTracker(project="p", save_dir=str(tmp_path), mode="auto", init_timeout=2, run_id="feed1234")
+    tracker.log_metrics({"stage/metric": 1.5})
+    tracker.finish()
+    assert "W&B could not start" in caplog.text and "k" * 40 not in caplog.text
+    (offline,) = (tmp_path / "wandb").glob("offline-run-*-feed1234")
+    assert "stage/metric" in logged(offline)
+
+
+def test_wandb_failing_mid_run_does_not_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """From the 5th `log` call on, W&B raises: the pipeline finishes; later numbers land in fallback.jsonl."""
+    real_log, calls = wandb.sdk.wandb_run.Run.log, {"n": 0}
+
+    def failing_log(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 5:
+            raise ConnectionError("W&B backend went away")
+        return real_log(self, *args, **kwargs)
+
+    monkeypatch.setattr(wandb.sdk.wandb_run.Run, "log", failing_log)
+    cfg = compose_config([o for o in FAST if o != "logger=none"] + ["objective=sft_only"], tmp_path)
+    with caplog.at_level(logging.WARNING):
+        results = run(cfg)
+    assert results["stages"]["evaluate"]["status"] == "ran"
+    assert caplog.text.count("training continues") == 1
+    out = tmp_path / "out"
+    fallback = [json.loads(line) for line in (out / "fallback.jsonl").read_text().splitlines()]
+    assert any("sft_pit/val_loss" in row for row in fallback)                       # a Lightning metric call
+    assert any(row["call"] == "log" and "evaluate/delta_pit_vs_policy" in row for row in fallback)
+    (offline,) = (out / "wandb").glob("offline-run-*")
+    assert "data/train" in logged(offline)                                   # logged before the failure
+
+
+def test_ledger_continues_an_unfinished_run_only(tmp_path: Path) -> None:
+    first = RunLedger(tmp_path, "abc")
+    again = RunLedger(tmp_path, "abc")           # the first never finished (killed)
+    assert again.resumed and again.run_id == first.run_id
+    again.finish()
+    fresh = RunLedger(tmp_path, "abc")
+    assert not fresh.resumed and fresh.run_id != first.run_id
+    assert RunLedger(tmp_path, "other").run_id != fresh.run_id
+
+
+def test_run_identity_ignores_paths_only() -> None:
+    config = {"seed": 0, "paths": {"output_dir": "/out/1"}, "logger": {"save_dir": "/out/1"}}
+    moved = {"seed": 0, "paths": {"output_dir": "/out/2"}, "logger": {"save_dir": "/out/2"}}
+    assert run_identity(config, "/out/1") == run_identity(moved, "/out/2")
+    assert run_identity({**config, "seed": 1}, "/out/1") != run_identity(config, "/out/1")
