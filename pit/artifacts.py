@@ -22,7 +22,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3   # bump when a stage would compute something different from the same config
+FORMAT_VERSION = 4   # bump when a stage would compute something different from the same config
 MARKER = "_COMPLETE.json"
 
 

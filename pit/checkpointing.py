@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ class StepStream:
 
     Skipped batches are drawn and discarded (not recomputed from a formula), so the batches after them and the
     loader's generator state are those of a run that never stopped. Lightning sees one epoch of `total` batches.
+    Under DDP, rank r of w takes batches r, r + w, ... of a `total · w` stream (what a distributed sampler gives:
+    each step sees w different batches), and `skip` counts this rank's batches.
     """
 
     def __init__(self, loader: DataLoader, total: int, skip: int = 0):
@@ -45,13 +48,15 @@ class StepStream:
         return self.total   # Lightning counts the skipped batches as done (its loop state comes from the checkpoint)
 
     def __iter__(self) -> Iterator[Any]:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
         produced = 0
         while True:
             for batch in self.loader:
-                if produced >= self.skip:
+                if produced >= self.skip * world and produced % world == rank:
                     yield batch
                 produced += 1
-                if produced == self.total:
+                if produced == self.total * world:
                     return
 
 
@@ -114,6 +119,7 @@ class StageCheckpoint(L.Callback):
     def __init__(self, directory: Path, every: int, keep_last: int):
         self.directory, self.every, self.keep_last = directory, every, keep_last
         self.batches = 0
+        self.seconds = 0.0   # time spent writing checkpoints (the cost of being resumable)
         self._saved_at = -1
         self._rng_to_restore: dict[str, Any] | None = None
 
@@ -144,7 +150,7 @@ class StageCheckpoint(L.Callback):
         """Write `step-<batches>.ckpt` atomically with its sidecar, then drop all but the newest `keep_last`."""
         if self.batches == self._saved_at:
             return
-        self._saved_at = self.batches
+        self._saved_at, start = self.batches, time.perf_counter()
         path = self.directory / f"step-{self.batches:08d}.ckpt"
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         if trainer.is_global_zero:
@@ -158,3 +164,4 @@ class StageCheckpoint(L.Callback):
         for old in sorted(self.directory.glob("step-*.json"), reverse=True)[self.keep_last:]:
             old.unlink(missing_ok=True)
             old.with_suffix(".ckpt").unlink(missing_ok=True)
+        self.seconds += time.perf_counter() - start

@@ -211,6 +211,20 @@ class NoLoggerConfig:
 
 
 @dataclass
+class FullWeightsConfig:
+    _target_: str = "pit.models.lora.FullWeights"
+
+
+@dataclass
+class LoRAConfig:
+    _target_: str = "pit.models.lora.LoRA"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+
+
+@dataclass
 class StageTrainingConfig:
     max_steps: int = MISSING
     batch_size: int = MISSING
@@ -307,6 +321,7 @@ class RootConfig:
     trainer: Any = MISSING
     logger: Any = MISSING
     judge: Any = MISSING
+    peft: Any = MISSING
     experiment_name: str = MISSING
     seed: int = MISSING
     log_rollouts_every: int = 25
@@ -329,6 +344,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "reward_model": {"causal": CausalRewardConfig, "encoder": EncoderRewardConfig},
     "trainer": {"trainer": TrainerConfig},
     "logger": {"wandb": WandbLoggerConfig, "csv": CSVLoggerConfig, "none": NoLoggerConfig},
+    "peft": {"none": FullWeightsConfig, "lora": LoRAConfig},
 }
 
 

@@ -31,6 +31,7 @@ from pit.evaluate.stage import build_evaluation, publish_evaluation
 from pit.models.factory import load_model, load_tokenizer, save_model
 from pit.models.gap import load_gap, save_gap
 from pit.models.generate import Sampling, generate_texts
+from pit.models.lora import ADAPTER_DIR, FullWeights
 from pit.models.reward import RewardModel, load_reward_model
 from pit.modules.gap_reward import GapRewardModule
 from pit.modules.ppo import PPOModule, RewardFn, Rollout
@@ -91,6 +92,7 @@ class Pipeline:
         self.reward_spec = instantiate(cfg.reward_model)
         self.judge = instantiate(cfg.judge)
         self.baseline = instantiate(cfg.baseline)
+        self.adapters: FullWeights = instantiate(cfg.peft, _convert_="all")
         self.results: dict[str, Any] = {"stages": {}}
         self.keys: dict[str, str] = {}
         self.improver_stage = "sft_pit"   # M_PIT: the last curriculum round once pit_rl has run
@@ -129,8 +131,9 @@ class Pipeline:
             self.tracker.finish()
 
     # ---- what each stage depends on: (its config subtree, its upstream stages, how to build it) -----------------
-    def _common(self) -> dict[str, Any]:
-        return {"seed": self.cfg.seed, "templates": self._sub("dataset.templates"),
+    def _common(self, trains_with_peft: bool = True) -> dict[str, Any]:
+        peft = {"peft": self._sub("peft")} if trains_with_peft else {}
+        return {"seed": self.cfg.seed, "templates": self._sub("dataset.templates"), **peft,
                 "trainer": {k: self.cfg.trainer[k] for k in TRAINER_KEY_FIELDS}}
 
     def _after(self, stage: str, init_from: str | None) -> tuple[str, ...]:
@@ -191,7 +194,9 @@ class Pipeline:
         return config, self._after("gap_reward", self.reward_spec.init_from), self._build_gap_reward
 
     def _plan_judge(self) -> StagePlan:
-        config = {**self._common(), "judge": self._sub("judge"), "train": self._sub("train.judge")}
+        # the judge trains full weights whatever `peft` says: runs that differ in peft are judged by one judge
+        config = {**self._common(trains_with_peft=False), "judge": self._sub("judge"),
+                  "train": self._sub("train.judge")}
         return config, ("tokenizer",), partial(self.judge.build, self)
 
     def _plan_evaluate(self) -> StagePlan:
@@ -270,8 +275,8 @@ class Pipeline:
         hp = self.cfg.train[name]
         tokenizer = self.tokenizer()
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        model = (self.model_spec.model(tokenizer) if hp.init_from is None
-                 else self.load_stage_model(hp.init_from))
+        model = self.adapters.wrap(self.model_spec.model(tokenizer) if hp.init_from is None
+                                   else self.load_stage_model(hp.init_from))
 
         def encode(split: str) -> list[Any]:
             rows = self.splits[split]
@@ -281,6 +286,7 @@ class Pipeline:
         module = SFTModule(model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, prefix=name)
         collate = partial(collate_sft, pad_id=tokenizer.pad_token_id)
         trainer = self._fit(module, hp, encode("train"), encode("val"), collate, metrics)
+        model = self.adapters.merged(model)
         save_model(model, tokenizer, out)
         model.to(trainer.strategy.root_device)
         val = self.splits["val"][: hp.eval_samples]
@@ -300,8 +306,7 @@ class Pipeline:
 
         rollouts = [Rollout(self.policy_input_of(e), e.prompt) for e in self.splits["train"]]
         policy, tokenizer = self._ppo("rlhf_policy", hp, "sft_policy", "sft_policy", rollouts, reward_fn, (reward,),
-                                      self.source.max_prompt_tokens, metrics)
-        save_model(policy, tokenizer, out)
+                                      self.source.max_prompt_tokens, out, metrics)
         val = self.splits["val"][: hp.eval_samples]
         inputs = [self.policy_input_of(e) for e in val]
         metrics.update(self._sample_eval("rlhf_policy", policy, tokenizer, inputs, val, [e.chosen for e in val],
@@ -331,8 +336,7 @@ class Pipeline:
                              ids if same_tokens else None)
 
         model, tokenizer = self._ppo(name, hp, init_from, "sft_pit", rollouts, reward_fn, (gap.model,),
-                                     self.source.max_improver_tokens, metrics)
-        save_model(model, tokenizer, out)
+                                     self.source.max_improver_tokens, out, metrics)
         val = self.splits["val"][: hp.eval_samples]
         metrics.update(self._sample_eval(name, model, tokenizer, [self._improver_input_of_rejected(e) for e in val],
                                          val, [e.rejected for e in val], self.source.max_improver_tokens))
@@ -346,13 +350,24 @@ class Pipeline:
                               self.source.max_prompt_tokens)
 
     def _ppo(self, name: str, hp: DictConfig, init_from: str, reference: str, rollouts: list[Rollout],
-             reward_fn: RewardFn, scorers: tuple[torch.nn.Module, ...], max_input_tokens: int,
+             reward_fn: RewardFn, scorers: tuple[torch.nn.Module, ...], max_input_tokens: int, out: Path,
              metrics: dict[str, float]) -> tuple[Any, Any]:
-        """PPO from the weights of `init_from`, KL towards the frozen `reference` stage; returns (model, tokenizer)."""
+        """PPO from the weights of `init_from`, KL towards the frozen `reference` stage; saves the trained policy
+        in `out` and returns it with the tokenizer.
+
+        With LoRA the policy is the reference's weights plus adapters (fresh, or those of `init_from` when it is an
+        earlier PPO round of the same reference) and the reference is that policy with its adapters off.
+        """
         tokenizer = self.tokenizer()
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        policy = self.load_stage_model(init_from)
-        frozen = self.load_stage_model(reference)
+        if self.adapters.enabled:
+            adapter = None if init_from == reference else self.artifact(init_from) / ADAPTER_DIR
+            if adapter is not None and not adapter.is_dir():
+                raise ConfigError(f"{name} with peft=lora starts from {init_from}, which is neither its KL reference "
+                                  f"({reference}) nor a LoRA PPO round of it")
+            policy, frozen = self.adapters.wrap(self.load_stage_model(reference), adapter), None
+        else:
+            policy, frozen = self.load_stage_model(init_from), self.load_stage_model(reference)
         ppo = PPOConfig(**OmegaConf.to_container(hp.ppo, resolve=True))
         sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=hp.temperature,
                             batch_size=hp.batch_size)
@@ -367,6 +382,10 @@ class Pipeline:
         tail = module.history[-max(1, len(module.history) // 10):]
         for key in ("reward_mean", "kl", "beta", "response_length"):
             metrics[f"final_{key}"] = mean(h[key] for h in tail)
+        if self.adapters.enabled:
+            policy.save_pretrained(out / ADAPTER_DIR)
+        policy = self.adapters.merged(policy)
+        save_model(policy, tokenizer, out)
         policy.to(trainer.strategy.root_device)
         return policy, tokenizer
 
@@ -375,12 +394,15 @@ class Pipeline:
         return self._trainer(1, None).strategy.root_device
 
     def fit_reward_model(self, name: str, spec: Any, hp: DictConfig, train_rows: list[PreferenceExample],
-                         metrics: dict[str, float]) -> RewardModel:
-        """Train a scalar reward model r(x, y) on (y_w > y_l) pairs of `train_rows`, validated on the val split."""
-        model = self._new_reward_model(spec)
+                         metrics: dict[str, float], adapters: FullWeights | None = None) -> RewardModel:
+        """Train a scalar reward model r(x, y) on (y_w > y_l) pairs of `train_rows`, validated on the val split,
+        with `adapters` (default: the `peft` choice)."""
+        adapters = adapters or self.adapters
+        model = self._new_reward_model(spec, adapters)
         module = RewardModule(model, prefix=name, **self._optim(hp))
         self._fit(module, hp, self._reward_items(model, train_rows), self._reward_items(model, self.splits["val"]),
                   partial(collate_groups, pad_id=model.pad_id()), metrics)
+        model.backbone = adapters.merged(model.backbone)
         return model
 
     def _build_reward(self, out: Path, metrics: dict[str, float]) -> None:
@@ -391,10 +413,11 @@ class Pipeline:
     def _build_gap_reward(self, out: Path, metrics: dict[str, float]) -> None:
         """R_PIT on the train split with Eq. 2 (`full`) or its single term (`single`)."""
         hp = self.cfg.train.gap_reward
-        model = self._new_reward_model(self.reward_spec)
+        model = self._new_reward_model(self.reward_spec, self.adapters)
         module = GapRewardModule(model, self.objective.gap_loss, prefix="gap_reward", **self._optim(hp))
         self._fit(module, hp, self._gap_items(model, self.splits["train"]), self._gap_items(model, self.splits["val"]),
                   partial(collate_groups, pad_id=model.pad_id()), metrics)
+        model.backbone = self.adapters.merged(model.backbone)
         save_gap(out, model, reward_dir=None)
 
     def _build_gap_difference(self, out: Path, metrics: dict[str, float]) -> None:
@@ -407,11 +430,13 @@ class Pipeline:
                   "ll": gap.score(prompts, rejected, rejected), "lw": gap.score(prompts, rejected, chosen)}
         metrics.update({f"val_{k}": v for k, v in comparison_accuracy(scores, GAP_COMPARISONS).items()})
 
-    def _new_reward_model(self, spec: Any) -> RewardModel:
+    def _new_reward_model(self, spec: Any, adapters: FullWeights) -> RewardModel:
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
         init_dir = self.artifact(spec.init_from) if spec.init_from else None
         tokenizer = self.tokenizer() if spec.needs_policy_tokenizer else None
-        return spec.build(tokenizer, init_dir, self.model_spec, self.source.max_response_tokens)
+        model = spec.build(tokenizer, init_dir, self.model_spec, self.source.max_response_tokens)
+        model.backbone = adapters.wrap(model.backbone)   # the head always trains in full
+        return model
 
     def _reward_items(self, model: RewardModel, rows: list[PreferenceExample]) -> list[tuple[list[int], ...]]:
         """(chosen, rejected) encodings of `x = policy_input(prompt)` with each response."""
@@ -462,6 +487,7 @@ class Pipeline:
         trainer.fit(module, StepStream(train, batches, resume.batches if resume else 0), val,
                     ckpt_path=resume.path if resume else None, weights_only=True)
         metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+        metrics["checkpoint_seconds"] = round(callback.seconds, 2)
         return trainer
 
     def load_stage_model(self, stage: str) -> Any:

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from pit.data.encode import encode_inputs, pad_rows
 from pit.errors import TrainingDiverged
 from pit.models.generate import Sampling, input_budget, sample
+from pit.models.lora import disable_dropout
 from pit.modules.optim import adamw_warmup_cosine
 from pit.modules.ppo_config import PPOConfig
 from pit.modules.ppo_math import (
@@ -58,17 +59,21 @@ class PPOModule(L.LightningModule):
     policy's tokenizer reads the sampled ids instead of re-encoding the text. `scorers` are the networks it runs
     (a plain tuple, so not submodules: they stay out of the optimizer, checkpoints and DDP), moved to the policy's
     device when fitting starts. Every `table_every` iterations, `table_rows` rollouts go to `log_table` (a W&B
-    table). Checkpoints carry the KL coefficient and the history, not the frozen reference.
+    table). Checkpoints carry the KL coefficient and the history, not the frozen reference. `reference=None`:
+    the policy is a LoRA model and the reference is that model with its adapters switched off (one copy).
+    Dropout is off in the policy, so the old and new log-probs of an update differ only by the update.
     """
 
-    def __init__(self, policy: PreTrainedModel, reference: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+    def __init__(self, policy: PreTrainedModel, reference: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase,
                  reward_fn: RewardFn, sampling: Sampling, max_input_tokens: int, config: PPOConfig, prefix: str,
                  total_steps: int, scorers: tuple[nn.Module, ...] = (), log_table: TableFn | None = None,
                  table_every: int = 0, table_rows: int = 16):
         super().__init__()
         self.automatic_optimization = False
         self.policy, self.reference, self.tokenizer, self.reward_fn = policy, reference, tokenizer, reward_fn
-        self.reference.requires_grad_(False).eval()
+        disable_dropout(policy)
+        if reference is not None:
+            reference.requires_grad_(False).eval()
         self.value_head = nn.Linear(policy.config.hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
@@ -91,7 +96,8 @@ class PPOModule(L.LightningModule):
         checkpoint["ppo"] = {"beta": self.kl_controller.beta, "history": self.history}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+        if self.reference is not None:
+            checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
         self.kl_controller.beta = checkpoint["ppo"]["beta"]
         self.history = checkpoint["ppo"]["history"]
 
@@ -109,6 +115,12 @@ class PPOModule(L.LightningModule):
         values = self.value_head(out.hidden_states[-1][:, prompt_len - 1:-1].float()).squeeze(-1) if with_values \
             else None
         return token_logprobs(logits, ids[:, prompt_len:]), logits, values
+
+    def _reference_logprobs(self, ids: torch.Tensor, mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
+        if self.reference is not None:
+            return self._forward(self.reference, ids, mask, prompt_len, with_values=False)[0]
+        with self.policy.disable_adapter():
+            return self._forward(self.policy, ids, mask, prompt_len, with_values=False)[0]
 
     def training_step(self, batch: list[Rollout], batch_idx: int) -> None:
         cfg, start = self.config, time.perf_counter()
@@ -129,7 +141,7 @@ class PPOModule(L.LightningModule):
         resp_mask, prompt_len = response_mask.float(), prompt_ids.shape[1]
         with torch.no_grad():
             old_logp, _, old_values = self._forward(self.policy, ids, mask, prompt_len, with_values=True)
-            ref_logp, _, _ = self._forward(self.reference, ids, mask, prompt_len, with_values=False)
+            ref_logp = self._reference_logprobs(ids, mask, prompt_len)
             rewards, kl = kl_penalized_rewards(scores, old_logp, ref_logp, resp_mask, self.kl_controller.beta)
             advantages, returns = gae(rewards, old_values, resp_mask, cfg.gamma, cfg.lam)
             advantages = masked_whiten(advantages, resp_mask)
