@@ -75,6 +75,7 @@ class TinyModelConfig:
     model_type: str = MISSING
     vocab_size: int = MISSING
     config: dict[str, Any] = MISSING
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -85,6 +86,7 @@ class PretrainedModelConfig:
     dtype: str = MISSING
     attn_implementation: str | None = None
     revision: str | None = None
+    gradient_checkpointing: bool = False
 
 
 @dataclass

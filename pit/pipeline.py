@@ -28,7 +28,7 @@ from pit.data.schema import DataError, LoadedData, PreferenceExample, Preference
 from pit.data.splits import split_examples
 from pit.errors import ConfigError
 from pit.evaluate.stage import build_evaluation, publish_evaluation
-from pit.models.factory import load_model, load_tokenizer, save_model
+from pit.models.factory import for_training, load_model, load_tokenizer, save_model
 from pit.models.gap import load_gap, save_gap
 from pit.models.generate import Sampling, generate_texts
 from pit.models.lora import ADAPTER_DIR, FullWeights
@@ -275,8 +275,8 @@ class Pipeline:
         hp = self.cfg.train[name]
         tokenizer = self.tokenizer()
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        model = self.adapters.wrap(self.model_spec.model(tokenizer) if hp.init_from is None
-                                   else self.load_stage_model(hp.init_from))
+        model = self.adapters.wrap(self._trainable(self.model_spec.model(tokenizer) if hp.init_from is None
+                                                   else self.load_stage_model(hp.init_from)))
 
         def encode(split: str) -> list[Any]:
             rows = self.splits[split]
@@ -365,9 +365,9 @@ class Pipeline:
             if adapter is not None and not adapter.is_dir():
                 raise ConfigError(f"{name} with peft=lora starts from {init_from}, which is neither its KL reference "
                                   f"({reference}) nor a LoRA PPO round of it")
-            policy, frozen = self.adapters.wrap(self.load_stage_model(reference), adapter), None
+            policy, frozen = self.adapters.wrap(self._trainable(self.load_stage_model(reference)), adapter), None
         else:
-            policy, frozen = self.load_stage_model(init_from), self.load_stage_model(reference)
+            policy, frozen = self._trainable(self.load_stage_model(init_from)), self.load_stage_model(reference)
         ppo = PPOConfig(**OmegaConf.to_container(hp.ppo, resolve=True))
         sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=hp.temperature,
                             batch_size=hp.batch_size)
@@ -435,7 +435,7 @@ class Pipeline:
         init_dir = self.artifact(spec.init_from) if spec.init_from else None
         tokenizer = self.tokenizer() if spec.needs_policy_tokenizer else None
         model = spec.build(tokenizer, init_dir, self.model_spec, self.source.max_response_tokens)
-        model.backbone = adapters.wrap(model.backbone)   # the head always trains in full
+        model.backbone = adapters.wrap(self._trainable(model.backbone))   # the head always trains in full
         return model
 
     def _reward_items(self, model: RewardModel, rows: list[PreferenceExample]) -> list[tuple[list[int], ...]]:
@@ -489,6 +489,9 @@ class Pipeline:
         metrics["train_seconds"] = round(time.perf_counter() - start, 2)
         metrics["checkpoint_seconds"] = round(callback.seconds, 2)
         return trainer
+
+    def _trainable(self, model: Any) -> Any:
+        return for_training(model, self.model_spec.gradient_checkpointing)
 
     def load_stage_model(self, stage: str) -> Any:
         """The causal LM a finished stage saved (the policy, M_PIT or a PPO round)."""

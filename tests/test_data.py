@@ -206,3 +206,24 @@ def test_synthetic_without_banned_words_and_capacity_error() -> None:
     assert score("write 4 words with cat red", "cat red sun box") == 1.0
     with pytest.raises(ConfigError, match="fewer than n_pairs=500 distinct prompts"):
         SyntheticSource(n_pairs=500, n_required=1, n_banned=0, min_length=5, max_length=5).load()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"prompt": "x", "chosen": "y", "rejected": null}\n', r"p.jsonl:1: field 'rejected': expected str, got NoneType"),
+    (b'{"prompt": "x", "chosen": ["y"], "rejected": "z"}\n', r"p.jsonl:1: field 'chosen': expected str, got list"),
+    (b'{"prompt": "x", "chosen": "y", "rejected": "z"}\n{"prompt": 1}\n', r"p.jsonl:2: field 'prompt': expected str"),
+    ('{"prompt": "x", "chosen": "y", "rejected": "z"}\n'.encode("utf-16"), r"p.jsonl:1: not valid UTF-8"),
+    (b'"just a string"\n', r"p.jsonl:1: expected a JSON object, got str"),
+    (b"\n\n", r"p.jsonl: file is empty"),
+])
+def test_jsonl_malformed_inputs_name_file_line_field(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        JsonlSource(str(path)).load()
+
+
+def test_jsonl_extra_fields_are_ignored_not_an_error(tmp_path: Path) -> None:
+    row = {"prompt": "x", "chosen": "y", "rejected": "z", "id": 7, "meta": {"source": "s"}}
+    path = write_lines(tmp_path / "p.jsonl", [json.dumps(row)])
+    assert [(e.prompt, e.chosen, e.rejected) for e in JsonlSource(str(path)).load().examples] == [("x", "y", "z")]

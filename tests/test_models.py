@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,22 @@ def test_generation_inputs_are_cut_to_fit_the_context() -> None:
     assert len(texts) == 1
     with pytest.raises(ConfigError, match="cannot hold 40 new tokens"):
         input_budget(model, 10, 40)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    from pit.models.factory import for_training
+
+    examples = SyntheticSource(n_pairs=16, seed=0).load().examples
+    spec = TinyCausalLM(config={"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 64})
+    tokenizer = spec.tokenizer([e.prompt + e.chosen for e in examples])
+    torch.manual_seed(0)
+    plain = spec.model(tokenizer).train()
+    checkpointed = for_training(copy.deepcopy(plain), gradient_checkpointing=True)
+    assert checkpointed.is_gradient_checkpointing and not plain.is_gradient_checkpointing
+    batch = tokenizer([e.prompt + e.chosen for e in examples], return_tensors="pt", padding=True)
+    grads = []
+    for model in (plain, checkpointed):
+        torch.manual_seed(1)                                   # the same dropout masks in both
+        model(**batch, labels=batch["input_ids"]).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])

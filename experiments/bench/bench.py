@@ -42,6 +42,17 @@ from pit.modules.sft import SFTModule
 SIZES = {"tiny": {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 256},
          "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 256}}
 RESULTS = Path(__file__).resolve().parent / "results"
+PEAK_BF16_TFLOPS = {"H100": 989.5, "H200": 989.5, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0}
+
+
+def peak_tflops(device_name: str) -> float | None:
+    """Dense bf16 peak of a known GPU (by a substring of its name), else None."""
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
+
+
+def training_flops_per_token(parameters: int, layers: int, width: int, seq_len: float) -> float:
+    """Model FLOPs per trained token: 6·N for the weights plus 12·layers·width·seq for attention (PaLM, App. B)."""
+    return 6 * parameters + 12 * layers * width * seq_len
 
 
 def _now() -> float:
@@ -100,8 +111,8 @@ def median_after(times: list[float], warmup: int) -> float:
 class Setup:
     """Model config, tokenizer and data shared by both sides."""
 
-    def __init__(self, size: str, precision: str, device: str):
-        self.size, self.precision, self.device = size, precision, device
+    def __init__(self, size: str, precision: str, device: str, peak_tflops: float | None = None):
+        self.size, self.precision, self.device, self.peak_tflops = size, precision, device, peak_tflops
         self.source = SyntheticSource(n_pairs=4000, seed=0)
         self.examples = self.source.load().examples
         self.spec = TinyCausalLM(config=SIZES[size])
@@ -152,7 +163,23 @@ def bench_sft(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any]:
                args=SFTConfig(**s.hf_args(per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-3,
                                           max_length=s.max_prompt + s.max_response, packing=False,
                                           completion_only_loss=True))).train()
-    return _compare("SFT", "tokens/s", batch * tokens, ours.times, theirs.times, warmup)
+    result = _compare("SFT", "tokens/s", batch * tokens, ours.times, theirs.times, warmup)
+    peak = args_peak_tflops(s)
+    if peak:
+        config = s.spec.hf_config(s.tokenizer)
+        flops = training_flops_per_token(sum(p.numel() for p in module.parameters()), config.n_layer, config.n_embd,
+                                         tokens)
+        result.update(peak_tflops=peak, mfu=result["ours"] * flops / (peak * 1e12),
+                      reference_mfu=result["reference"] * flops / (peak * 1e12))
+        print(f"SFT MFU: ours {result['mfu']:.1%}, reference {result['reference_mfu']:.1%} of {peak} TFLOP/s")
+    return result
+
+
+def args_peak_tflops(s: Setup) -> float | None:
+    """The peak to compute MFU against: `--peak-tflops`, else the known peak of the GPU in use."""
+    if s.peak_tflops:
+        return s.peak_tflops
+    return peak_tflops(torch.cuda.get_device_name()) if s.device.startswith("cuda") else None
 
 
 def bench_reward(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any]:
@@ -291,6 +318,9 @@ def write(results: dict[str, Any], out: Path) -> None:
     for r in results["workloads"]:
         lines.append(f"| {r['workload']} | {r['ours']:,.1f} {r['unit']} | {r['reference']:,.1f} {r['unit']} | "
                      f"{r['ratio']:.2f} |")
+        if "mfu" in r:
+            lines.append(f"| SFT model FLOPs utilisation (of {r['peak_tflops']} TFLOP/s) | {r['mfu']:.1%} | "
+                         f"{r['reference_mfu']:.1%} | |")
     if "default_pipeline" in results:
         d = results["default_pipeline"]
         lines += ["", f"Embedded default (`python -m pit.run`, cold cache): {d['wall_seconds']:.0f} s; per stage: "
@@ -319,9 +349,11 @@ def main() -> None:
     parser.add_argument("--workloads", default="sft,reward,ppo,generation")
     parser.add_argument("--default-pipeline", action="store_true", help="also time `python -m pit.run` cold")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="peak of the device for SFT's MFU (default: known bf16 peak of the GPU in use)")
     args = parser.parse_args()
     torch.set_float32_matmul_precision("high")
-    s = Setup(args.size, args.precision, args.device)
+    s = Setup(args.size, args.precision, args.device, args.peak_tflops)
     import trl
 
     runs = {"sft": lambda: bench_sft(s, args.batch, args.steps, args.warmup),

@@ -26,8 +26,10 @@ class TinyCausalLM:
 
     trust_remote_code = False
 
-    def __init__(self, model_type: str = "gpt2", vocab_size: int = 512, config: dict[str, Any] | None = None):
+    def __init__(self, model_type: str = "gpt2", vocab_size: int = 512, config: dict[str, Any] | None = None,
+                 gradient_checkpointing: bool = False):
         self.model_type, self.vocab_size, self.config = model_type, vocab_size, dict(config or {})
+        self.gradient_checkpointing = gradient_checkpointing
 
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:
         return train_bpe_tokenizer(texts, self.vocab_size)
@@ -51,9 +53,11 @@ class PretrainedCausalLM:
     """A hub name or local path (e.g. `gpt2`, `EleutherAI/pythia-410m`); remote code only when the user allows it."""
 
     def __init__(self, name_or_path: str, trust_remote_code: bool = False, dtype: str = "float32",
-                 attn_implementation: str | None = "sdpa", revision: str | None = None):
+                 attn_implementation: str | None = "sdpa", revision: str | None = None,
+                 gradient_checkpointing: bool = False):
         self.name_or_path, self.trust_remote_code, self.revision = name_or_path, trust_remote_code, revision
         self.dtype, self.attn_implementation = dtype, attn_implementation
+        self.gradient_checkpointing = gradient_checkpointing
 
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=self.trust_remote_code,
@@ -79,6 +83,23 @@ class PretrainedCausalLM:
     def backbone(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
         """The pretrained model without its LM head (for a reward model not started from the SFT policy)."""
         return self._load(AutoModel, tokenizer)
+
+
+def for_training(model: PreTrainedModel, gradient_checkpointing: bool) -> PreTrainedModel:
+    """Recompute activations in the backward pass instead of storing them (`model.gradient_checkpointing`): less
+    memory for the same gradients. Only in training mode; generation keeps its KV cache."""
+    if gradient_checkpointing and getattr(model, "supports_gradient_checkpointing", False):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Set every dropout to p=0: PPO compares log-probs of two forward passes and a reward model's scores are
+    compared with each other, so dropout noise would only blur them (TRL and DeepSpeed-Chat do the same)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:

@@ -11,17 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 ADAPTER_DIR = "adapter"
-
-
-def disable_dropout(model: nn.Module) -> nn.Module:
-    """Set every dropout to p=0 (PPO compares log-probs of two forward passes; dropout would make them noisy)."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    return model
 
 
 class FullWeights:

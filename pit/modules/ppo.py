@@ -21,8 +21,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pit.data.encode import encode_inputs, pad_rows
 from pit.errors import TrainingDiverged
+from pit.models.factory import disable_dropout
 from pit.models.generate import Sampling, input_budget, sample
-from pit.models.lora import disable_dropout
 from pit.modules.optim import adamw_warmup_cosine
 from pit.modules.ppo_config import PPOConfig
 from pit.modules.ppo_math import (

@@ -12,19 +12,20 @@ from typing import Any
 import lightning as L
 import torch
 
+from pit.models.factory import disable_dropout
 from pit.models.reward import RewardModel
 from pit.modules.optim import adamw_warmup_cosine
 from pit.modules.preference_losses import comparison_accuracy, comparison_loss
 
 
 class PreferenceModule(L.LightningModule):
-    """Trains `reward_model` so that each comparison's `higher` group outscores its `lower` group."""
+    """Trains `reward_model` so that each comparison's `higher` group outscores its `lower` group (dropout off)."""
 
     def __init__(self, reward_model: RewardModel, groups: tuple[str, ...], comparisons: tuple[tuple[str, str], ...],
                  monitored: tuple[tuple[str, str], ...], lr: float, weight_decay: float, warmup_steps: int,
                  total_steps: int, prefix: str, margin: float = 0.0, l2: float = 0.0):
         super().__init__()
-        self.reward_model, self.groups, self.prefix = reward_model, groups, prefix
+        self.reward_model, self.groups, self.prefix = disable_dropout(reward_model), groups, prefix
         self.comparisons, self.monitored, self.margin, self.l2 = comparisons, monitored, margin, l2
         self.lr, self.weight_decay, self.warmup_steps, self.total_steps = lr, weight_decay, warmup_steps, total_steps
         self._val_scores: list[torch.Tensor] = []
