@@ -130,3 +130,30 @@ def test_killed_inside_a_stage_resumes_bit_identically(tmp_path: Path, monkeypat
     timings = ("train_seconds", "checkpoint_seconds")
     assert {k: v for k, v in record["metrics"].items() if k not in timings} == \
         {k: v for k, v in reference["stages"][stage]["metrics"].items() if k not in timings}
+
+
+def test_nan_stops_the_stage_and_its_last_good_checkpoint_stays(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN reward at RLHF iteration 3: one clear error, checkpoints 1-2 stay; the rerun resumes from 2."""
+    from pit.errors import TrainingDiverged
+    from pit.models.reward import RewardModel
+
+    real, calls = RewardModel.score, {"n": 0}
+
+    def nan_at_third_iteration(self, inputs, responses, response_ids=None, batch_size=64):
+        scores = real(self, inputs, responses, response_ids, batch_size)
+        if len(inputs) == 8:                                      # a PPO batch of rlhf_policy (FAST: 8 prompts)
+            calls["n"] += 1
+            if calls["n"] == 3:
+                return torch.full_like(scores, float("nan"))
+        return scores
+
+    monkeypatch.setattr(RewardModel, "score", nan_at_third_iteration)
+    with pytest.raises(TrainingDiverged, match="rlhf_policy: non-finite PPO loss at iteration 2"):
+        run(compose_config(CHECKPOINTED, tmp_path))
+    (directory,) = (tmp_path / "cache" / "rlhf_policy").glob(".ckpt-*")
+    assert sorted(p.name for p in directory.glob("*.ckpt")) == ["step-00000001.ckpt", "step-00000002.ckpt"]
+    monkeypatch.setattr(RewardModel, "score", real)
+    resumed = run(compose_config(CHECKPOINTED, tmp_path))
+    assert resumed["stages"]["rlhf_policy"]["status"] == "resumed"
+    assert resumed["stages"]["rlhf_policy"]["resumed_from_batch"] == 2

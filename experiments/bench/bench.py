@@ -216,9 +216,11 @@ def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 
     rollouts = [Rollout(x, x) for x in s.inputs]
     sampling = Sampling(max_new_tokens=s.max_response, temperature=1.0, batch_size=batch)
     config = PPOConfig(lr=3e-6, ppo_epochs=epochs, minibatches=minibatches, init_beta=0.05, target_kl=None)
+    same_tokens = reward.reads_tokens_of(s.tokenizer)   # as in the pipeline: the sampled ids, no re-encoding
     module = PPOModule(policy, copy.deepcopy(policy), s.tokenizer,
-                       lambda items, texts, ids: reward.score([i.input_text for i in items], texts), sampling,
-                       s.max_prompt, config, prefix="ppo", total_steps=10 ** 6, scorers=(reward,))
+                       lambda items, texts, ids: reward.score([i.input_text for i in items], texts,
+                                                              ids if same_tokens else None),
+                       sampling, s.max_prompt, config, prefix="ppo", total_steps=10 ** 6, scorers=(reward,))
     ours = LightningStepTimes()
     loader = DataLoader(rollouts, batch_size=batch, shuffle=True, drop_last=True, collate_fn=list)
     s.trainer(iterations * epochs * minibatches, ours).fit(module, loader)
