@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pit.artifacts import file_sha256, write_json_atomic
+from pit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class StepStream:
 
     def __init__(self, loader: DataLoader, total: int, skip: int = 0):
         if len(loader) == 0:
-            raise ValueError("the training loader yields no batch (fewer examples than one batch)")
+            raise ConfigError(f"{len(loader.dataset)} training examples do not fill one batch of {loader.batch_size}: "
+                              f"lower the stage's batch_size or use more data")
         self.loader, self.total, self.skip = loader, total, skip
 
     def __len__(self) -> int:

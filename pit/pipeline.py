@@ -477,6 +477,10 @@ class Pipeline:
                        **overrides: Any) -> L.Trainer:
         """Fit on `batches` batches of `train` with mid-stage checkpoints, continuing from the newest good one."""
         directory, name = self._running["checkpoints"], self._running["name"]
+        try:
+            stream = StepStream(train, batches)
+        except ConfigError as err:
+            raise ConfigError(f"stage {name}: {err}") from None
         resume = latest_checkpoint(directory)
         if resume is not None:
             log.info("stage %s: resuming from %s (batch %d of %d)", name, resume.path, resume.batches, batches)
@@ -484,8 +488,8 @@ class Pipeline:
         callback = StageCheckpoint(directory, self.cfg.checkpoint.every, self.cfg.checkpoint.keep_last)
         trainer = self._trainer(max_steps, val_every, callbacks=[callback], **overrides)
         start = time.perf_counter()
-        trainer.fit(module, StepStream(train, batches, resume.batches if resume else 0), val,
-                    ckpt_path=resume.path if resume else None, weights_only=True)
+        stream.skip = resume.batches if resume else 0
+        trainer.fit(module, stream, val, ckpt_path=resume.path if resume else None, weights_only=True)
         metrics["train_seconds"] = round(time.perf_counter() - start, 2)
         metrics["checkpoint_seconds"] = round(callback.seconds, 2)
         return trainer
