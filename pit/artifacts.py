@@ -88,20 +88,26 @@ class ArtifactStore:
         return json.loads((self.path(stage, key) / MARKER).read_text())["metrics"]
 
     @contextmanager
-    def write(self, stage: str, key: str) -> Iterator[tuple[Path, dict[str, float]]]:
-        """Yield (temp dir, metrics dict to fill); on success mark complete and rename into place, else discard."""
+    def write(self, stage: str, key: str, publish: bool = True) -> Iterator[tuple[Path, dict[str, float]]]:
+        """Yield (temp dir, metrics dict to fill); on success mark complete and rename into place, else discard.
+
+        `publish=False` (a DDP rank other than zero): the temp dir is always discarded and nothing else touched.
+        """
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        for leftover in final.parent.glob(f".tmp-{key}-*"):
-            if not _pid_alive(int(leftover.name.rsplit("-", 1)[1])):
-                shutil.rmtree(leftover, ignore_errors=True)
-        if final.exists():
-            shutil.rmtree(final)
+        if publish:
+            for leftover in final.parent.glob(f".tmp-{key}-*"):
+                if not _pid_alive(int(leftover.name.rsplit("-", 1)[1])):
+                    shutil.rmtree(leftover, ignore_errors=True)
+            if final.exists():
+                shutil.rmtree(final)
         tmp = final.parent / f".tmp-{key}-{os.getpid()}"
         tmp.mkdir()
         metrics: dict[str, float] = {}
         try:
             yield tmp, metrics
+            if not publish:
+                return
             files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
             write_json_atomic(tmp / MARKER, {"stage": stage, "key": key, "metrics": metrics, "files": files})

@@ -26,6 +26,7 @@ from pit.checkpointing import StageCheckpoint, StepStream, latest_checkpoint
 from pit.data.encode import collate_groups, collate_sft, encode_pairs
 from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
+from pit.distributed import barrier, is_rank_zero
 from pit.errors import ConfigError
 from pit.evaluate.stage import build_evaluation, publish_evaluation
 from pit.models.factory import for_training, load_model, load_tokenizer, save_model
@@ -43,6 +44,7 @@ from pit.tracking import RunLedger, Tracker, find_secrets, run_identity
 
 log = logging.getLogger(__name__)
 
+NO_FIT_STAGES = ("tokenizer", "evaluate")   # built by rank zero alone under DDP (the others wait for them)
 STAGE_ORDER = ("sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward", "pit_rl", "judge", "evaluate")
 CURRICULUM_SOURCES = ("dataset", "policy")   # where a pit_rl round takes its references y_ref from
 TRAINER_KEY_FIELDS = ("accelerator", "devices", "strategy", "precision", "gradient_clip_val")
@@ -97,10 +99,13 @@ class Pipeline:
         self.keys: dict[str, str] = {}
         self.improver_stage = "sft_pit"   # M_PIT: the last curriculum round once pit_rl has run
         self._running: dict[str, Any] = {}   # the stage being built: its checkpoint dir, the batch it resumed from
-        self.ledger = RunLedger(self.store.root / "runs", run_identity(config, str(self.output_dir)))
-        if self.ledger.resumed:
+        self.rank_zero = is_rank_zero()      # under DDP only rank zero publishes artifacts, results and W&B
+        self.ledger = RunLedger(self.store.root / "runs", run_identity(config, str(self.output_dir)),
+                                write=self.rank_zero)
+        if self.ledger.resumed and self.rank_zero:
             log.info("continuing the interrupted run %s (tracker run id %s)", self.ledger.path.stem, self.ledger.run_id)
-        self.tracker: Tracker = instantiate(cfg.logger, run_id=self.ledger.run_id)
+        self.tracker: Tracker = (instantiate(cfg.logger, run_id=self.ledger.run_id) if self.rank_zero
+                                 else Tracker())
         self.tracker.log_config(config)
 
     def run(self) -> dict[str, Any]:
@@ -125,7 +130,8 @@ class Pipeline:
             self.results["wall_seconds"] = round(time.perf_counter() - start, 2)
             self._write_results()
             self.tracker.log_summary({k: v for k, v in self.results.items() if k != "data"})
-            self.ledger.finish()
+            if self.rank_zero:
+                self.ledger.finish()
             return self.results
         finally:
             self.tracker.finish()
@@ -233,14 +239,19 @@ class Pipeline:
         key = cache_key(name, config, {u: self.keys[u] for u in ("data", *upstream)})
         self.keys[name] = key
         start = time.perf_counter()
+        alone = name in NO_FIT_STAGES   # under DDP rank zero builds it alone, the other ranks wait, then read it
+        if alone and not self.rank_zero:
+            self._wait_for(name, key)
         if self.store.is_complete(name, key):
             metrics, status = self.store.metrics(name, key), "reused"
         else:
             log.info("stage %s: running (key %s)", name, key)
             self._running = {"name": name, "checkpoints": self.store.checkpoints(name, key)}
             L.seed_everything(self.cfg.seed, workers=True, verbose=False)   # a stage never depends on what ran before
-            with self.store.write(name, key) as (out, metrics):
+            with self.store.write(name, key, publish=self.rank_zero) as (out, metrics):
                 build(out, metrics)
+            if not alone:
+                barrier()   # every rank built it (its fit needs them all); rank zero's copy is in place now
             status = "resumed" if "resumed_from_batch" in self._running else "ran"
         record = {"status": status, "seconds": round(time.perf_counter() - start, 2), "key": key, "metrics": metrics}
         if status == "resumed":
@@ -249,13 +260,20 @@ class Pipeline:
         self.tracker.log_metrics({f"{name}/{k}": v for k, v in metrics.items()})
         self._record(name, record)
 
+    def _wait_for(self, name: str, key: str, poll_seconds: float = 2.0) -> None:
+        """Another rank's wait for rank zero's artifact (no collective, so a long evaluation cannot time one out)."""
+        log.info("stage %s: waiting for rank zero to build it", name)
+        while not self.store.path(name, key).is_dir():   # it appears by an atomic rename, complete
+            time.sleep(poll_seconds)
+
     def _record(self, name: str, record: dict[str, Any]) -> None:
         self.results["stages"][name] = record
         log.info("stage %s: %s", name, {k: v for k, v in record.items() if k != "metrics"})
         self._write_results()
 
     def _write_results(self) -> None:
-        write_json_atomic(self.output_dir / "results.json", self.results)
+        if self.rank_zero:
+            write_json_atomic(self.output_dir / "results.json", self.results)
 
     def _sub(self, path: str) -> Any:
         return OmegaConf.to_container(OmegaConf.select(self.cfg, path), resolve=True)

@@ -28,8 +28,10 @@ warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the pipeline for a composed config, print the stage table, return the results dict."""
-    results = Pipeline(cfg).run()
-    print(format_summary(results))
+    pipeline = Pipeline(cfg)
+    results = pipeline.run()
+    if pipeline.rank_zero:   # under DDP every rank runs the job; one table
+        print(format_summary(results))
     return results
 
 

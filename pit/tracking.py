@@ -73,13 +73,14 @@ def run_identity(config: Mapping[str, Any], output_dir: str) -> str:
 class RunLedger:
     """The tracker run id of each run identity until that run finishes, so a rerun after a kill continues it."""
 
-    def __init__(self, directory: Path, identity: str):
+    def __init__(self, directory: Path, identity: str, write: bool = True):
         self.path = directory / f"{identity}.json"
         previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.resumed = bool(previous) and not previous.get("finished", False)
         self.run_id: str = previous["run_id"] if self.resumed else secrets.token_hex(4)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, {"run_id": self.run_id, "finished": False})
+        if write:
+            directory.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, {"run_id": self.run_id, "finished": False})
 
     def finish(self) -> None:
         write_json_atomic(self.path, {"run_id": self.run_id, "finished": True})

@@ -346,3 +346,25 @@ def test_rlhf_objective_evaluates_the_baseline_only(tmp_path: Path) -> None:
     assert list(results["stages"]) == ["tokenizer", "sft_policy", "reward", "rlhf_policy", "judge", "evaluate"]
     assert set(results["eval"]["pairs"]) == {"self_refine_vs_policy"}
     assert set(results["eval"]["elo"]) == {"policy", "self_refine@1", "self_refine@2"}
+
+
+def test_ddp_on_two_cpu_processes_publishes_once(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    """`trainer.strategy=ddp trainer.devices=2` (gloo on CPU): both ranks train every stage together, rank zero alone
+    writes artifacts, results.json and the one W&B run; the artifacts are complete and reload."""
+    overrides = [o for o in FAST if o != "logger=none"] + ["trainer.strategy=ddp", "trainer.devices=2",
+                                                           f"hydra.run.dir={tmp_path / 'job'}"]
+    done = subprocess.run([sys.executable, "-m", "pit.run", *overrides], cwd=ROOT, env=subprocess_env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output and "stage tokenizer: waiting for rank zero" in output
+    assert output.count("wall:") == 1
+    results = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert {r["status"] for r in results["stages"].values()} == {"ran"}
+    assert len(list((tmp_path / "job" / "wandb").glob("offline-run-*"))) == 1
+    from pit.models.factory import load_model
+
+    for stage in ("sft_policy", "rlhf_policy", "pit_rl/2_policy"):
+        (artifact,) = (tmp_path / "cache" / stage).iterdir()
+        load_model(artifact)
+    assert not list((tmp_path / "cache").rglob(".tmp-*"))

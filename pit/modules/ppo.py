@@ -170,7 +170,7 @@ class PPOModule(L.LightningModule):
                     stats[key].append(value.item())
         scheduler.step()
         train_seconds = time.perf_counter() - train_start
-        mean_kl = (kl.sum(1)).mean().item()
+        mean_kl = self.trainer.strategy.reduce(kl.sum(1).mean(), reduce_op="mean").item()   # one β for all ranks
         beta = self.kl_controller.update(mean_kl, n)
         tokens = resp_mask.sum().item()
         metrics = {"reward_mean": scores.mean().item(), "reward_std": scores.std().item() if n > 1 else 0.0,
