@@ -76,6 +76,7 @@ class TinyModelConfig:
     vocab_size: int = MISSING
     config: dict[str, Any] = MISSING
     gradient_checkpointing: bool = False
+    generation_cache: str = "dynamic"
 
 
 @dataclass
@@ -87,6 +88,7 @@ class PretrainedModelConfig:
     attn_implementation: str | None = None
     revision: str | None = None
     gradient_checkpointing: bool = False
+    generation_cache: str = "dynamic"
 
 
 @dataclass

@@ -29,7 +29,7 @@ from pit.data.splits import split_examples
 from pit.distributed import barrier, is_rank_zero
 from pit.errors import ConfigError
 from pit.evaluate.stage import build_evaluation, publish_evaluation
-from pit.models.factory import for_training, load_model, load_tokenizer, save_model
+from pit.models.factory import for_training, load_model, load_tokenizer, save_model, set_generation_cache
 from pit.models.gap import load_gap, save_gap
 from pit.models.generate import Sampling, generate_texts
 from pit.models.lora import ADAPTER_DIR, FullWeights
@@ -517,7 +517,8 @@ class Pipeline:
 
     def load_stage_model(self, stage: str) -> Any:
         """The causal LM a finished stage saved (the policy, M_PIT or a PPO round)."""
-        return load_model(self.artifact(stage), self.model_spec.trust_remote_code)
+        return set_generation_cache(load_model(self.artifact(stage), self.model_spec.trust_remote_code),
+                                    self.model_spec.generation_cache)
 
     def tokenizer(self) -> Any:
         return load_tokenizer(self.artifact("tokenizer"))

@@ -113,3 +113,21 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
         model(**batch, labels=batch["input_ids"]).loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+
+
+def test_static_generation_cache_gives_the_same_tokens() -> None:
+    from pit.errors import ConfigError
+    from pit.models.factory import set_generation_cache
+
+    examples = SyntheticSource(n_pairs=32, seed=0).load().examples
+    spec = TinyCausalLM(config={"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 128})
+    tokenizer = spec.tokenizer([e.prompt + e.chosen for e in examples])
+    torch.manual_seed(0)
+    model = spec.model(tokenizer).eval()
+    inputs = [e.prompt for e in examples]
+    greedy = Sampling(max_new_tokens=10, temperature=0.0, batch_size=16)
+    dynamic = generate_texts(model, tokenizer, inputs, greedy, 40)
+    static = generate_texts(set_generation_cache(model, "static"), tokenizer, inputs, greedy, 40)
+    assert model.generation_config.cache_implementation == "static" and static == dynamic
+    with pytest.raises(ConfigError, match="model.generation_cache='paged'"):
+        TinyCausalLM(generation_cache="paged")

@@ -31,7 +31,7 @@ from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 from pit.data.encode import collate_groups, collate_sft, encode_inputs, encode_pairs, pad_rows
 from pit.data.synthetic import SyntheticSource
-from pit.models.factory import TinyCausalLM
+from pit.models.factory import TinyCausalLM, set_generation_cache
 from pit.models.generate import Sampling, sample
 from pit.models.reward import CausalRewardSpec
 from pit.modules.ppo import PPOModule, Rollout
@@ -111,8 +111,10 @@ def median_after(times: list[float], warmup: int) -> float:
 class Setup:
     """Model config, tokenizer and data shared by both sides."""
 
-    def __init__(self, size: str, precision: str, device: str, peak_tflops: float | None = None):
+    def __init__(self, size: str, precision: str, device: str, peak_tflops: float | None = None,
+                 generation_cache: str = "dynamic"):
         self.size, self.precision, self.device, self.peak_tflops = size, precision, device, peak_tflops
+        self.generation_cache = generation_cache   # our sampler's KV cache; TRL and raw `generate` keep theirs
         self.source = SyntheticSource(n_pairs=4000, seed=0)
         self.examples = self.source.load().examples
         self.spec = TinyCausalLM(config=SIZES[size])
@@ -212,7 +214,7 @@ def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 
     """One PPO iteration = rollouts of `batch` prompts + reward + `epochs` x `minibatches` updates: episodes/s."""
     torch.manual_seed(0)
     reward = CausalRewardSpec(init_from=None).build(s.tokenizer, None, s.spec, s.max_response)
-    policy = s.causal_lm()
+    policy = set_generation_cache(s.causal_lm(), s.generation_cache)
     rollouts = [Rollout(x, x) for x in s.inputs]
     sampling = Sampling(max_new_tokens=s.max_response, temperature=1.0, batch_size=batch)
     config = PPOConfig(lr=3e-6, ppo_epochs=epochs, minibatches=minibatches, init_beta=0.05, target_kl=None)
@@ -252,6 +254,7 @@ def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 
 def bench_generation(s: Setup, batch: int, repeats: int, warmup: int) -> dict[str, Any]:
     """Our sampler (left padding, KV cache, EOS mask, no token loop) against raw `generate` on the same batch."""
     model = s.causal_lm().to(s.device).eval()
+    ours_model = set_generation_cache(copy.deepcopy(model), s.generation_cache)
     ids, mask = pad_rows(encode_inputs(s.tokenizer, s.inputs[:batch], s.max_prompt), s.tokenizer.pad_token_id,
                          s.device, left=True)
     sampling = Sampling(max_new_tokens=s.max_response, temperature=0.0, batch_size=batch)
@@ -262,7 +265,7 @@ def bench_generation(s: Setup, batch: int, repeats: int, warmup: int) -> dict[st
             model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=s.max_response, do_sample=False,
                            eos_token_id=eos, pad_token_id=pad, use_cache=True)
 
-    ours, theirs = _repeat(lambda: sample(model, ids, mask, sampling, eos, pad), repeats), _repeat(raw, repeats)
+    ours, theirs = _repeat(lambda: sample(ours_model, ids, mask, sampling, eos, pad), repeats), _repeat(raw, repeats)
     result = _compare("rollout sampling", "sequences/s", batch, ours, theirs, warmup)
     result["overhead"] = 1 / result["ratio"] - 1
     return result
@@ -351,11 +354,13 @@ def main() -> None:
     parser.add_argument("--workloads", default="sft,reward,ppo,generation")
     parser.add_argument("--default-pipeline", action="store_true", help="also time `python -m pit.run` cold")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--generation-cache", choices=["dynamic", "static"], default="dynamic",
+                        help="our sampler's KV cache (static: preallocated, decode step compiled on GPUs)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="peak of the device for SFT's MFU (default: known bf16 peak of the GPU in use)")
     args = parser.parse_args()
     torch.set_float32_matmul_precision("high")
-    s = Setup(args.size, args.precision, args.device, args.peak_tflops)
+    s = Setup(args.size, args.precision, args.device, args.peak_tflops, args.generation_cache)
     import trl
 
     runs = {"sft": lambda: bench_sft(s, args.batch, args.steps, args.warmup),

@@ -20,6 +20,21 @@ from transformers import (
 from pit.errors import ConfigError
 from pit.models.tokenizer import train_bpe_tokenizer
 
+GENERATION_CACHES = ("dynamic", "static")
+
+
+def checked_generation_cache(cache: str) -> str:
+    if cache not in GENERATION_CACHES:
+        raise ConfigError(f"model.generation_cache={cache!r}: choose one of {GENERATION_CACHES}")
+    return cache
+
+
+def set_generation_cache(model: PreTrainedModel, cache: str) -> PreTrainedModel:
+    """How `generate` keeps its KV cache: `dynamic` (grows token by token) or `static` (preallocated once; on GPUs
+    transformers then compiles the decode step). Both give the same tokens."""
+    model.generation_config.cache_implementation = None if checked_generation_cache(cache) == "dynamic" else cache
+    return model
+
 
 class TinyCausalLM:
     """A small GPT-2/Llama-style model built from config, with a BPE tokenizer trained on the training split."""
@@ -27,9 +42,10 @@ class TinyCausalLM:
     trust_remote_code = False
 
     def __init__(self, model_type: str = "gpt2", vocab_size: int = 512, config: dict[str, Any] | None = None,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, generation_cache: str = "dynamic"):
         self.model_type, self.vocab_size, self.config = model_type, vocab_size, dict(config or {})
         self.gradient_checkpointing = gradient_checkpointing
+        self.generation_cache = checked_generation_cache(generation_cache)
 
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:
         return train_bpe_tokenizer(texts, self.vocab_size)
@@ -42,7 +58,7 @@ class TinyCausalLM:
 
     def model(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
         """A freshly initialised causal LM (with its LM head)."""
-        return AutoModelForCausalLM.from_config(self.hf_config(tokenizer))
+        return set_generation_cache(AutoModelForCausalLM.from_config(self.hf_config(tokenizer)), self.generation_cache)
 
     def backbone(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
         """The same architecture without the LM head, freshly initialised (for a reward model started from scratch)."""
@@ -54,10 +70,11 @@ class PretrainedCausalLM:
 
     def __init__(self, name_or_path: str, trust_remote_code: bool = False, dtype: str = "float32",
                  attn_implementation: str | None = "sdpa", revision: str | None = None,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, generation_cache: str = "dynamic"):
         self.name_or_path, self.trust_remote_code, self.revision = name_or_path, trust_remote_code, revision
         self.dtype, self.attn_implementation = dtype, attn_implementation
         self.gradient_checkpointing = gradient_checkpointing
+        self.generation_cache = checked_generation_cache(generation_cache)
 
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=self.trust_remote_code,
@@ -78,7 +95,7 @@ class PretrainedCausalLM:
 
     def model(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
         """The pretrained causal LM."""
-        return self._load(AutoModelForCausalLM, tokenizer)
+        return set_generation_cache(self._load(AutoModelForCausalLM, tokenizer), self.generation_cache)
 
     def backbone(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
         """The pretrained model without its LM head (for a reward model not started from the SFT policy)."""
