@@ -96,14 +96,20 @@ def test_generation_inputs_are_cut_to_fit_the_context() -> None:
         input_budget(model, 10, 40)
 
 
+def small_lm(n_pairs: int) -> tuple:
+    """A 2-layer GPT-2-style model with its tokenizer, and the synthetic examples it was built on."""
+    examples = SyntheticSource(n_pairs=n_pairs, seed=0).load().examples
+    spec = TinyCausalLM(config={"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 128})
+    tokenizer = spec.tokenizer([e.prompt + e.chosen for e in examples])
+    torch.manual_seed(0)
+    return spec.model(tokenizer), tokenizer, examples
+
+
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     from pit.models.factory import for_training
 
-    examples = SyntheticSource(n_pairs=16, seed=0).load().examples
-    spec = TinyCausalLM(config={"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 64})
-    tokenizer = spec.tokenizer([e.prompt + e.chosen for e in examples])
-    torch.manual_seed(0)
-    plain = spec.model(tokenizer).train()
+    plain, tokenizer, examples = small_lm(16)
+    plain.train()
     checkpointed = for_training(copy.deepcopy(plain), gradient_checkpointing=True)
     assert checkpointed.is_gradient_checkpointing and not plain.is_gradient_checkpointing
     batch = tokenizer([e.prompt + e.chosen for e in examples], return_tensors="pt", padding=True)
@@ -119,11 +125,8 @@ def test_static_generation_cache_gives_the_same_tokens() -> None:
     from pit.errors import ConfigError
     from pit.models.factory import set_generation_cache
 
-    examples = SyntheticSource(n_pairs=32, seed=0).load().examples
-    spec = TinyCausalLM(config={"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 128})
-    tokenizer = spec.tokenizer([e.prompt + e.chosen for e in examples])
-    torch.manual_seed(0)
-    model = spec.model(tokenizer).eval()
+    model, tokenizer, examples = small_lm(32)
+    model.eval()
     inputs = [e.prompt for e in examples]
     greedy = Sampling(max_new_tokens=10, temperature=0.0, batch_size=16)
     dynamic = generate_texts(model, tokenizer, inputs, greedy, 40)
