@@ -70,25 +70,29 @@ class JsonlDatasetConfig(DatasetConfig):
 
 
 @dataclass
-class TinyModelConfig:
-    _target_: str = "pit.models.factory.TinyCausalLM"
-    model_type: str = MISSING
-    vocab_size: int = MISSING
-    config: dict[str, Any] = MISSING
+class ModelConfig:
+    """What every `model=` choice has: how it trains (memory) and how it generates (KV cache)."""
+
     gradient_checkpointing: bool = False
     generation_cache: str = "dynamic"
 
 
 @dataclass
-class PretrainedModelConfig:
+class TinyModelConfig(ModelConfig):
+    _target_: str = "pit.models.factory.TinyCausalLM"
+    model_type: str = MISSING
+    vocab_size: int = MISSING
+    config: dict[str, Any] = MISSING
+
+
+@dataclass
+class PretrainedModelConfig(ModelConfig):
     _target_: str = "pit.models.factory.PretrainedCausalLM"
     name_or_path: str = MISSING
     trust_remote_code: bool = False
     dtype: str = MISSING
     attn_implementation: str | None = None
     revision: str | None = None
-    gradient_checkpointing: bool = False
-    generation_cache: str = "dynamic"
 
 
 @dataclass

@@ -19,10 +19,8 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
-from pit.artifacts import ArtifactStore, cache_key, write_json_atomic, write_jsonl
-from pit.checkpointing import StageCheckpoint, StepStream, latest_checkpoint
+from pit.artifacts import ArtifactStore, cache_key, write_json_atomic
 from pit.data.encode import collate_groups, collate_sft, encode_pairs
 from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
@@ -31,16 +29,16 @@ from pit.errors import ConfigError
 from pit.evaluate.stage import build_evaluation, publish_evaluation
 from pit.models.factory import for_training, load_model, load_tokenizer, save_model, set_generation_cache
 from pit.models.gap import load_gap, save_gap
-from pit.models.generate import Sampling, generate_texts
-from pit.models.lora import ADAPTER_DIR, FullWeights
-from pit.models.reward import RewardModel, load_reward_model
+from pit.models.generate import generate_texts
+from pit.models.lora import FullWeights
+from pit.models.reward import RewardModel
 from pit.modules.gap_reward import GapRewardModule
-from pit.modules.ppo import PPOModule, RewardFn, Rollout
-from pit.modules.ppo_config import PPOConfig
 from pit.modules.preference_losses import GAP_COMPARISONS, GAP_LOSSES, comparison_accuracy
 from pit.modules.reward import RewardModule
 from pit.modules.sft import SFTModule
-from pit.tracking import RunLedger, Tracker, find_secrets, run_identity
+from pit.rl_stages import build_pit_round, build_rlhf_policy
+from pit.tracking import TABLE_ROWS, RunLedger, Tracker, find_secrets, run_identity
+from pit.training import StageFitter
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,6 @@ NO_FIT_STAGES = ("tokenizer", "evaluate")   # built by rank zero alone under DDP
 STAGE_ORDER = ("sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward", "pit_rl", "judge", "evaluate")
 CURRICULUM_SOURCES = ("dataset", "policy")   # where a pit_rl round takes its references y_ref from
 TRAINER_KEY_FIELDS = ("accelerator", "devices", "strategy", "precision", "gradient_clip_val")
-SAMPLE_ROWS = 16
 
 Builder = Callable[[Path, dict[str, float]], None]
 StagePlan = tuple[dict[str, Any], tuple[str, ...], Builder]
@@ -98,7 +95,6 @@ class Pipeline:
         self.results: dict[str, Any] = {"stages": {}}
         self.keys: dict[str, str] = {}
         self.improver_stage = "sft_pit"   # M_PIT: the last curriculum round once pit_rl has run
-        self._running: dict[str, Any] = {}   # the stage being built: its checkpoint dir, the batch it resumed from
         self.rank_zero = is_rank_zero()      # under DDP only rank zero publishes artifacts, results and W&B
         self.ledger = RunLedger(self.store.root / "runs", run_identity(config, str(self.output_dir)),
                                 write=self.rank_zero)
@@ -106,6 +102,8 @@ class Pipeline:
             log.info("continuing the interrupted run %s (tracker run id %s)", self.ledger.path.stem, self.ledger.run_id)
         self.tracker: Tracker = (instantiate(cfg.logger, run_id=self.ledger.run_id) if self.rank_zero
                                  else Tracker())
+        self.fitter = StageFitter(cfg.trainer, cfg.checkpoint, cfg.seed, self.tracker.lightning_logger,
+                                  self.output_dir / "lightning")
         self.tracker.log_config(config)
 
     def run(self) -> dict[str, Any]:
@@ -115,7 +113,7 @@ class Pipeline:
             self._stage("tokenizer", {"model": self._sub("model")}, (), self._build_tokenizer)
             plans = {"sft_policy": partial(self._plan_sft, "sft_policy", self.policy_input_of,
                                            self.source.max_prompt_tokens),
-                     "sft_pit": partial(self._plan_sft, "sft_pit", self._improver_input_of_rejected,
+                     "sft_pit": partial(self._plan_sft, "sft_pit", self.improver_input_of_rejected,
                                         self.source.max_improver_tokens),
                      "reward": self._plan_reward, "rlhf_policy": self._plan_rlhf_policy,
                      "gap_reward": self._plan_gap_reward, "judge": self._plan_judge,
@@ -163,7 +161,7 @@ class Pipeline:
         if missing:
             raise ConfigError(f"rlhf_policy optimises the SFT policy against R_P: add {missing} to objective.stages")
         config = {**self._common(), "train": self._sub("train.rlhf_policy")}
-        return config, ("sft_policy", "reward"), self._build_rlhf_policy
+        return config, ("sft_policy", "reward"), partial(build_rlhf_policy, self)
 
     def _run_curriculum(self) -> None:
         """`pit_rl`: one cached stage per round (`pit_rl/1_dataset`, `pit_rl/2_policy`), each starting from the last.
@@ -181,7 +179,7 @@ class Pipeline:
             config = {**self._common(), "train": self._sub("train.pit_rl"), "source": source}
             policy = (self.policy_stage,) if source == "policy" else ()
             upstream = tuple(dict.fromkeys(("sft_pit", "gap_reward", previous, *policy)))
-            self._stage(name, config, upstream, partial(self._build_pit_round, name, source, previous))
+            self._stage(name, config, upstream, partial(build_pit_round, self, name, source, previous))
             previous = name
         self.improver_stage = previous
 
@@ -230,7 +228,7 @@ class Pipeline:
     def policy_input_of(self, example: PreferenceExample) -> str:
         return self.source.templates.policy_input(example.prompt)
 
-    def _improver_input_of_rejected(self, example: PreferenceExample) -> str:
+    def improver_input_of_rejected(self, example: PreferenceExample) -> str:
         return self.source.templates.improver_input(example.prompt, example.rejected)
 
     # ---- the cached-stage mechanism ----------------------------------------------------------------------------
@@ -246,17 +244,16 @@ class Pipeline:
             metrics, status = self.store.metrics(name, key), "reused"
         else:
             log.info("stage %s: running (key %s)", name, key)
-            self._running = {"name": name, "checkpoints": self.store.checkpoints(name, key)}
-            L.seed_everything(self.cfg.seed, workers=True, verbose=False)   # a stage never depends on what ran before
+            self.fitter.start(name, self.store.checkpoints(name, key))
+            self.seed()   # a stage never depends on what ran before it in this process
             with self.store.write(name, key, publish=self.rank_zero) as (out, metrics):
                 build(out, metrics)
             if not alone:
                 barrier()   # every rank built it (its fit needs them all); rank zero's copy is in place now
-            status = "resumed" if "resumed_from_batch" in self._running else "ran"
+            status = "ran" if self.fitter.resumed_from is None else "resumed"
         record = {"status": status, "seconds": round(time.perf_counter() - start, 2), "key": key, "metrics": metrics}
         if status == "resumed":
-            record["resumed_from_batch"] = self._running["resumed_from_batch"]
-        self._running = {}
+            record["resumed_from_batch"] = self.fitter.resumed_from
         self.tracker.log_metrics({f"{name}/{k}": v for k, v in metrics.items()})
         self._record(name, record)
 
@@ -282,7 +279,7 @@ class Pipeline:
     def _build_tokenizer(self, out: Path, metrics: dict[str, float]) -> None:
         """Train (tiny model) or fetch (pretrained) the tokenizer once; every later stage loads this one."""
         texts = [t for e in self.splits["train"] for t in (self.policy_input_of(e),
-                                                             self._improver_input_of_rejected(e), e.chosen)]
+                                                             self.improver_input_of_rejected(e), e.chosen)]
         tokenizer = self.model_spec.tokenizer(texts)
         tokenizer.save_pretrained(out)
         metrics["vocab_size"] = len(tokenizer)
@@ -292,8 +289,7 @@ class Pipeline:
         """Fine-tune on (input, y_w) with the loss on response tokens, save the model, sample from it on val."""
         hp = self.cfg.train[name]
         tokenizer = self.tokenizer()
-        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        model = self.adapters.wrap(self._trainable(self.model_spec.model(tokenizer) if hp.init_from is None
+        model = self.adapters.wrap(self.trainable(self.model_spec.model(tokenizer) if hp.init_from is None
                                                    else self.load_stage_model(hp.init_from)))
 
         def encode(split: str) -> list[Any]:
@@ -303,113 +299,18 @@ class Pipeline:
 
         module = SFTModule(model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, prefix=name)
         collate = partial(collate_sft, pad_id=tokenizer.pad_token_id)
-        trainer = self._fit(module, hp, encode("train"), encode("val"), collate, metrics)
+        trainer = self.fitter.fit(module, hp, encode("train"), encode("val"), collate, metrics)
         model = self.adapters.merged(model)
         save_model(model, tokenizer, out)
         model.to(trainer.strategy.root_device)
         val = self.splits["val"][: hp.eval_samples]
         refs = [e.chosen if name == "sft_policy" else e.rejected for e in val]
-        metrics.update(self._sample_eval(name, model, tokenizer, [make_input(e) for e in val], val, refs,
+        metrics.update(self.sample_eval(name, model, tokenizer, [make_input(e) for e in val], val, refs,
                                          max_input_tokens))
-
-    def _build_rlhf_policy(self, out: Path, metrics: dict[str, float]) -> None:
-        """PPO of M_P against R_P(x, y) on the train prompts, KL-regularised towards the SFT policy."""
-        hp = self.cfg.train.rlhf_policy
-        reward = load_reward_model(self.artifact("reward"))
-
-        same_tokens = reward.reads_tokens_of(self.tokenizer())
-
-        def reward_fn(batch: list[Rollout], responses: list[str], ids: list[list[int]]) -> torch.Tensor:
-            return reward.score([item.input_text for item in batch], responses, ids if same_tokens else None)
-
-        rollouts = [Rollout(self.policy_input_of(e), e.prompt) for e in self.splits["train"]]
-        policy, tokenizer = self._ppo("rlhf_policy", hp, "sft_policy", "sft_policy", rollouts, reward_fn, (reward,),
-                                      self.source.max_prompt_tokens, out, metrics)
-        val = self.splits["val"][: hp.eval_samples]
-        inputs = [self.policy_input_of(e) for e in val]
-        metrics.update(self._sample_eval("rlhf_policy", policy, tokenizer, inputs, val, [e.chosen for e in val],
-                                         self.source.max_prompt_tokens))
-
-    def _build_pit_round(self, name: str, source: str, init_from: str, out: Path, metrics: dict[str, float]) -> None:
-        """One curriculum round: PPO of M_PIT against R_PIT(x, y, y_ref), KL-regularised towards M_PIT's SFT.
-
-        References come from the dataset (each train pair gives two rollouts, `y_ref = y_l` and `y_ref = y_w`) or
-        are samples of M_P on the train prompts, drawn once and saved with the round as `references.jsonl`.
-        """
-        hp = self.cfg.train.pit_rl
-        gap = load_gap(self.artifact("gap_reward"), self.source.templates)
-        train = self.splits["train"]
-        if source == "dataset":
-            pairs = [(e, ref) for e in train for ref in (e.rejected, e.chosen)]
-        else:
-            pairs = list(zip(train, self._policy_samples(train, hp.reference_temperature), strict=True))
-            write_jsonl(out / "references.jsonl", [{"prompt": e.prompt, "reference": ref} for e, ref in pairs])
-        improver = self.source.templates.improver_input
-        rollouts = [Rollout(improver(e.prompt, ref), e.prompt, ref) for e, ref in pairs]
-
-        same_tokens = gap.model.reads_tokens_of(self.tokenizer())
-
-        def reward_fn(batch: list[Rollout], responses: list[str], ids: list[list[int]]) -> torch.Tensor:
-            return gap.score([item.prompt for item in batch], responses, [item.reference or "" for item in batch],
-                             ids if same_tokens else None)
-
-        model, tokenizer = self._ppo(name, hp, init_from, "sft_pit", rollouts, reward_fn, (gap.model,),
-                                     self.source.max_improver_tokens, out, metrics)
-        val = self.splits["val"][: hp.eval_samples]
-        metrics.update(self._sample_eval(name, model, tokenizer, [self._improver_input_of_rejected(e) for e in val],
-                                         val, [e.rejected for e in val], self.source.max_improver_tokens))
-
-    def _policy_samples(self, rows: list[PreferenceExample], temperature: float) -> list[str]:
-        """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device."""
-        policy = self.load_stage_model(self.policy_stage).to(self.device())
-        sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=temperature,
-                            batch_size=self.cfg.eval_sampling.batch_size)
-        return generate_texts(policy, self.tokenizer(), [self.policy_input_of(e) for e in rows], sampling,
-                              self.source.max_prompt_tokens)
-
-    def _ppo(self, name: str, hp: DictConfig, init_from: str, reference: str, rollouts: list[Rollout],
-             reward_fn: RewardFn, scorers: tuple[torch.nn.Module, ...], max_input_tokens: int, out: Path,
-             metrics: dict[str, float]) -> tuple[Any, Any]:
-        """PPO from the weights of `init_from`, KL towards the frozen `reference` stage; saves the trained policy
-        in `out` and returns it with the tokenizer.
-
-        With LoRA the policy is the reference's weights plus adapters (fresh, or those of `init_from` when it is an
-        earlier PPO round of the same reference) and the reference is that policy with its adapters off.
-        """
-        tokenizer = self.tokenizer()
-        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        if self.adapters.enabled:
-            adapter = None if init_from == reference else self.artifact(init_from) / ADAPTER_DIR
-            if adapter is not None and not adapter.is_dir():
-                raise ConfigError(f"{name} with peft=lora starts from {init_from}, which is neither its KL reference "
-                                  f"({reference}) nor a LoRA PPO round of it")
-            policy, frozen = self.adapters.wrap(self._trainable(self.load_stage_model(reference)), adapter), None
-        else:
-            policy, frozen = self._trainable(self.load_stage_model(init_from)), self.load_stage_model(reference)
-        ppo = PPOConfig(**OmegaConf.to_container(hp.ppo, resolve=True))
-        sampling = Sampling(max_new_tokens=self.source.max_response_tokens, temperature=hp.temperature,
-                            batch_size=hp.batch_size)
-        module = PPOModule(policy, frozen, tokenizer, reward_fn, sampling, max_input_tokens, ppo, prefix=name,
-                           total_steps=hp.iterations, scorers=scorers, log_table=self.tracker.log_table,
-                           table_every=self.cfg.log_rollouts_every, table_rows=SAMPLE_ROWS)
-        loader = DataLoader(rollouts, batch_size=hp.batch_size, shuffle=True, drop_last=True, collate_fn=list,
-                            generator=torch.Generator().manual_seed(self.cfg.seed))
-        trainer = self._fit_resumable(module, loader, None, hp.iterations, metrics,
-                                      max_steps=hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,
-                                      gradient_clip_val=None)   # PPO clips its own gradients (ppo.max_grad_norm)
-        tail = module.history[-max(1, len(module.history) // 10):]
-        for key in ("reward_mean", "kl", "beta", "response_length"):
-            metrics[f"final_{key}"] = mean(h[key] for h in tail)
-        if self.adapters.enabled:
-            policy.save_pretrained(out / ADAPTER_DIR)
-        policy = self.adapters.merged(policy)
-        save_model(policy, tokenizer, out)
-        policy.to(trainer.strategy.root_device)
-        return policy, tokenizer
 
     def device(self) -> torch.device:
         """The device the configured trainer would train on (where evaluation and reference sampling run)."""
-        return self._trainer(1, None).strategy.root_device
+        return self.fitter.trainer(1, None).strategy.root_device
 
     def fit_reward_model(self, name: str, spec: Any, hp: DictConfig, train_rows: list[PreferenceExample],
                          metrics: dict[str, float], adapters: FullWeights | None = None) -> RewardModel:
@@ -418,8 +319,9 @@ class Pipeline:
         adapters = adapters or self.adapters
         model = self._new_reward_model(spec, adapters)
         module = RewardModule(model, prefix=name, **self._optim(hp))
-        self._fit(module, hp, self._reward_items(model, train_rows), self._reward_items(model, self.splits["val"]),
-                  partial(collate_groups, pad_id=model.pad_id()), metrics)
+        self.fitter.fit(module, hp, self._reward_items(model, train_rows),
+                        self._reward_items(model, self.splits["val"]), partial(collate_groups, pad_id=model.pad_id()),
+                        metrics)
         model.backbone = adapters.merged(model.backbone)
         return model
 
@@ -433,8 +335,9 @@ class Pipeline:
         hp = self.cfg.train.gap_reward
         model = self._new_reward_model(self.reward_spec, self.adapters)
         module = GapRewardModule(model, self.objective.gap_loss, prefix="gap_reward", **self._optim(hp))
-        self._fit(module, hp, self._gap_items(model, self.splits["train"]), self._gap_items(model, self.splits["val"]),
-                  partial(collate_groups, pad_id=model.pad_id()), metrics)
+        self.fitter.fit(module, hp, self._gap_items(model, self.splits["train"]),
+                        self._gap_items(model, self.splits["val"]), partial(collate_groups, pad_id=model.pad_id()),
+                        metrics)
         model.backbone = self.adapters.merged(model.backbone)
         save_gap(out, model, reward_dir=None)
 
@@ -449,11 +352,10 @@ class Pipeline:
         metrics.update({f"val_{k}": v for k, v in comparison_accuracy(scores, GAP_COMPARISONS).items()})
 
     def _new_reward_model(self, spec: Any, adapters: FullWeights) -> RewardModel:
-        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
         init_dir = self.artifact(spec.init_from) if spec.init_from else None
         tokenizer = self.tokenizer() if spec.needs_policy_tokenizer else None
         model = spec.build(tokenizer, init_dir, self.model_spec, self.source.max_response_tokens)
-        model.backbone = adapters.wrap(self._trainable(model.backbone))   # the head always trains in full
+        model.backbone = adapters.wrap(self.trainable(model.backbone))   # the head always trains in full
         return model
 
     def _reward_items(self, model: RewardModel, rows: list[PreferenceExample]) -> list[tuple[list[int], ...]]:
@@ -476,43 +378,12 @@ class Pipeline:
         return {"lr": hp.lr, "weight_decay": hp.weight_decay, "warmup_steps": hp.warmup_steps,
                 "total_steps": hp.max_steps, "margin": hp.margin, "l2": hp.l2}
 
-    def _fit(self, module: L.LightningModule, hp: DictConfig, train_items: list[Any], val_items: list[Any],
-             collate: Callable[[list[Any]], dict[str, Any]], metrics: dict[str, float]) -> L.Trainer:
-        """Train for `hp.max_steps` with validation every `hp.val_every` steps and at the end; record val metrics."""
-        seeded = torch.Generator().manual_seed(self.cfg.seed)
-        train = DataLoader(train_items, batch_size=hp.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
-                           generator=seeded)
-        val = DataLoader(val_items, batch_size=hp.batch_size, collate_fn=collate)
-        trainer = self._fit_resumable(module, train, val, hp.max_steps, metrics, max_steps=hp.max_steps,
-                                      val_every=hp.val_every)
-        if hp.max_steps % hp.val_every or not module.val_metrics:   # (a run resumed at its end validates here)
-            trainer.validate(module, val, verbose=False)
-        metrics.update(module.val_metrics)
-        return trainer
+    def seed(self) -> None:
+        """Reset every random generator to the run's seed."""
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
 
-    def _fit_resumable(self, module: L.LightningModule, train: DataLoader, val: DataLoader | None, batches: int,
-                       metrics: dict[str, float], max_steps: int, val_every: int | None,
-                       **overrides: Any) -> L.Trainer:
-        """Fit on `batches` batches of `train` with mid-stage checkpoints, continuing from the newest good one."""
-        directory, name = self._running["checkpoints"], self._running["name"]
-        try:
-            stream = StepStream(train, batches)
-        except ConfigError as err:
-            raise ConfigError(f"stage {name}: {err}") from None
-        resume = latest_checkpoint(directory)
-        if resume is not None:
-            log.info("stage %s: resuming from %s (batch %d of %d)", name, resume.path, resume.batches, batches)
-            self._running["resumed_from_batch"] = resume.batches
-        callback = StageCheckpoint(directory, self.cfg.checkpoint.every, self.cfg.checkpoint.keep_last)
-        trainer = self._trainer(max_steps, val_every, callbacks=[callback], **overrides)
-        start = time.perf_counter()
-        stream.skip = resume.batches if resume else 0
-        trainer.fit(module, stream, val, ckpt_path=resume.path if resume else None, weights_only=True)
-        metrics["train_seconds"] = round(time.perf_counter() - start, 2)
-        metrics["checkpoint_seconds"] = round(callback.seconds, 2)
-        return trainer
-
-    def _trainable(self, model: Any) -> Any:
+    def trainable(self, model: Any) -> Any:
+        """A model about to train, with the memory options of `model=` (gradient checkpointing)."""
         return for_training(model, self.model_spec.gradient_checkpointing)
 
     def load_stage_model(self, stage: str) -> Any:
@@ -526,7 +397,7 @@ class Pipeline:
     def artifact(self, stage: str) -> Path:
         return self.store.path(stage, self.keys[stage])
 
-    def _sample_eval(self, name: str, model: Any, tokenizer: Any, inputs: list[str], rows: list[PreferenceExample],
+    def sample_eval(self, name: str, model: Any, tokenizer: Any, inputs: list[str], rows: list[PreferenceExample],
                      refs: list[str], max_input_tokens: int) -> dict[str, float]:
         """Sample on val inputs; with an oracle, score the samples against the references (chosen or y_ref)."""
         texts = generate_texts(model, tokenizer, inputs, instantiate(self.cfg.eval_sampling), max_input_tokens)
@@ -537,15 +408,6 @@ class Pipeline:
             metrics.update(val_oracle=mean(scores), val_oracle_reference=mean(ref_scores),
                            val_better_than_reference=mean(float(s > r)
                                                           for s, r in zip(scores, ref_scores, strict=True)))
-        shown = list(zip(inputs, refs, texts, scores or [None] * len(texts), strict=True))[:SAMPLE_ROWS]
+        shown = list(zip(inputs, refs, texts, scores or [None] * len(texts), strict=True))[:TABLE_ROWS]
         self.tracker.log_table(f"{name}/samples", ["input", "reference", "sample", "oracle"], [list(r) for r in shown])
         return metrics
-
-    def _trainer(self, max_steps: int, val_every: int | None, **overrides: Any) -> L.Trainer:
-        """The configured Lightning Trainer (cpu/gpu/ddp/...) with this stage's step budget and our logger."""
-        validation = ({"val_check_interval": min(val_every, max_steps), "check_val_every_n_epoch": None}
-                      if val_every else {"limit_val_batches": 0})
-        return instantiate(self.cfg.trainer)(
-            max_steps=max_steps, max_epochs=-1, num_sanity_val_steps=0, logger=self.tracker.lightning_logger,
-            enable_checkpointing=False, enable_model_summary=False,
-            default_root_dir=str(self.output_dir / "lightning"), **validation, **overrides)

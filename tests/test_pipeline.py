@@ -281,16 +281,17 @@ def test_sft_stages_train_on_the_templated_inputs(tmp_path: Path, monkeypatch: p
 
 def test_curriculum_rounds_read_their_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Round 1 improves on y_l and y_w of every train pair; round 2 on one saved M_P sample per train prompt."""
+    from pit import rl_stages
     from pit.pipeline import Pipeline
 
     seen: dict[str, list] = {}
-    real = Pipeline._ppo
+    real = rl_stages.train_ppo
 
-    def spy(self, name, hp, init_from, reference, rollouts, *args):
-        seen[name] = [init_from, reference, rollouts, self.splits["train"]]
-        return real(self, name, hp, init_from, reference, rollouts, *args)
+    def spy(pipeline, name, hp, init_from, reference, tokenizer, rollouts, *args):
+        seen[name] = [init_from, reference, rollouts, pipeline.splits["train"]]
+        return real(pipeline, name, hp, init_from, reference, tokenizer, rollouts, *args)
 
-    monkeypatch.setattr(Pipeline, "_ppo", spy)
+    monkeypatch.setattr(rl_stages, "train_ppo", spy)
     cfg = compose_config(FAST, tmp_path)
     results = run(cfg)
     templates = Pipeline(cfg).source.templates

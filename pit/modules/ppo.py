@@ -159,8 +159,8 @@ class PPOModule(L.LightningModule):
                 loss = pg.loss + cfg.value_coef * vf - cfg.entropy_coef * entropy
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"{self.prefix}: non-finite PPO loss at iteration {batch_idx} (policy "
-                                           f"{pg.loss.item()}, value {vf.item()}); the stage stops and nothing of it "
-                                           f"is saved. Lower train.<stage>.ppo.lr or raise ppo.init_beta")
+                                           f"{pg.loss.item()}, value {vf.item()}); the stage stops, its checkpoints "
+                                           f"stay for a rerun. Lower train.<stage>.ppo.lr or raise ppo.init_beta")
                 optimizer.zero_grad()
                 self.manual_backward(loss)
                 self.clip_gradients(optimizer, gradient_clip_val=cfg.max_grad_norm, gradient_clip_algorithm="norm")

@@ -1,0 +1,81 @@
+"""How a stage trains: the configured Lightning Trainer, fed a resumable stream, with mid-stage checkpoints.
+
+One `StageFitter` per pipeline. `start` names the stage being built and where its checkpoints live; a fit
+then continues from the newest good checkpoint there, and `resumed_from` says from which batch it did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from pit.checkpointing import StageCheckpoint, StepStream, latest_checkpoint
+from pit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class StageFitter:
+    """Fits Lightning modules for the stage being built, resuming it where a killed run left it."""
+
+    def __init__(self, trainer: DictConfig, checkpoint: DictConfig, seed: int, logger: Logger | bool,
+                 root_dir: Path):
+        self.trainer_cfg, self.checkpoint_cfg, self.seed, self.logger = trainer, checkpoint, seed, logger
+        self.root_dir = root_dir
+        self.stage, self.checkpoints = "", root_dir
+        self.resumed_from: int | None = None
+
+    def start(self, stage: str, checkpoints: Path) -> None:
+        """The stage about to be built and its checkpoint directory."""
+        self.stage, self.checkpoints, self.resumed_from = stage, checkpoints, None
+
+    def trainer(self, max_steps: int, val_every: int | None, **overrides: Any) -> L.Trainer:
+        """The configured Lightning Trainer (cpu/gpu/ddp/...) with this stage's step budget and our logger."""
+        validation = ({"val_check_interval": min(val_every, max_steps), "check_val_every_n_epoch": None}
+                      if val_every else {"limit_val_batches": 0})
+        return instantiate(self.trainer_cfg)(
+            max_steps=max_steps, max_epochs=-1, num_sanity_val_steps=0, logger=self.logger,
+            enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(self.root_dir),
+            **validation, **overrides)
+
+    def fit(self, module: L.LightningModule, hp: DictConfig, train_items: list[Any], val_items: list[Any],
+            collate: Callable[[list[Any]], dict[str, Any]], metrics: dict[str, float]) -> L.Trainer:
+        """Train for `hp.max_steps` with validation every `hp.val_every` steps and at the end; record val metrics."""
+        train = DataLoader(train_items, batch_size=hp.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
+                           generator=torch.Generator().manual_seed(self.seed))
+        val = DataLoader(val_items, batch_size=hp.batch_size, collate_fn=collate)
+        trainer = self.fit_stream(module, train, val, hp.max_steps, metrics, max_steps=hp.max_steps,
+                                  val_every=hp.val_every)
+        if hp.max_steps % hp.val_every or not module.val_metrics:   # (a run resumed at its end validates here)
+            trainer.validate(module, val, verbose=False)
+        metrics.update(module.val_metrics)
+        return trainer
+
+    def fit_stream(self, module: L.LightningModule, train: DataLoader, val: DataLoader | None, batches: int,
+                   metrics: dict[str, float], max_steps: int, val_every: int | None, **overrides: Any) -> L.Trainer:
+        """Fit on `batches` batches of `train` with mid-stage checkpoints, continuing from the newest good one."""
+        try:
+            stream = StepStream(train, batches)
+        except ConfigError as err:
+            raise ConfigError(f"stage {self.stage}: {err}") from None
+        resume = latest_checkpoint(self.checkpoints)
+        if resume is not None:
+            log.info("stage %s: resuming from %s (batch %d of %d)", self.stage, resume.path, resume.batches, batches)
+            self.resumed_from = stream.skip = resume.batches
+        callback = StageCheckpoint(self.checkpoints, self.checkpoint_cfg.every, self.checkpoint_cfg.keep_last)
+        trainer = self.trainer(max_steps, val_every, callbacks=[callback], **overrides)
+        start = time.perf_counter()
+        trainer.fit(module, stream, val, ckpt_path=resume.path if resume else None, weights_only=True)
+        metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+        metrics["checkpoint_seconds"] = round(callback.seconds, 2)
+        return trainer
