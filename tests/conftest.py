@@ -1,4 +1,4 @@
-"""Shared fixtures: composing the real config tree with fast overrides, and paths to shared real data."""
+"""Shared fixtures: composing the real config tree with fast overrides, and the real-data slice shipped in data/."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pit.config  # noqa: F401  (registers the schemas)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-HH_SLICE = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+HH_SLICE = ROOT / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"   # shipped in the repo (data/hh-rlhf/README.md)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # A pipeline that finishes in seconds: few pairs, a very small model, a handful of steps.
@@ -55,8 +55,9 @@ def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:
 
 @pytest.fixture
 def hh_slice() -> Path:
+    """The HH-RLHF harmless-base test slice in the repository; a missing file fails the test, never skips it."""
     if not HH_SLICE.is_file():
-        pytest.fail(f"the shared HH-RLHF slice is missing at {HH_SLICE}")
+        pytest.fail(f"the HH-RLHF slice is missing at {HH_SLICE}")
     return HH_SLICE
 
 

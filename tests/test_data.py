@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, HH_SLICE, ROOT, compose_config
 
 from pit.data.hh_rlhf import HHRLHFSource, split_transcript
 from pit.data.jsonl import JsonlSource
@@ -78,6 +78,15 @@ def test_hh_real_slice(hh_slice: Path) -> None:
     for e in data.examples:
         assert e.prompt.endswith("\n\nAssistant:") and e.prompt.startswith("\n\nHuman:")
         assert e.chosen.strip() and e.rejected.strip() and e.chosen != e.rejected
+
+
+def test_hh_smoke_default_path_is_the_slice_shipped_in_the_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`+experiment=hh_rlhf_smoke` run from the repository root reads data/hh-rlhf/, nothing beside the clone."""
+    monkeypatch.delenv("PIT_HH_PATH", raising=False)
+    monkeypatch.chdir(ROOT)
+    path = Path(compose_config(["+experiment=hh_rlhf_smoke"], tmp_path).dataset.path).resolve()
+    assert path == HH_SLICE and path.is_relative_to(ROOT)
+    assert (path.parent / "LICENSE").is_file() and (path.parent / "README.md").is_file()
 
 
 def test_hh_counts_every_drop_reason(tmp_path: Path) -> None:
