@@ -3,11 +3,25 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
+# Where torch comes from first: PyTorch's CPU wheel index (~200 MB). Unreachable (or empty: TORCH_INDEX=), torch is
+# installed from pip's default index instead; on Linux that is PyPI's CUDA build (several GB of nvidia-* wheels).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP  := $(VENV)/.installed
 BENCH_VENV  ?= .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
 SWEEPS := curriculum temperature iterations gap_loss baselines
+
+# $(call install_torch,<python>): $(TORCH) from $(TORCH_INDEX) where it is reachable, else from the default index.
+define install_torch
+	@if [ -n "$(TORCH_INDEX)" ] && $(1) -m pip install --quiet --retries 1 --timeout 30 \
+	    --index-url "$(TORCH_INDEX)" "$(TORCH)"; then \
+	  echo "install: $(TORCH) with --index-url $(TORCH_INDEX)"; \
+	else \
+	  echo "install: $(TORCH) from pip's default index$(if $(TORCH_INDEX), ($(TORCH_INDEX) not reachable))"; \
+	  $(1) -m pip install --quiet "$(TORCH)"; \
+	fi
+endef
 
 .PHONY: install run test lint clean bench sweeps $(addprefix sweep-,$(SWEEPS))
 
@@ -16,7 +30,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
+	$(call install_torch,$(PY))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
@@ -40,7 +54,7 @@ sweeps: $(addprefix sweep-,$(SWEEPS))
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(call install_torch,$(BENCH_VENV)/bin/python)
 	$(BENCH_VENV)/bin/python -m pip install --quiet "trl==1.0.0" -e .
 	touch $(BENCH_STAMP)
 
