@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, HH_SLICE, ROOT, compose_config
 
+from pit.data import tldr
 from pit.data.hh_rlhf import HHRLHFSource, split_transcript
-from pit.data.jsonl import JsonlSource
+from pit.data.hub import PARQUET_EXPORT
+from pit.data.jsonl import JsonlSource, read_jsonl
 from pit.data.schema import DataError
 from pit.data.splits import split_examples
 from pit.data.synthetic import SyntheticSource, score
@@ -80,7 +82,7 @@ def test_hh_real_slice(hh_slice: Path) -> None:
         assert e.chosen.strip() and e.rejected.strip() and e.chosen != e.rejected
 
 
-def test_hh_smoke_default_path_is_the_slice_shipped_in_the_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hh_smoke_default_path_is_the_slice_in_the_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`+experiment=hh_rlhf_smoke` run from the repository root reads data/hh-rlhf/, nothing beside the clone."""
     monkeypatch.delenv("PIT_HH_PATH", raising=False)
     monkeypatch.chdir(ROOT)
@@ -163,6 +165,40 @@ def test_tldr_bad_choice(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "t.jsonl", [json.dumps(row)])
     with pytest.raises(DataError, match=r"t.jsonl:1: field 'choice'"):
         TLDRSource(path=str(path)).load()
+
+
+def write_parquet(path: Path, jsonl: Path) -> Path:
+    """The rows of a jsonl file as one parquet file (nested objects become parquet structs, as on the hub)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([row for _, row in read_jsonl(jsonl)]), path)
+    return path
+
+
+def test_tldr_hub_reads_the_parquet_export_not_the_loading_script(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`datasets` >= 4 runs no loading scripts: TL;DR from the hub reads its parquet export (here a local copy)."""
+    fixture = FIXTURES / "tldr_comparisons.jsonl"
+    expected = TLDRSource(path=str(fixture)).load()
+    assert PARQUET_EXPORT.format(name="openai/summarize_from_feedback", config="comparisons", split="train") == (
+        "hf://datasets/openai/summarize_from_feedback@refs%2Fconvert%2Fparquet/comparisons/train/*.parquet")
+    write_parquet(tmp_path / "openai/summarize_from_feedback/comparisons/train/0000.parquet", fixture)
+    monkeypatch.setattr(tldr, "PARQUET_EXPORT", str(tmp_path / "{name}/{config}/{split}/*.parquet"))
+    from_hub = TLDRSource().load()
+    assert from_hub.examples == expected.examples and from_hub.dropped == expected.dropped
+    assert from_hub.source == "tldr:hub:openai/summarize_from_feedback[train]"
+
+
+def test_local_parquet_files_as_dataset_path(tmp_path: Path) -> None:
+    """`dataset.path=<dir>/*.parquet` reads downloaded parquet files; a glob that matches nothing is one clear error."""
+    fixture = FIXTURES / "tldr_comparisons.jsonl"
+    write_parquet(tmp_path / "comparisons/train/0000.parquet", fixture)
+    data = TLDRSource(path=str(tmp_path / "comparisons/train/*.parquet")).load()
+    assert data.examples == TLDRSource(path=str(fixture)).load().examples
+    with pytest.raises(DataError, match=r"missing/\*\.parquet: cannot read parquet files"):
+        TLDRSource(path=str(tmp_path / "missing/*.parquet")).load()
 
 
 def test_jsonl_custom_fields_and_nested(tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""OpenAI TL;DR human comparisons (`openai/summarize_from_feedback`, config `comparisons`)."""
+"""OpenAI TL;DR human comparisons (`openai/summarize_from_feedback`, config `comparisons`).
+
+That hub dataset is a loading script, which `datasets` >= 4 refuses to run; it is read from the hub's parquet
+conversion instead (`PARQUET_EXPORT`), with every `datasets` version this project allows.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from pit.data.hub import HubOrFileSource
+from pit.data.hub import PARQUET_EXPORT, HubOrFileSource, load_parquet_rows
 from pit.data.jsonl import get_field
 from pit.data.schema import DataError, LoadedData, PreferenceExample, drop_reason
 
@@ -20,11 +24,16 @@ def tldr_prompt(info: dict[str, Any]) -> str:
 
 
 class TLDRSource(HubOrFileSource):
-    """Comparisons from the hub or a local jsonl of that format: post -> prompt, `choice` picks the chosen summary."""
+    """Comparisons from the hub or local files of that format: post -> prompt, `choice` picks the chosen summary."""
 
     def __init__(self, path: str | None = None, hub_name: str = "openai/summarize_from_feedback",
                  hub_config: str = "comparisons", split: str = "train", name: str = "tldr", **presentation: Any):
-        super().__init__(path, hub_name, split, name, {"name": hub_config}, **presentation)
+        super().__init__(path, hub_name, split, name, {}, **presentation)
+        self.hub_config = hub_config
+
+    def hub_rows(self) -> list[dict[str, Any]]:
+        """The split's rows from the hub's parquet conversion of the dataset (its loading script is not run)."""
+        return load_parquet_rows(PARQUET_EXPORT.format(name=self.hub_name, config=self.hub_config, split=self.split))
 
     def parse(self, rows: Iterable[tuple[int, dict[str, Any]]], where: str) -> LoadedData:
         examples, dropped = [], Counter()
