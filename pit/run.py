@@ -1,10 +1,17 @@
-"""Hydra entry point: `python -m pit.run [overrides]` runs one job, `python -m pit.run -m ...` a sweep."""
+"""Hydra entry point: `python -m pit.run [overrides]` runs one job, `python -m pit.run -m ...` a sweep.
+
+Importing this module stays light (Hydra and the config schemas only): the heavy stack (torch, Lightning,
+transformers, the pipeline) loads when a job runs, so `--help` and `--cfg job` answer at once.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -14,9 +21,10 @@ from omegaconf.errors import MissingMandatoryValue
 
 import pit.config  # noqa: F401  (registers the schemas every config file extends)
 from pit.errors import UserError
-from pit.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
+
+SCHEMA_GROUPS = "schema/"   # pit.config's structured configs: what config files extend, not choices for a user
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*`max_epochs` was not set.*")
@@ -28,6 +36,8 @@ warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the pipeline for a composed config, print the stage table, return the results dict."""
+    from pit.pipeline import Pipeline  # the heavy stack, imported only when a job runs
+
     pipeline = Pipeline(cfg)
     results = pipeline.run()
     if pipeline.rank_zero:   # under DDP every rank runs the job; one table
@@ -71,13 +81,50 @@ def format_evaluation(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def config_dir() -> str:
+    """The config tree: `pit/conf` in an installed package, else the top-level `conf/` of a source checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return str(installed if installed.is_dir() else package.parent / "conf")
+
+
+def user_error(err: Exception) -> Exception | None:
+    """The error to show as one line: ours (also inside Hydra's InstantiationException) or a missing value."""
+    while isinstance(err, InstantiationException) and isinstance(err.__cause__, Exception):
+        err = err.__cause__
+    return err if isinstance(err, UserError | MissingMandatoryValue) else None
+
+
+def log_to_files(message: str) -> None:
+    """Record an error in the job's log files (run.log) only: the console shows it once, through sys.exit."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except (UserError, InstantiationException, MissingMandatoryValue) as err:
-        log.error("%s", err)
-        sys.exit(f"error: {err}")
+        shown = user_error(err) or err
+        log_to_files(f"error: {shown}")
+        sys.exit(f"error: {shown}")
+
+
+def main() -> None:
+    """Hydra's command line; `--help` lists the config groups a user picks from, without the internal `schema/*`."""
+    if not {"--help", "-h"} & set(sys.argv[1:]):
+        hydra_main()
+        return
+    shown = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(shown):
+            hydra_main()
+    finally:
+        sys.stdout.write("".join(line for line in shown.getvalue().splitlines(keepends=True)
+                                 if not line.startswith(SCHEMA_GROUPS)))
 
 
 if __name__ == "__main__":
