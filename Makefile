@@ -27,7 +27,7 @@ endef
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(call install_torch,$(PY))
@@ -51,7 +51,7 @@ sweeps: $(addprefix sweep-,$(SWEEPS))
 
 # `make bench`: ours vs TRL 1.0 (SFT, reward model, PPO iteration, rollout sampling) and the default pipeline
 # cold, in a separate environment so TRL never enters ours. BENCH_ARGS="--size gpt2 --precision bf16" on a GPU.
-$(BENCH_STAMP): pyproject.toml
+$(BENCH_STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(call install_torch,$(BENCH_VENV)/bin/python)
