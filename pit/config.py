@@ -41,6 +41,7 @@ class SyntheticDatasetConfig(DatasetConfig):
     min_length: int = MISSING
     max_length: int = MISSING
     ordered: bool = MISSING
+    slip_prob: float = MISSING
     chosen_corruptions: list[int] = MISSING
     rejected_corruptions: list[int] = MISSING
 
@@ -266,6 +267,7 @@ class PPOStageConfig:
 @dataclass
 class PITRLStageConfig(PPOStageConfig):
     reference_temperature: float = MISSING
+    dataset_references: list[str] = MISSING
 
 
 @dataclass
@@ -295,6 +297,7 @@ class EvaluateConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     tie_margin: float = MISSING
     length_ratio: float = MISSING
+    bootstrap: int = MISSING
     elo_bootstrap: int = MISSING
     table_rows: int = MISSING
 

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pit.artifacts import ArtifactStore, cache_key, write_json_atomic
-from pit.data.encode import collate_groups, collate_sft, encode_pairs
+from pit.data.encode import collate_groups, collate_groups_with_offsets, collate_sft, encode_pairs
 from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
 from pit.distributed import barrier, is_rank_zero
@@ -31,7 +31,7 @@ from pit.models.factory import for_training, load_model, load_tokenizer, save_mo
 from pit.models.gap import load_gap, save_gap
 from pit.models.generate import generate_texts
 from pit.models.lora import FullWeights
-from pit.models.reward import RewardModel
+from pit.models.reward import RewardModel, load_reward_model
 from pit.modules.gap_reward import GapRewardModule
 from pit.modules.preference_losses import GAP_COMPARISONS, GAP_LOSSES, comparison_accuracy
 from pit.modules.reward import RewardModule
@@ -43,8 +43,10 @@ from pit.training import StageFitter
 log = logging.getLogger(__name__)
 
 NO_FIT_STAGES = ("tokenizer", "evaluate")   # built by rank zero alone under DDP (the others wait for them)
-STAGE_ORDER = ("sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward", "pit_rl", "judge", "evaluate")
+STAGE_ORDER = ("sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward", "pit_rl", "control_sft", "control_rl",
+               "judge", "evaluate")
 CURRICULUM_SOURCES = ("dataset", "policy")   # where a pit_rl round takes its references y_ref from
+GAP_KINDS = (*GAP_LOSSES, "residual", "rp_difference")   # objective.gap_loss: trained (Eq. 2 or one term), R_P + h, R_P
 TRAINER_KEY_FIELDS = ("accelerator", "devices", "strategy", "precision", "gradient_clip_val")
 
 Builder = Callable[[Path, dict[str, float]], None]
@@ -61,8 +63,8 @@ class Objective:
     curriculum: list[str] = field(default_factory=lambda: list(CURRICULUM_SOURCES))
 
     def __post_init__(self) -> None:
-        if self.gap_loss not in (*GAP_LOSSES, "rp_difference"):
-            raise ConfigError(f"objective.gap_loss={self.gap_loss!r}: choose full, single or rp_difference")
+        if self.gap_loss not in GAP_KINDS:
+            raise ConfigError(f"objective.gap_loss={self.gap_loss!r}: choose one of {list(GAP_KINDS)}")
         unknown = sorted(set(self.stages) - set(STAGE_ORDER))
         if unknown:
             raise ConfigError(f"objective '{self.name}': unknown stages {unknown}; known: {list(STAGE_ORDER)}")
@@ -70,6 +72,9 @@ class Objective:
             raise ConfigError(f"objective.curriculum: unknown sources {bad}; choose from {CURRICULUM_SOURCES}")
         if "pit_rl" in self.stages and not self.curriculum:
             raise ConfigError(f"objective '{self.name}' runs pit_rl with an empty curriculum: drop pit_rl from stages")
+        if ("control_sft" in self.stages) != ("control_rl" in self.stages):
+            raise ConfigError(f"objective '{self.name}': the compute-matched control needs both control_sft and "
+                              f"control_rl in stages")
 
 
 class Pipeline:
@@ -116,7 +121,8 @@ class Pipeline:
                      "sft_pit": partial(self._plan_sft, "sft_pit", self.improver_input_of_rejected,
                                         self.source.max_improver_tokens),
                      "reward": self._plan_reward, "rlhf_policy": self._plan_rlhf_policy,
-                     "gap_reward": self._plan_gap_reward, "judge": self._plan_judge,
+                     "gap_reward": self._plan_gap_reward, "control_sft": self._plan_control_sft,
+                     "control_rl": self._plan_control_rl, "judge": self._plan_judge,
                      "evaluate": self._plan_evaluate}
             for name in (s for s in STAGE_ORDER if s in self.objective.stages):
                 if name == "pit_rl":
@@ -147,10 +153,12 @@ class Pipeline:
                               f"objective.stages or set init_from=null")
         return ("tokenizer", *filter(None, [init_from]))
 
-    def _plan_sft(self, name: str, make_input: Callable[[PreferenceExample], str], max_input_tokens: int) -> StagePlan:
-        config = {**self._common(), "model": self._sub("model"), "train": self._sub(f"train.{name}")}
-        build = partial(self._build_sft, name, make_input, max_input_tokens)
-        return config, self._after(name, self.cfg.train[name].init_from), build
+    def _plan_sft(self, name: str, make_input: Callable[[PreferenceExample], str], max_input_tokens: int,
+                  hp: DictConfig | None = None) -> StagePlan:
+        hp = self.cfg.train[name] if hp is None else hp
+        config = {**self._common(), "model": self._sub("model"), "train": OmegaConf.to_container(hp, resolve=True)}
+        build = partial(self._build_sft, name, hp, make_input, max_input_tokens)
+        return config, self._after(name, hp.init_from), build
 
     def _plan_reward(self) -> StagePlan:
         return ({**self._common(), "reward_model": self._sub("reward_model"), "train": self._sub("train.reward")},
@@ -161,7 +169,24 @@ class Pipeline:
         if missing:
             raise ConfigError(f"rlhf_policy optimises the SFT policy against R_P: add {missing} to objective.stages")
         config = {**self._common(), "train": self._sub("train.rlhf_policy")}
-        return config, ("sft_policy", "reward"), partial(build_rlhf_policy, self)
+        hp = self.cfg.train.rlhf_policy
+        return config, ("sft_policy", "reward"), partial(build_rlhf_policy, self, "rlhf_policy", hp, "sft_policy")
+
+    def _plan_control_sft(self) -> StagePlan:
+        """The compute-matched control, part 1: M_P's SFT continued for M_PIT's SFT budget (`sft_pit.max_steps`)."""
+        hp = OmegaConf.merge(self.cfg.train.sft_policy,
+                             {"max_steps": self.cfg.train.sft_pit.max_steps, "init_from": "sft_policy"})
+        return self._plan_sft("control_sft", self.policy_input_of, self.source.max_prompt_tokens, hp)
+
+    def _plan_control_rl(self) -> StagePlan:
+        """Part 2: plain RLHF against R_P for M_P's and every curriculum round's PPO iterations together."""
+        if "reward" not in self.keys:
+            raise ConfigError("control_rl optimises the control policy against R_P: add reward to objective.stages")
+        rounds = len(self.objective.curriculum) if "pit_rl" in self.objective.stages else 0
+        iterations = self.cfg.train.rlhf_policy.iterations + rounds * self.cfg.train.pit_rl.iterations
+        hp = OmegaConf.merge(self.cfg.train.rlhf_policy, {"iterations": iterations})
+        config = {**self._common(), "train": OmegaConf.to_container(hp, resolve=True)}
+        return config, ("control_sft", "reward"), partial(build_rlhf_policy, self, "control_rl", hp, "control_sft")
 
     def _run_curriculum(self) -> None:
         """`pit_rl`: one cached stage per round (`pit_rl/1_dataset`, `pit_rl/2_policy`), each starting from the last.
@@ -169,19 +194,23 @@ class Pipeline:
         A round's key holds its position, its reference source and the rounds before it, so an ablation that
         shares a prefix of the curriculum (round 1 only) reuses those rounds.
         """
-        missing = [s for s in ("sft_pit", "gap_reward") if s not in self.keys]
-        if missing:
-            raise ConfigError(f"pit_rl optimises M_PIT (from sft_pit) against R_PIT (gap_reward): add {missing} to "
-                              f"objective.stages")
-        previous = "sft_pit"
+        if "gap_reward" not in self.keys:
+            raise ConfigError("pit_rl optimises M_PIT against R_PIT: add gap_reward to objective.stages")
+        previous = self.improver_base
         for index, source in enumerate(self.objective.curriculum, 1):
             name = f"pit_rl/{index}_{source}"
             config = {**self._common(), "train": self._sub("train.pit_rl"), "source": source}
             policy = (self.policy_stage,) if source == "policy" else ()
-            upstream = tuple(dict.fromkeys(("sft_pit", "gap_reward", previous, *policy)))
+            rp = ("reward",) if "reward" in self.keys else ()   # R_P's oracle correlation is reported beside R_PIT's
+            upstream = tuple(dict.fromkeys((self.improver_base, "gap_reward", previous, *policy, *rp)))
             self._stage(name, config, upstream, partial(build_pit_round, self, name, source, previous))
             previous = name
         self.improver_stage = previous
+
+    @property
+    def improver_base(self) -> str:
+        """Where M_PIT starts and its KL reference: its SFT, or the SFT policy itself (the no-SFT ablation)."""
+        return "sft_pit" if "sft_pit" in self.objective.stages else "sft_policy"
 
     @property
     def policy_stage(self) -> str:
@@ -195,7 +224,13 @@ class Pipeline:
             return {**self._common(), "gap_loss": "rp_difference"}, ("reward",), self._build_gap_difference
         config = {**self._common(), "reward_model": self._sub("reward_model"), "train": self._sub("train.gap_reward"),
                   "gap_loss": self.objective.gap_loss}
-        return config, self._after("gap_reward", self.reward_spec.init_from), self._build_gap_reward
+        upstream = self._after("gap_reward", self.reward_spec.init_from)
+        if self.objective.gap_loss == "residual":
+            if "reward" not in self.keys:
+                raise ConfigError("objective.gap_loss=residual adds a trained term to R_P's difference: the reward "
+                                  "stage must run")
+            upstream = (*upstream, "reward")
+        return config, upstream, self._build_gap_reward
 
     def _plan_judge(self) -> StagePlan:
         # the judge trains full weights whatever `peft` says: runs that differ in peft are judged by one judge
@@ -206,10 +241,11 @@ class Pipeline:
     def _plan_evaluate(self) -> StagePlan:
         if "judge" not in self.keys:
             raise ConfigError("evaluate needs the judge stage: add judge to objective.stages")
-        improver = (self.improver_stage,) if "sft_pit" in self.keys else ()
-        config = {**self._common(), "evaluate": self._sub("evaluate"), "eval_sampling": self._sub("eval_sampling"),
-                  "baseline": self._sub("baseline")}
-        return config, ("tokenizer", "judge", self.policy_stage, *improver), partial(build_evaluation, self)
+        improver = (self.improver_stage,) if self.improver_stage in self.keys else ()
+        control = ("control_rl",) if "control_rl" in self.keys else ()
+        config = {**self._common(), "evaluate": self._sub("evaluate"), "baseline": self._sub("baseline")}
+        return (config, ("tokenizer", "judge", self.policy_stage, *improver, *control),
+                partial(build_evaluation, self))
 
     # ---- data ------------------------------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -284,10 +320,9 @@ class Pipeline:
         tokenizer.save_pretrained(out)
         metrics["vocab_size"] = len(tokenizer)
 
-    def _build_sft(self, name: str, make_input: Callable[[PreferenceExample], str], max_input_tokens: int,
-                   out: Path, metrics: dict[str, float]) -> None:
+    def _build_sft(self, name: str, hp: DictConfig, make_input: Callable[[PreferenceExample], str],
+                   max_input_tokens: int, out: Path, metrics: dict[str, float]) -> None:
         """Fine-tune on (input, y_w) with the loss on response tokens, save the model, sample from it on val."""
-        hp = self.cfg.train[name]
         tokenizer = self.tokenizer()
         model = self.adapters.wrap(self.trainable(self.model_spec.model(tokenizer) if hp.init_from is None
                                                    else self.load_stage_model(hp.init_from)))
@@ -304,7 +339,7 @@ class Pipeline:
         save_model(model, tokenizer, out)
         model.to(trainer.strategy.root_device)
         val = self.splits["val"][: hp.eval_samples]
-        refs = [e.chosen if name == "sft_policy" else e.rejected for e in val]
+        refs = [e.rejected if name == "sft_pit" else e.chosen for e in val]
         metrics.update(self.sample_eval(name, model, tokenizer, [make_input(e) for e in val], val, refs,
                                          max_input_tokens))
 
@@ -331,15 +366,30 @@ class Pipeline:
         model.save(out)
 
     def _build_gap_reward(self, out: Path, metrics: dict[str, float]) -> None:
-        """R_PIT on the train split with Eq. 2 (`full`) or its single term (`single`)."""
-        hp = self.cfg.train.gap_reward
+        """R_PIT on the train split with Eq. 2 (`full`, `residual`) or its single term (`single`).
+
+        `residual` trains h in g = R_P(x, y) - R_P(x, y_ref) + h(x, y_ref, y): R_P's differences are fixed offsets
+        of the four groups, and h's head starts at zero, so training starts from `rp_difference`.
+        """
+        hp, residual = self.cfg.train.gap_reward, self.objective.gap_loss == "residual"
         model = self._new_reward_model(self.reward_spec, self.adapters)
-        module = GapRewardModule(model, self.objective.gap_loss, prefix="gap_reward", **self._optim(hp))
-        self.fitter.fit(module, hp, self._gap_items(model, self.splits["train"]),
-                        self._gap_items(model, self.splits["val"]), partial(collate_groups, pad_id=model.pad_id()),
-                        metrics)
+        if residual:
+            model.zero_head()
+        module = GapRewardModule(model, "full" if residual else self.objective.gap_loss, prefix="gap_reward",
+                                 **self._optim(hp))
+        pad_id = model.pad_id()
+        if residual:
+            reward = load_reward_model(self.artifact("reward"))
+
+            def items(rows: list[PreferenceExample]) -> list[Any]:
+                return list(zip(self._gap_items(model, rows), self._gap_offsets(reward, rows), strict=True))
+
+            collate = partial(collate_groups_with_offsets, pad_id=pad_id)
+        else:
+            items, collate = partial(self._gap_items, model), partial(collate_groups, pad_id=pad_id)
+        self.fitter.fit(module, hp, items(self.splits["train"]), items(self.splits["val"]), collate, metrics)
         model.backbone = self.adapters.merged(model.backbone)
-        save_gap(out, model, reward_dir=None)
+        save_gap(out, model, reward_dir=self.artifact("reward") if residual else None)
 
     def _build_gap_difference(self, out: Path, metrics: dict[str, float]) -> None:
         """`rp_difference`: nothing to train; record how R_P's differences order the four combinations on val."""
@@ -372,6 +422,12 @@ class Pipeline:
         chosen, rejected = [e.chosen for e in rows], [e.rejected for e in rows]
         return list(zip(model.encode(refs_l, chosen), model.encode(refs_w, chosen), model.encode(refs_l, rejected),
                         model.encode(refs_w, rejected), strict=True))
+
+    def _gap_offsets(self, reward: RewardModel, rows: list[PreferenceExample]) -> list[tuple[float, ...]]:
+        """R_P's part of each group's gap in GAP_GROUPS order: (d, 0, 0, -d) with d = R_P(x, y_w) - R_P(x, y_l)."""
+        inputs = [self.policy_input_of(e) for e in rows]
+        d = (reward.score(inputs, [e.chosen for e in rows]) - reward.score(inputs, [e.rejected for e in rows])).tolist()
+        return [(v, 0.0, 0.0, -v) for v in d]
 
     @staticmethod
     def _optim(hp: DictConfig) -> dict[str, Any]:

@@ -6,6 +6,7 @@ and finished artifacts, train with `PPOModule`, and leave the trained policy in 
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from statistics import mean
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,9 @@ from torch.utils.data import DataLoader
 from pit.artifacts import write_jsonl
 from pit.data.schema import PreferenceExample
 from pit.errors import ConfigError
+from pit.evaluate.metrics import within_prompt_correlation
 from pit.models.factory import save_model
-from pit.models.gap import load_gap
+from pit.models.gap import TrainedGap, load_gap, reward_difference
 from pit.models.generate import Sampling, generate_texts
 from pit.models.lora import ADAPTER_DIR
 from pit.models.reward import load_reward_model
@@ -29,9 +31,11 @@ from pit.tracking import TABLE_ROWS
 if TYPE_CHECKING:
     from pit.pipeline import Pipeline
 
-def build_rlhf_policy(pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
-    """PPO of M_P against R_P(x, y) on the train prompts, KL-regularised towards the SFT policy."""
-    hp, source, tokenizer = pipeline.cfg.train.rlhf_policy, pipeline.source, pipeline.tokenizer()
+def build_rlhf_policy(pipeline: Pipeline, name: str, hp: DictConfig, start: str, out: Path,
+                      metrics: dict[str, float]) -> None:
+    """PPO of the policy `start` against R_P(x, y) on the train prompts, KL-regularised towards `start` (M_P's
+    RLHF, and the compute-matched control's)."""
+    source, tokenizer = pipeline.source, pipeline.tokenizer()
     reward = load_reward_model(pipeline.artifact("reward"))
     same_tokens = reward.reads_tokens_of(tokenizer)
 
@@ -39,40 +43,68 @@ def build_rlhf_policy(pipeline: Pipeline, out: Path, metrics: dict[str, float]) 
         return reward.score([item.input_text for item in batch], responses, ids if same_tokens else None)
 
     rollouts = [Rollout(pipeline.policy_input_of(e), e.prompt) for e in pipeline.splits["train"]]
-    policy = train_ppo(pipeline, "rlhf_policy", hp, "sft_policy", "sft_policy", tokenizer, rollouts, reward_fn,
-                       (reward,), source.max_prompt_tokens, out, metrics)
+    policy = train_ppo(pipeline, name, hp, start, start, tokenizer, rollouts, reward_fn, (reward,),
+                       source.max_prompt_tokens, out, metrics)
     val = pipeline.splits["val"][: hp.eval_samples]
-    metrics.update(pipeline.sample_eval("rlhf_policy", policy, tokenizer, [pipeline.policy_input_of(e) for e in val],
+    metrics.update(pipeline.sample_eval(name, policy, tokenizer, [pipeline.policy_input_of(e) for e in val],
                                         val, [e.chosen for e in val], source.max_prompt_tokens))
 
 
 def build_pit_round(pipeline: Pipeline, name: str, reference_source: str, init_from: str, out: Path,
                     metrics: dict[str, float]) -> None:
-    """One curriculum round: PPO of M_PIT against R_PIT(x, y, y_ref), KL-regularised towards M_PIT's SFT.
+    """One curriculum round: PPO of M_PIT against R_PIT(x, y, y_ref), KL-regularised towards M_PIT's start.
 
-    References come from the dataset (each train pair gives two rollouts, `y_ref = y_l` and `y_ref = y_w`) or
-    are samples of M_P on the train prompts, drawn once and saved with the round as `references.jsonl`.
+    References come from the dataset (`train.pit_rl.dataset_references`: the rejected response by default, the
+    chosen one too when listed) or are samples of M_P on as many train prompts as PPO will use, drawn once and
+    saved with the round as `references.jsonl`.
     """
     hp, source, tokenizer = pipeline.cfg.train.pit_rl, pipeline.source, pipeline.tokenizer()
     gap = load_gap(pipeline.artifact("gap_reward"), source.templates)
     train = pipeline.splits["train"]
     if reference_source == "dataset":
-        pairs = [(e, ref) for e in train for ref in (e.rejected, e.chosen)]
+        fields = {"rejected": lambda e: e.rejected, "chosen": lambda e: e.chosen}
+        if bad := [f for f in hp.dataset_references if f not in fields]:
+            raise ConfigError(f"train.pit_rl.dataset_references: unknown {bad}; choose from {sorted(fields)}")
+        pairs = [(e, fields[f](e)) for e in train for f in hp.dataset_references]
     else:
-        pairs = list(zip(train, policy_samples(pipeline, train, hp.reference_temperature), strict=True))
+        used = random.Random(pipeline.cfg.seed).sample(train, min(len(train), hp.iterations * hp.batch_size))
+        pairs = list(zip(used, policy_samples(pipeline, used, hp.reference_temperature), strict=True))
         write_jsonl(out / "references.jsonl", [{"prompt": e.prompt, "reference": ref} for e, ref in pairs])
     rollouts = [Rollout(source.templates.improver_input(e.prompt, ref), e.prompt, ref) for e, ref in pairs]
-    same_tokens = gap.model.reads_tokens_of(tokenizer)
+    same_tokens = gap.reads_tokens_of(tokenizer)
 
     def reward_fn(batch: list[Rollout], responses: list[str], ids: list[list[int]]) -> torch.Tensor:
         return gap.score([item.prompt for item in batch], responses, [item.reference or "" for item in batch],
                          ids if same_tokens else None)
 
-    model = train_ppo(pipeline, name, hp, init_from, "sft_pit", tokenizer, rollouts, reward_fn, (gap.model,),
-                      source.max_improver_tokens, out, metrics)
+    model = train_ppo(pipeline, name, hp, init_from, pipeline.improver_base, tokenizer, rollouts, reward_fn,
+                      gap.models, source.max_improver_tokens, out, metrics)
     val = pipeline.splits["val"][: hp.eval_samples]
     metrics.update(pipeline.sample_eval(name, model, tokenizer, [pipeline.improver_input_of_rejected(e) for e in val],
                                         val, [e.rejected for e in val], source.max_improver_tokens))
+    if pipeline.oracle is not None:
+        metrics.update(gap_calibration(pipeline, model, gap, val, hp.temperature))
+
+
+def gap_calibration(pipeline: Pipeline, improver: Any, gap: TrainedGap, rows: list[PreferenceExample],
+                    temperature: float, samples: int = 4) -> dict[str, float]:
+    """How well R_PIT (and R_P's difference) rank the improver's own samples: within-prompt correlation with the
+    oracle of `samples` responses per val prompt (reference y_l), the signal PPO climbs."""
+    source = pipeline.source
+    repeated = [e for e in rows for _ in range(samples)]
+    sampling = Sampling(max_new_tokens=source.max_response_tokens, temperature=temperature or 1.0,
+                        batch_size=pipeline.cfg.eval_sampling.batch_size)
+    texts = generate_texts(improver, pipeline.tokenizer(), [pipeline.improver_input_of_rejected(e) for e in repeated],
+                           sampling, source.max_improver_tokens)
+    prompts, references = [e.prompt for e in repeated], [e.rejected for e in repeated]
+    oracle = [pipeline.oracle(p, t) for p, t in zip(prompts, texts, strict=True)]
+    found = {"val_gap_oracle_corr": within_prompt_correlation(gap.score(prompts, texts, references).tolist(), oracle,
+                                                              samples)}
+    if "reward" in pipeline.keys:
+        reward = load_reward_model(pipeline.artifact("reward")).to(next(improver.parameters()).device)
+        difference = reward_difference(reward, source.templates, prompts, texts, references)
+        found["val_rp_oracle_corr"] = within_prompt_correlation(difference.tolist(), oracle, samples)
+    return found
 
 
 def policy_samples(pipeline: Pipeline, rows: list[PreferenceExample], temperature: float) -> list[str]:
@@ -115,7 +147,7 @@ def train_ppo(pipeline: Pipeline, name: str, hp: DictConfig, init_from: str, ref
                                          max_steps=hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,
                                          gradient_clip_val=None)   # PPO clips its own gradients (ppo.max_grad_norm)
     tail = module.history[-max(1, len(module.history) // 10):]
-    for key in ("reward_mean", "kl", "beta", "response_length"):
+    for key in ("reward_mean", "kl", "beta", "response_length", "explained_variance"):
         metrics[f"final_{key}"] = mean(h[key] for h in tail)
     if adapters.enabled:
         policy.save_pretrained(out / ADAPTER_DIR)

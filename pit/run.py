@@ -61,24 +61,38 @@ def format_summary(results: dict[str, Any]) -> str:
 
 
 def format_evaluation(report: dict[str, Any]) -> list[str]:
-    """Per iteration k: Δ (win - lose) of each pair under the judge, and mean judge scores where it has them."""
+    """Per iteration k: Δ (win - lose) of each pair with its 95 % interval, and mean judge scores where it has them."""
     if not report["per_iteration"]:
         return []
     pairs = list(report["per_iteration"][0]["pairs"])
     methods = [m for m in report["per_iteration"][0] if m not in ("iteration", "pairs")]
     scored = "policy_mean_score" in report
-    header = ["k", *(f"Δ {p}" for p in pairs), *(f"score {m}" for m in methods if scored)]
-    rows = [[str(e["iteration"]), *(f"{e['pairs'][p]['delta']:+.3f}" for p in pairs),
+    header = ["k", *(f"Δ {p} [95% CI]" for p in pairs), *(f"score {m}" for m in methods if scored)]
+    rows = [[str(e["iteration"]), *(_delta(e["pairs"][p]) for p in pairs),
              *(f"{e[m]['mean_score']:.3f}" for m in methods if scored)] for e in report["per_iteration"]]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     y0 = f", score of y_0 {report['policy_mean_score']:.3f}" if scored else ""
-    lines = [f"evaluation: judge {report.get('judge')}, {report['n']} test prompts{y0} (Δ = win - lose)",
+    lines = [f"evaluation: judge {report.get('judge')}, {report['n']} test prompts{y0} (Δ = win - lose, paired "
+             f"bootstrap over prompts)",
              "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    for control, result in report.get("controls", {}).items():
+        score = report.get("control_mean_score", {}).get(control)
+        lines.append(f"{control} (compute-matched RLHF): Δ vs y_0 {_delta(result)}"
+                     + (f", score {score:.3f}" if score is not None else ""))
+    if len(methods) == 1 and methods[0] == "pit":
+        lines.append("baseline: n/a (baseline=none; Self-Refine needs a model that follows instructions)")
     if "elo" in report:
         ranked = sorted(report["elo"].items(), key=lambda kv: -kv[1])
-        lines.append("ELO: " + "  ".join(f"{v} {r:.0f}" for v, r in ranked))
+        cis = report.get("elo_ci", {})
+        lines.append("ELO [95% CI]: " + "  ".join(
+            f"{v} {r:.0f}" + (f" [{cis[v][0]:.0f}, {cis[v][1]:.0f}]" if v in cis else "") for v, r in ranked))
     return lines
+
+
+def _delta(result: dict[str, Any]) -> str:
+    low, high = result.get("delta_ci", (float("nan"), float("nan")))
+    return f"{result['delta']:+.3f} [{low:+.2f}, {high:+.2f}]"
 
 
 def config_dir() -> str:

@@ -60,9 +60,36 @@ def test_synthetic_is_deterministic_and_ordered() -> None:
     chosen = [score(e.prompt, e.chosen) for e in a.examples]
     rejected = [score(e.prompt, e.rejected) for e in a.examples]
     assert all(c > r for c, r in zip(chosen, rejected, strict=True))
-    assert 0.8 < sum(chosen) / 500 < 0.9 and 0.35 < sum(rejected) / 500 < 0.55
-    assert 0.1 < sum(c < 1 for c in chosen) / 500 < 0.9      # chosen often imperfect: headroom exists
+    assert 0.55 < sum(chosen) / 500 < 0.7 and 0.3 < sum(rejected) / 500 < 0.45
+    assert sum(c == 1.0 for c in chosen) / 500 < 0.15          # chosen rarely perfect: headroom above the data
     assert all(score(e.prompt, e.meta["perfect"]) == 1.0 for e in a.examples)
+    assert all(e.meta["perfect"].split()[-1] == e.prompt.split(" without")[0].split()[-1] for e in a.examples)
+
+
+def test_synthetic_slips_are_systematic_and_the_mode_of_the_chosen_data() -> None:
+    """Each slip in about 65 % of chosen responses (so greedy SFT copies both), and the rejected response is the
+    chosen one's edit: it keeps the chosen's slips."""
+    examples = SyntheticSource(n_pairs=2000, seed=0).load().examples
+    for slip in ("echo", "cut"):
+        assert 0.6 < sum(slip in e.meta["slips"] for e in examples) / 2000 < 0.7
+    banned = [e.prompt.split(" without ")[1].split()[0] for e in examples]
+    echoed = [e for e, b in zip(examples, banned, strict=True) if "echo" in e.meta["slips"]]
+    assert all(e.chosen.split()[0] == e.rejected.split()[0] == e.prompt.split(" without ")[1].split()[0]
+               for e in echoed)
+
+
+def test_synthetic_slips_by_hand() -> None:
+    from pit.data.synthetic import _slip
+
+    prompt = "write 7 words with cat red sun without dog owl"
+    perfect = "cat hat red cup box key sun".split()
+    assert score(prompt, " ".join(perfect)) == 1.0
+    echo = _slip(perfect, {"echo"}, ["dog", "owl"], ["cat", "red", "sun"])
+    assert echo == "dog cat red cup box key sun" and score(prompt, echo) == pytest.approx(5 / 6)
+    cut = _slip(perfect, {"cut"}, ["dog", "owl"], ["cat", "red", "sun"])
+    assert cut == "cat hat red cup box" and score(prompt, cut) == pytest.approx(4 / 6)
+    both = _slip(perfect, {"echo", "cut"}, ["dog", "owl"], ["cat", "red", "sun"])
+    assert both == "dog cat red cup box" and score(prompt, both) == pytest.approx(3 / 6)
 
 
 # ---- HH-RLHF --------------------------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ import pytest
 
 from pit.evaluate.judges import ScoreVerdicts
 from pit.evaluate.metrics import (
+    bootstrap_delta_ci,
     bootstrap_elo,
     elo_ratings,
     length_controlled,
     outcomes_from_scores,
     win_rates,
+    within_prompt_correlation,
 )
 from pit.evaluate.report import evaluation_report
 from pit.improve.baselines import SelfRefine
@@ -49,14 +51,39 @@ def test_elo_from_bradley_terry_by_hand() -> None:
     assert chain["A"] > chain["B"] > chain["C"] and all(math.isfinite(v) for v in chain.values())
 
 
-def test_bootstrap_interval_contains_the_estimate_and_is_seeded() -> None:
-    games = [("A", "B", 1.0)] * 30 + [("A", "B", 0.0)] * 10
-    ratings = elo_ratings(games, ["A", "B"])
-    intervals = bootstrap_elo(games, ["A", "B"], rounds=50, seed=1)
-    for player in ("A", "B"):
-        low, high = intervals[player]
-        assert low < ratings[player] < high
-    assert intervals == bootstrap_elo(games, ["A", "B"], rounds=50, seed=1)
+def test_elo_bootstrap_resamples_prompts_not_games() -> None:
+    """Ten identical games per prompt are one piece of evidence, not ten: resampling prompts must give a wider
+    interval than treating each game as its own prompt (what resampling games did), and it is seeded."""
+    per_prompt = [[("A", "B", 1.0)] * 10] * 6 + [[("A", "B", 0.0)] * 10] * 4
+    as_games = [[g] for games in per_prompt for g in games]
+    ratings = elo_ratings([g for games in per_prompt for g in games], ["A", "B"])
+    grouped = bootstrap_elo(per_prompt, ["A", "B"], rounds=200, seed=1)
+    flat = bootstrap_elo(as_games, ["A", "B"], rounds=200, seed=1)
+    low, high = grouped["A"]
+    assert low < ratings["A"] < high
+    assert (high - low) > 2 * (flat["A"][1] - flat["A"][0])
+    assert grouped == bootstrap_elo(per_prompt, ["A", "B"], rounds=200, seed=1)
+
+
+def test_paired_bootstrap_interval_of_delta_matches_the_normal_approximation() -> None:
+    """240 wins, 40 ties, 120 losses: Δ = 0.3, the per-prompt sign (+1, 0, -1) has variance 0.9 - 0.09 = 0.81, so the
+    95 % interval is about Δ ± 1.96 · 0.9 / 20 = ± 0.088 (an unpaired or mis-sized resample would miss it)."""
+    outcomes = [1.0] * 240 + [0.5] * 40 + [0.0] * 120
+    low, high = bootstrap_delta_ci(outcomes, rounds=4000, seed=0)
+    half = 1.96 * math.sqrt(0.9 - 0.09) / math.sqrt(400)
+    assert low == pytest.approx(0.3 - half, abs=0.012) and high == pytest.approx(0.3 + half, abs=0.012)
+    assert bootstrap_delta_ci(outcomes, rounds=4000, seed=0) == (low, high)
+    assert bootstrap_delta_ci([1.0] * 5, rounds=100) == (1.0, 1.0)
+
+
+def test_within_prompt_correlation_by_hand() -> None:
+    oracle = [0.0, 1.0, 2.0, 5.0, 5.0, 5.0, 1.0, 2.0, 3.0]
+    assert within_prompt_correlation([1, 2, 3, 7, 8, 9, 3, 2, 1], oracle, 3) == pytest.approx(0.0)  # +1, skip, -1
+    assert within_prompt_correlation([10, 20, 30, 0, 0, 0, 0, 0, 1], oracle, 3) == pytest.approx(
+        (1.0 + 0.8660254) / 2)   # the constant prompt is skipped; corr([0, 0, 1], [1, 2, 3]) = sqrt(3)/2
+    assert math.isnan(within_prompt_correlation([1, 1], [2, 3], 2))
+    with pytest.raises(ValueError, match="groups of 3"):
+        within_prompt_correlation([1, 2], [1, 2], 3)
 
 
 def test_iterate_keeps_every_iteration() -> None:
@@ -106,10 +133,15 @@ def test_evaluation_report_by_hand() -> None:
     prompts = ["p1", "p2"]
     chains = {"pit": [["aa", "bb"], ["aaa", "bbb"], ["aaaa", "bb"]],
               "self_refine": [["aa", "bb"], ["a", "bb"], ["a", "b"]]}
-    report = evaluation_report(prompts, chains, verdicts, length_ratio=10.0, elo_bootstrap=5, seed=0)
+    report = evaluation_report(prompts, chains, verdicts, length_ratio=10.0, bootstrap=50, elo_bootstrap=5, seed=0,
+                               controls={"control": ["a", "bbbbb"]})
     assert report["n"] == 2 and report["iterations"] == 2
     assert report["pairs"]["pit_vs_policy"] == {"win": 1.0, "tie": 0.0, "lose": 0.0, "delta": 1.0, "n": 2,
-                                                "delta_length_controlled": 1.0, "n_length_controlled": 2}
+                                                "delta_ci": [1.0, 1.0], "delta_length_controlled": 1.0,
+                                                "n_length_controlled": 2}
+    assert report["pairs"]["pit_vs_control"]["delta"] == 0.0          # 3 > 1, 3 < 5
+    assert report["per_iteration"][1]["pairs"]["pit_vs_control"]["delta"] == 0.0   # 4 > 1, 2 < 5
+    assert report["controls"]["control"]["delta"] == 0.0 and report["control_mean_score"]["control"] == 3.0
     assert report["pairs"]["self_refine_vs_policy"]["delta"] == -0.5
     assert report["pairs"]["pit_vs_self_refine"]["delta"] == 1.0
     second = report["per_iteration"][1]
@@ -117,6 +149,6 @@ def test_evaluation_report_by_hand() -> None:
     assert second["pit"]["mean_score"] == 3.0 and second["self_refine"]["mean_score"] == 1.0
     assert report["policy_mean_score"] == 2.0
     assert report["lengths"]["policy"] == 1.0
-    assert set(report["elo"]) == {"policy", "pit@1", "pit@2", "self_refine@1", "self_refine@2"}
+    assert set(report["elo"]) == {"policy", "control", "pit@1", "pit@2", "self_refine@1", "self_refine@2"}
     assert report["elo"]["pit@1"] > report["elo"]["policy"] > report["elo"]["self_refine@2"]
     assert verdicts.memo[("p1", "aa")] == 2.0     # each (prompt, response) scored once

@@ -95,6 +95,9 @@ def test_clipped_value_loss_hand_values() -> None:
     loss, clipped = clipped_value_loss(torch.tensor([[1.9]]), torch.tensor([[1.8]]), torch.tensor([[2.0]]),
                                        torch.ones(1, 1), clip=0.2)
     assert loss.item() == pytest.approx(0.5 * 0.1**2) and clipped.item() == 0.0
+    loss, clipped = clipped_value_loss(torch.tensor([[1.0, 9.0]]), torch.tensor([[0.5, 0.0]]),
+                                       torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]]), clip=None)
+    assert loss.item() == pytest.approx(0.5 * 1.0**2) and clipped.item() == 0.0   # no clip; the masked 9 ignored
 
 
 def test_whiten_and_explained_variance() -> None:

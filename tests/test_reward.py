@@ -201,3 +201,35 @@ def test_same_tokenizer_reads_the_sampled_ids_without_a_round_trip() -> None:
     assert len(first) > 1 and tok.decode(spelled) == tok.decode(ids[0])
     assert model.encode(inputs[:1], texts[:1], [spelled])[0][-len(spelled) - 1:] == [*spelled, tok.eos_token_id]
     assert model.encode(inputs[:1], texts[:1])[0][-len(ids[0]) - 1:] == [*ids[0], tok.eos_token_id]
+
+
+def test_residual_gap_starts_as_the_reward_difference_and_trains_with_offsets(tmp_path: Path) -> None:
+    """`residual`: g = R_P(x, y) - R_P(x, y_ref) + h. With h's head at zero the saved gap scores equal R_P's
+    difference; in training, R_P's part enters the batch as fixed offsets (d, 0, 0, -d) added to h's four scores."""
+    from pit.data.encode import collate_groups_with_offsets
+    from pit.data.templates import Templates
+    from pit.models.gap import RewardDifferenceGap, load_gap, save_gap
+
+    reward, examples = tiny_causal_reward()
+    residual, _ = tiny_causal_reward()
+    residual.zero_head()
+    reward.save(tmp_path / "reward")
+    save_gap(tmp_path / "gap", residual, reward_dir=tmp_path / "reward")
+    templates = Templates(improver="{prompt} | {reference} ->")
+    gap = load_gap(tmp_path / "gap", templates)
+    assert len(gap.models) == 2
+    rows = examples[:6]
+    args = ([e.prompt for e in rows], [e.chosen for e in rows], [e.rejected for e in rows])
+    difference = RewardDifferenceGap(load_reward_model(tmp_path / "reward"), templates).score(*args)
+    assert torch.allclose(gap.score(*args), difference, atol=1e-6)
+    assert difference.abs().max() > 1e-3                             # R_P does tell the responses apart
+
+    items = [(([1, 2], [3], [4], [5, 6]), (0.5, 0.0, 0.0, -0.5)), (([7], [8], [9], [10]), (2.0, 0.0, 0.0, -2.0))]
+    batch = collate_groups_with_offsets(items, pad_id=0)
+    assert batch["offsets"].tolist() == [0.5, 2.0, 0.0, 0.0, 0.0, 0.0, -0.5, -2.0]   # group-major, as the rows
+    assert batch["input_ids"].shape == (8, 2)
+    module = GapRewardModule(residual, "full", lr=1e-3, weight_decay=0.0, warmup_steps=1, total_steps=1, prefix="t")
+    with torch.no_grad():
+        scores = module._scores(batch)
+    assert scores["wl"].tolist() == [0.5, 2.0] and scores["lw"].tolist() == [-0.5, -2.0]   # h = 0 at the start
+    assert scores["ww"].tolist() == [0.0, 0.0]

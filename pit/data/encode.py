@@ -71,3 +71,12 @@ def collate_groups(items: list[tuple[list[int], ...]], pad_id: int) -> dict[str,
     """
     input_ids, mask = pad_rows([item[g] for g in range(len(items[0])) for item in items], pad_id)
     return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def collate_groups_with_offsets(items: list[tuple[tuple[list[int], ...], tuple[float, ...]]],
+                                pad_id: int) -> dict[str, torch.Tensor]:
+    """`collate_groups` of (texts, offsets) items, plus `offsets` `[G * B]` in the same group-major order: fixed
+    amounts the model's scores are shifted by (R_P's part of a residual gap reward)."""
+    batch = collate_groups([texts for texts, _ in items], pad_id)
+    batch["offsets"] = torch.tensor([o[g] for g in range(len(items[0][1])) for _, o in items], dtype=torch.float32)
+    return batch

@@ -1,10 +1,18 @@
-"""The embedded synthetic task: instructions with checkable constraints and an exact oracle.
+"""The embedded synthetic task: instructions with checkable constraints, an exact oracle, and systematic slips.
 
-A prompt reads `write 6 words with cat red sun without dog` (optionally `... in order ...`). The oracle
+A prompt reads `write 8 words with cat red sun without dog owl` (optionally `... in order ...`). The oracle
 scores a response as the mean of its satisfied constraints: each required word present, each banned word
 absent, the word count (full credit when exact, half when off by one) and, when asked, the order of the
-required words. Pairs are made by corrupting a perfect response: the chosen one a little (it is often
-imperfect, so there is headroom above it), the rejected one more, always with oracle(chosen) > oracle(rejected).
+required words.
+
+Pairs imitate annotators with habits. A perfect response ends with its last required word. The chosen
+response is the perfect one with each *slip* made independently with probability `slip_prob`, plus a few
+random corruptions: `echo` starts the answer with the first banned word (one filler replaced), `cut` stops it
+two words early (losing the final required word and the length). With `slip_prob > 0.5` the most likely
+chosen response, which greedy decoding of an SFT policy copies, has both slips (oracle 0.5 with 3 required and
+2 banned words), so a draft carries visible, local, fixable flaws. The rejected response is an edit of the
+chosen one: the same words with a slip the chosen lacks and more corruptions, so each pair contrasts exactly
+those flaws near the top of the quality scale (always oracle(chosen) > oracle(rejected)).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ WORDS = (
 ).split()
 
 PROMPT_RE = re.compile(r"^write (\d+) words with (\w+(?: \w+)*?)( in order)?(?: without (\w+(?: \w+)*))?$")
+SLIPS = ("echo", "cut")
 
 
 def score(prompt: str, response: str) -> float:
@@ -40,18 +49,20 @@ def score(prompt: str, response: str) -> float:
 
 
 class SyntheticSource(PreferenceSource):
-    """Deterministic, seeded generator of constrained-writing preference pairs (the default dataset)."""
+    """Deterministic, seeded generator of constrained-writing preference pairs with systematic slips."""
 
-    def __init__(self, n_pairs: int = 4000, seed: int = 0, n_required: int = 3, n_banned: int = 1,
-                 min_length: int = 5, max_length: int = 8, ordered: bool = False,
-                 chosen_corruptions: tuple[int, ...] = (0, 1, 1, 2, 2),
-                 rejected_corruptions: tuple[int, ...] = (4, 5, 6, 7), name: str = "synthetic", **presentation: Any):
+    def __init__(self, n_pairs: int = 4000, seed: int = 0, n_required: int = 3, n_banned: int = 2,
+                 min_length: int = 7, max_length: int = 9, ordered: bool = False, slip_prob: float = 0.65,
+                 chosen_corruptions: tuple[int, ...] = (0, 1), rejected_corruptions: tuple[int, ...] = (1, 2),
+                 name: str = "synthetic", **presentation: Any):
         super().__init__(name, **presentation)
         if n_required + n_banned + max_length > len(WORDS):
             raise ConfigError("synthetic: n_required + n_banned + max_length exceeds the vocabulary")
         if not 0 < n_required <= min_length <= max_length:
             raise ConfigError("synthetic: need 0 < n_required <= min_length <= max_length")
-        self.n_pairs, self.seed, self.name = n_pairs, seed, name
+        if not 0.0 <= slip_prob <= 1.0:
+            raise ConfigError(f"synthetic: slip_prob={slip_prob} must be a probability in [0, 1]")
+        self.n_pairs, self.seed, self.name, self.slip_prob = n_pairs, seed, name, slip_prob
         self.n_required, self.n_banned, self.ordered = n_required, n_banned, ordered
         self.lengths = range(min_length, max_length + 1)
         self.chosen_corruptions, self.rejected_corruptions = tuple(chosen_corruptions), tuple(rejected_corruptions)
@@ -80,24 +91,43 @@ class SyntheticSource(PreferenceSource):
         prompt = f"write {length} words with {' '.join(required)}{order}{avoid}"
         fillers = [w for w in WORDS if w not in picked]
         perfect = rng.sample(fillers, length - self.n_required)
-        for word, slot in zip(required, sorted(rng.sample(range(length), self.n_required)), strict=True):
+        for word, slot in zip(required[:-1], sorted(rng.sample(range(length - 1), self.n_required - 1)), strict=True):
             perfect.insert(slot, word)
+        perfect.append(required[-1])   # the answer ends with its last required word: a cut loses it
+        slips = {s for s in SLIPS if rng.random() < self.slip_prob and (s != "echo" or banned)}
         while True:
-            chosen = _corrupt(perfect, rng.choice(self.chosen_corruptions), required, banned, fillers, rng)
-            rejected = _corrupt(perfect, rng.choice(self.rejected_corruptions), required, banned, fillers, rng)
+            base = _corrupt(perfect, rng.choice(self.chosen_corruptions), required, banned, fillers, rng)
+            missing = [s for s in SLIPS if s not in slips and (s != "echo" or banned)]
+            extra = {rng.choice(missing)} if missing else set()
+            worse = _corrupt(base, rng.choice(self.rejected_corruptions), required, banned, fillers, rng)
+            chosen, rejected = _slip(base, slips, banned, required), _slip(worse, slips | extra, banned, required)
             if score(prompt, chosen) > score(prompt, rejected):
-                return PreferenceExample(prompt, chosen, rejected, {"perfect": " ".join(perfect)})
+                return PreferenceExample(prompt, chosen, rejected,
+                                         {"perfect": " ".join(perfect), "slips": sorted(slips)})
+
+
+def _slip(words: list[str], slips: set[str], banned: list[str], required: list[str]) -> str:
+    """Apply the systematic slips: `echo` puts the first banned word first, `cut` drops the last two words."""
+    words = list(words)
+    if "echo" in slips:
+        fillers = [i for i, w in enumerate(words) if w not in required and w not in banned]
+        if fillers:
+            del words[fillers[0]]
+        words.insert(0, banned[0])
+    if "cut" in slips:
+        words = words[:-2]
+    return " ".join(words)
 
 
 def _corrupt(words: list[str], n: int, required: list[str], banned: list[str], fillers: list[str],
-             rng: random.Random) -> str:
+             rng: random.Random) -> list[str]:
     """Apply `n` random corruptions: drop a required word, insert a banned word, or change the length."""
     words = list(words)
     kinds = ("drop_required", "add_banned", "longer", "shorter") if banned else ("drop_required", "longer", "shorter")
     for _ in range(n):
         kind = rng.choice(kinds)
         present = [i for i, w in enumerate(words) if w in required]
-        free = [i for i, w in enumerate(words) if w not in required and w not in banned]
+        free = [i for i, w in enumerate(words[:-1]) if w not in required and w not in banned]
         if kind == "drop_required" and present:
             words[rng.choice(present)] = rng.choice([w for w in fillers if w not in words] or fillers)
         elif kind == "add_banned" and free:
@@ -105,5 +135,5 @@ def _corrupt(words: list[str], n: int, required: list[str], banned: list[str], f
         elif kind == "shorter" and free and len(words) > 1:
             del words[rng.choice(free)]
         else:
-            words.insert(rng.randrange(len(words) + 1), rng.choice(fillers))
-    return " ".join(words)
+            words.insert(rng.randrange(len(words)), rng.choice(fillers))
+    return words

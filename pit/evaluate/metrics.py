@@ -63,16 +63,31 @@ def elo_ratings(games: Sequence[tuple[str, str, float]], players: Sequence[str],
     return {p: ELO_MEAN + ELO_SCALE * ratings[i].item() for p, i in index.items()}
 
 
-def bootstrap_elo(games: Sequence[tuple[str, str, float]], players: Sequence[str], rounds: int,
+def bootstrap_elo(games_by_prompt: Sequence[Sequence[tuple[str, str, float]]], players: Sequence[str], rounds: int,
                   seed: int = 0) -> dict[str, tuple[float, float]]:
-    """95 % intervals of each rating over `rounds` resamples of the games (with replacement)."""
+    """95 % intervals of each rating over `rounds` resamples of the prompts (with replacement), each taking all of
+    its games: the games of one prompt are correlated, so resampling games alone would understate the spread."""
     rng = random.Random(seed)
     samples: dict[str, list[float]] = {p: [] for p in players}
     for _ in range(rounds):
-        resampled = [games[rng.randrange(len(games))] for _ in games]
+        resampled = [g for _ in games_by_prompt for g in games_by_prompt[rng.randrange(len(games_by_prompt))]]
         for player, rating in elo_ratings(resampled, players).items():
             samples[player].append(rating)
     return {p: (_quantile(v, 0.025), _quantile(v, 0.975)) for p, v in samples.items()}
+
+
+def bootstrap_delta_ci(outcomes: Sequence[float], rounds: int, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of Δ = win − lose over `rounds` resamples of the prompts.
+
+    Paired: each outcome already compares two methods on the same prompt, so a resample keeps the pair together.
+    """
+    if not outcomes:
+        raise ValueError("bootstrap_delta_ci needs at least one outcome")
+    signs = torch.tensor([2.0 * o - 1.0 if o in (0.0, 1.0) else 0.0 for o in outcomes], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(len(signs), (rounds, len(signs)), generator=generator)
+    deltas = signs[index].mean(1).tolist()
+    return _quantile(deltas, 0.025), _quantile(deltas, 0.975)
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -80,3 +95,19 @@ def _quantile(values: list[float], q: float) -> float:
     position = q * (len(ordered) - 1)
     low, high = math.floor(position), math.ceil(position)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def within_prompt_correlation(first: Sequence[float], second: Sequence[float], group_size: int) -> float:
+    """Mean over prompts of the Pearson correlation of two scorings of the same `group_size` responses per prompt.
+
+    Rows are grouped consecutively; prompts where either scoring is constant (no ordering to agree on) are skipped;
+    NaN when every prompt is. This is what a reward must get right for RL: which of a prompt's samples is better.
+    """
+    if len(first) != len(second) or len(first) % group_size:
+        raise ValueError(f"within_prompt_correlation: {len(first)} and {len(second)} scores in groups of {group_size}")
+    a = torch.tensor(first, dtype=torch.float64).view(-1, group_size)
+    b = torch.tensor(second, dtype=torch.float64).view(-1, group_size)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    norms = a.norm(dim=1) * b.norm(dim=1)
+    ok = norms > 1e-12
+    return ((a * b).sum(1)[ok] / norms[ok]).mean().item() if ok.any() else float("nan")

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from pit.artifacts import write_json_atomic, write_jsonl
 from pit.errors import ConfigError
-from pit.evaluate.report import POLICY, evaluation_report
+from pit.evaluate.report import CONTROL, POLICY, evaluation_report
 from pit.improve.iterate import Generator, PITStep, iterate
 
 if TYPE_CHECKING:
@@ -20,18 +20,26 @@ if TYPE_CHECKING:
 
 
 def build_evaluation(pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
-    """Generate every chain on the test split, judge it, and save `report.json` and `generations.jsonl`."""
+    """Generate every chain on the test split, judge it, and save `report.json` and `generations.jsonl`.
+
+    y_0 and every improvement step use the same decoding (`evaluate.sampling`), so Δ compares methods, not
+    temperatures. The compute-matched control (when the objective trains it) answers the same prompts alike.
+    """
     hp, source = pipeline.cfg.evaluate, pipeline.source
     rows = pipeline.splits["test"][: hp.samples]
     if not rows:
         raise ConfigError("evaluate runs on the test split, which is empty (raise splits.test)")
     prompts, device, tokenizer = [e.prompt for e in rows], pipeline.device(), pipeline.tokenizer()
-    policy = pipeline.load_stage_model(pipeline.policy_stage).to(device)
-    initial = Generator(policy, tokenizer, instantiate(pipeline.cfg.eval_sampling), source.max_prompt_tokens)
-    y0 = initial([pipeline.policy_input_of(e) for e in rows])
     sampling = instantiate(hp.sampling)
+    policy = pipeline.load_stage_model(pipeline.policy_stage).to(device)
+    inputs = [pipeline.policy_input_of(e) for e in rows]
+    y0 = Generator(policy, tokenizer, sampling, source.max_prompt_tokens)(inputs)
+    controls: dict[str, list[str]] = {}
+    if "control_rl" in pipeline.keys:
+        control = pipeline.load_stage_model("control_rl").to(device)
+        controls[CONTROL] = Generator(control, tokenizer, sampling, source.max_prompt_tokens)(inputs)
     chains: dict[str, list[list[str]]] = {}
-    if "sft_pit" in pipeline.keys:
+    if pipeline.improver_stage in pipeline.keys:
         improver = pipeline.load_stage_model(pipeline.improver_stage).to(device)
         step = PITStep(Generator(improver, tokenizer, sampling, source.max_improver_tokens), source.templates)
         chains["pit"] = iterate(step, prompts, y0, hp.iterations)
@@ -39,17 +47,20 @@ def build_evaluation(pipeline: Pipeline, out: Path, metrics: dict[str, float]) -
     if refine is not None:
         chains[pipeline.baseline.name] = iterate(refine, prompts, y0, hp.iterations)
     if not chains:
-        raise ConfigError("evaluate has nothing to compare with y_0: the objective trains no improver (sft_pit) "
-                          "and baseline=none")
+        raise ConfigError("evaluate has nothing to compare with y_0: the objective trains no improver (sft_pit or "
+                          "pit_rl) and baseline=none")
     verdicts = pipeline.judge.verdicts(pipeline, pipeline.artifact("judge"), hp.tie_margin)
-    report = evaluation_report(prompts, chains, verdicts, hp.length_ratio, hp.elo_bootstrap, pipeline.cfg.seed)
+    report = evaluation_report(prompts, chains, verdicts, hp.length_ratio, hp.bootstrap, hp.elo_bootstrap,
+                               pipeline.cfg.seed, controls)
     report["judge"] = pipeline.judge.name
     write_json_atomic(out / "report.json", report)
-    write_jsonl(out / "generations.jsonl", [{"prompt": p, POLICY: y, **{m: [c[k][i] for k in range(1, len(c))]
-                                                                      for m, c in chains.items()}}
-                                             for i, (p, y) in enumerate(zip(prompts, y0, strict=True))])
+    write_jsonl(out / "generations.jsonl", [{"prompt": p, POLICY: y, **{c: t[i] for c, t in controls.items()},
+                                             **{m: [c[k][i] for k in range(1, len(c))] for m, c in chains.items()}}
+                                            for i, (p, y) in enumerate(zip(prompts, y0, strict=True))])
     for pair, result in report["pairs"].items():
         metrics[f"delta_{pair}"] = result["delta"]
+    for c, result in report["controls"].items():
+        metrics[f"delta_{c}_vs_policy"] = result["delta"]
     for entry in report["per_iteration"]:
         metrics.update({f"delta_{pair}@{entry['iteration']}": r["delta"] for pair, r in entry["pairs"].items()})
     metrics.update({f"elo_{v}": r for v, r in report.get("elo", {}).items()})
@@ -61,7 +72,9 @@ def publish_evaluation(pipeline: Pipeline) -> None:
     pipeline.results["eval"] = json.loads((directory / "report.json").read_text())
     lines = (directory / "generations.jsonl").read_text(encoding="utf-8").splitlines()
     rows = [json.loads(line) for line in lines[: pipeline.cfg.evaluate.table_rows]]
-    methods = [k for k in rows[0] if k not in ("prompt", POLICY)] if rows else []
-    columns = ["prompt", POLICY, *(f"{m}@{k + 1}" for m in methods for k in range(len(rows[0][m])))]
+    singles = [k for k in rows[0] if isinstance(rows[0][k], str) and k != "prompt"] if rows else []
+    methods = [k for k in rows[0] if isinstance(rows[0][k], list)] if rows else []
+    columns = ["prompt", *singles, *(f"{m}@{k + 1}" for m in methods for k in range(len(rows[0][m])))]
     pipeline.tracker.log_table("eval/generations", columns,
-                               [[r["prompt"], r[POLICY], *(t for m in methods for t in r[m])] for r in rows])
+                               [[r["prompt"], *(r[s] for s in singles), *(t for m in methods for t in r[m])]
+                                for r in rows])

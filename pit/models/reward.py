@@ -94,6 +94,11 @@ class RewardModel(nn.Module):
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
+    def zero_head(self) -> None:
+        """Make the model score 0 everywhere at the start of training (the residual term of a gap reward)."""
+        raise ConfigError(f"{type(self).__name__} has no separate linear head to start at zero: objective."
+                          f"gap_loss=residual needs reward_model=causal or an encoder reward model")
+
     @torch.no_grad()
     def score(self, inputs: list[str], responses: list[str], response_ids: list[list[int]] | None = None,
               batch_size: int = 64) -> torch.Tensor:
@@ -127,6 +132,10 @@ class PooledHeadReward(RewardModel):
         self.pair_encoding, self.max_response_tokens = pair_encoding, max_response_tokens
         self.head = nn.Linear(backbone.config.hidden_size, 1)
         nn.init.normal_(self.head.weight, std=1.0 / (backbone.config.hidden_size + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+
+    def zero_head(self) -> None:
+        nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,15 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
 
 
 def adamw_warmup_cosine(module: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int,
-                        total_steps: int) -> dict[str, Any]:
-    """Lightning `configure_optimizers` result; no weight decay on biases, norms and embeddings' 1-d params."""
+                        total_steps: int, extra_groups: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Lightning `configure_optimizers` result; no weight decay on biases, norms and embeddings' 1-d params.
+
+    `extra_groups` are further parameter groups with their own settings (PPO's value head and its learning rate);
+    the schedule scales every group's learning rate alike.
+    """
     params = [p for p in module.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}, *(extra_groups or [])]
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps))

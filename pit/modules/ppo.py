@@ -51,6 +51,25 @@ class Rollout:
     reference: str | None = None
 
 
+@dataclass
+class RolloutBatch:
+    """What one iteration's rollout leaves for the updates: tokens, masks, scores and the old policy's numbers."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    resp_mask: torch.Tensor
+    prompt_len: int
+    texts: list[str]
+    ended: torch.Tensor
+    scores: torch.Tensor
+    old_logp: torch.Tensor
+    old_values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    kl: torch.Tensor
+    gen_seconds: float
+
+
 class PPOModule(L.LightningModule):
     """Optimises `policy` to maximise `reward_fn(items, responses) - β·KL(policy ‖ reference)`.
 
@@ -79,6 +98,7 @@ class PPOModule(L.LightningModule):
         nn.init.zeros_(self.value_head.bias)
         self.max_input_tokens = input_budget(policy, max_input_tokens, sampling.max_new_tokens)
         self.sampling, self.config, self.prefix = sampling, config, prefix
+        self.logit_temperature = sampling.temperature if sampling.temperature > 0 else 1.0
         self.total_steps = total_steps
         self.kl_controller = (AdaptiveKLController(config.init_beta, config.target_kl, config.kl_horizon)
                               if config.target_kl is not None else FixedKLController(config.init_beta))
@@ -105,13 +125,15 @@ class PPOModule(L.LightningModule):
                  with_values: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Log-probs, logits and values of the response tokens `ids[:, prompt_len:]` (positions follow the mask).
 
-        The LM head runs only on the positions that predict response tokens (`logits_to_keep`), not the prompt.
+        The logits are divided by the sampling temperature, so the log-probs are those of the distribution the
+        rollouts were drawn from (on-policy at any T). The LM head runs only on the positions that predict
+        response tokens (`logits_to_keep`), not the prompt.
         """
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         keep = ids.shape[1] - prompt_len + 1
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=with_values,
                     logits_to_keep=keep)
-        logits = out.logits[:, -keep:-1]
+        logits = out.logits[:, -keep:-1] / self.logit_temperature
         values = self.value_head(out.hidden_states[-1][:, prompt_len - 1:-1].float()).squeeze(-1) if with_values \
             else None
         return token_logprobs(logits, ids[:, prompt_len:]), logits, values
@@ -123,6 +145,13 @@ class PPOModule(L.LightningModule):
             return self._forward(self.policy, ids, mask, prompt_len, with_values=False)[0]
 
     def training_step(self, batch: list[Rollout], batch_idx: int) -> None:
+        """One PPO iteration: sample and score a rollout batch, then `ppo_epochs` passes of minibatch updates."""
+        rollout = self._rollout(batch)
+        stats = self._update(rollout, batch_idx)
+        self._log(batch, rollout, stats, batch_idx)
+
+    def _rollout(self, batch: list[Rollout]) -> RolloutBatch:
+        """Sample responses, score them, and compute old log-probs, values, KL-penalised rewards and advantages."""
         cfg, start = self.config, time.perf_counter()
         rows = encode_inputs(self.tokenizer, [item.input_text for item in batch], self.max_input_tokens)
         prompt_ids, prompt_mask = pad_rows(rows, self.tokenizer.pad_token_id, self.device, left=True)
@@ -145,16 +174,23 @@ class PPOModule(L.LightningModule):
             rewards, kl = kl_penalized_rewards(scores, old_logp, ref_logp, resp_mask, self.kl_controller.beta)
             advantages, returns = gae(rewards, old_values, resp_mask, cfg.gamma, cfg.lam)
             advantages = masked_whiten(advantages, resp_mask)
+        return RolloutBatch(ids, mask, resp_mask, prompt_len, texts, ended, scores, old_logp, old_values, advantages,
+                            returns, kl, gen_seconds)
+
+    def _update(self, r: RolloutBatch, batch_idx: int) -> dict[str, float]:
+        """`ppo_epochs` passes of clipped policy + value updates over random minibatches; mean statistics."""
+        cfg = self.config
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_fraction": [], "approx_kl": [],
-                                         "entropy": []}
-        n, train_start = len(batch), time.perf_counter()
+        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "value_clip_fraction": [],
+                                         "clip_fraction": [], "approx_kl": [], "entropy": []}
+        n, start = r.ids.shape[0], time.perf_counter()
         for _ in range(cfg.ppo_epochs):
             for chunk in torch.randperm(n, device=self.device).chunk(cfg.minibatches):
-                logp, logits, values = self._forward(self.policy, ids[chunk], mask[chunk], prompt_len, with_values=True)
-                m = resp_mask[chunk]
-                pg = clipped_policy_loss(logp, old_logp[chunk], advantages[chunk], m, cfg.clip)
-                vf, _ = clipped_value_loss(values, old_values[chunk], returns[chunk], m, cfg.value_clip)
+                logp, logits, values = self._forward(self.policy, r.ids[chunk], r.mask[chunk], r.prompt_len,
+                                                     with_values=True)
+                m = r.resp_mask[chunk]
+                pg = clipped_policy_loss(logp, r.old_logp[chunk], r.advantages[chunk], m, cfg.clip)
+                vf, vf_clipped = clipped_value_loss(values, r.old_values[chunk], r.returns[chunk], m, cfg.value_clip)
                 entropy = masked_entropy(logits, m)
                 loss = pg.loss + cfg.value_coef * vf - cfg.entropy_coef * entropy
                 if not torch.isfinite(loss):
@@ -165,29 +201,36 @@ class PPOModule(L.LightningModule):
                 self.manual_backward(loss)
                 self.clip_gradients(optimizer, gradient_clip_val=cfg.max_grad_norm, gradient_clip_algorithm="norm")
                 optimizer.step()
-                for key, value in (("policy_loss", pg.loss), ("value_loss", vf), ("clip_fraction", pg.clip_fraction),
-                                   ("approx_kl", pg.approx_kl), ("entropy", entropy)):
+                for key, value in (("policy_loss", pg.loss), ("value_loss", vf), ("value_clip_fraction", vf_clipped),
+                                   ("clip_fraction", pg.clip_fraction), ("approx_kl", pg.approx_kl),
+                                   ("entropy", entropy)):
                     stats[key].append(value.item())
         scheduler.step()
-        train_seconds = time.perf_counter() - train_start
-        mean_kl = self.trainer.strategy.reduce(kl.sum(1).mean(), reduce_op="mean").item()   # one β for all ranks
-        beta = self.kl_controller.update(mean_kl, n)
-        tokens = resp_mask.sum().item()
-        metrics = {"reward_mean": scores.mean().item(), "reward_std": scores.std().item() if n > 1 else 0.0,
-                   "kl": mean_kl, "beta": beta, "response_length": resp_mask.sum(1).mean().item(),
-                   "ended_with_eos": ended.float().mean().item(),
-                   "explained_variance": explained_variance(old_values, returns, resp_mask).item(),
-                   "gen_tokens_per_s": tokens / max(gen_seconds, 1e-9),
-                   "train_tokens_per_s": tokens * cfg.ppo_epochs / max(train_seconds, 1e-9),
-                   **{k: sum(v) / len(v) for k, v in stats.items()}}
+        means = {k: sum(v) / len(v) for k, v in stats.items()}
+        means["train_tokens_per_s"] = r.resp_mask.sum().item() * cfg.ppo_epochs / max(time.perf_counter() - start,
+                                                                                        1e-9)
+        return means
+
+    def _log(self, batch: list[Rollout], r: RolloutBatch, stats: dict[str, float], batch_idx: int) -> None:
+        """Step the KL controller with the all-rank KL and episode count; record and log the iteration."""
+        n = len(batch)
+        mean_kl = self.trainer.strategy.reduce(r.kl.sum(1).mean(), reduce_op="mean").item()   # one β for all ranks
+        beta = self.kl_controller.update(mean_kl, n * self.trainer.world_size)
+        metrics = {"reward_mean": r.scores.mean().item(), "reward_std": r.scores.std().item() if n > 1 else 0.0,
+                   "kl": mean_kl, "beta": beta, "response_length": r.resp_mask.sum(1).mean().item(),
+                   "ended_with_eos": r.ended.float().mean().item(),
+                   "explained_variance": explained_variance(r.old_values, r.returns, r.resp_mask).item(),
+                   "gen_tokens_per_s": r.resp_mask.sum().item() / max(r.gen_seconds, 1e-9), **stats}
         self.history.append(metrics)
         if self.log_table is not None and self.table_every and batch_idx % self.table_every == 0:
             rows = [[batch_idx, item.input_text, text, score, bool(end)]
-                    for item, text, score, end in zip(batch, texts, scores.tolist(), ended.tolist(), strict=True)]
+                    for item, text, score, end in zip(batch, r.texts, r.scores.tolist(), r.ended.tolist(), strict=True)]
             self.log_table(f"{self.prefix}/rollouts", ["iteration", "input", "response", "reward", "ended_with_eos"],
                            rows[: self.table_rows])
         self.log_dict({f"{self.prefix}/{k}": v for k, v in metrics.items() if math.isfinite(v)}, batch_size=n)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        trainable = nn.ModuleList([self.policy, self.value_head])
-        return adamw_warmup_cosine(trainable, self.config.lr, 0.0, 0, self.total_steps)
+        """AdamW with two learning rates: `lr` for the policy, `value_lr` for the value head."""
+        return adamw_warmup_cosine(self.policy, self.config.lr, 0.0, 0, self.total_steps,
+                                   extra_groups=[{"params": list(self.value_head.parameters()),
+                                                  "lr": self.config.value_lr, "weight_decay": 0.0}])

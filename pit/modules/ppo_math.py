@@ -90,8 +90,11 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
 
 
 def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-                       clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """`½·max((V − R)², (clip(V, V_old ± ε) − R)²)` over response tokens, and the fraction clipped."""
+                       clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`½·max((V − R)², (clip(V, V_old ± ε) − R)²)` over response tokens, and the fraction clipped; `clip=None` is
+    the plain squared error `½·(V − R)²`."""
+    if clip is None:
+        return 0.5 * masked_mean((values - returns) ** 2, mask), torch.zeros((), device=values.device)
     clipped_values = old_values + (values - old_values).clamp(-clip, clip)
     unclipped_error, clipped_error = (values - returns) ** 2, (clipped_values - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)

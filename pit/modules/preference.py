@@ -33,6 +33,8 @@ class PreferenceModule(L.LightningModule):
 
     def _scores(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         flat = self.reward_model(batch["input_ids"], batch["attention_mask"]).float()
+        if "offsets" in batch:   # fixed parts of the scores (a residual gap reward's R_P difference)
+            flat = flat + batch["offsets"]
         return dict(zip(self.groups, flat.view(len(self.groups), -1), strict=True))
 
     def _loss(self, scores: dict[str, torch.Tensor]) -> torch.Tensor:
