@@ -101,7 +101,7 @@ class ObjectiveConfig:
     _target_: str = "pit.pipeline.Objective"
     name: str = MISSING
     stages: list[str] = MISSING
-    gap_loss: str = "full"
+    gap_loss: str = "residual"
     curriculum: list[str] = field(default_factory=lambda: ["dataset", "policy"])
 
 

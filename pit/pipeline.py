@@ -1,4 +1,4 @@
-"""The PIT stage graph (DESIGN.md section 2), read top to bottom: data, then each stage the objective asks for.
+"""The PIT stage graph (docs/design.md §2), read top to bottom: data, then each stage the objective asks for.
 
 Every stage is content-addressed (`pit.artifacts`): a finished stage with the same key is reused, a
 stage killed half-way leaves nothing under its final name and runs again.
@@ -59,7 +59,7 @@ class Objective:
 
     name: str
     stages: list[str]
-    gap_loss: str = "full"
+    gap_loss: str = "residual"
     curriculum: list[str] = field(default_factory=lambda: list(CURRICULUM_SOURCES))
 
     def __post_init__(self) -> None:

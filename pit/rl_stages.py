@@ -1,4 +1,4 @@
-"""The PPO stages: RLHF of M_P against R_P, and each curriculum round of M_PIT against R_PIT (DESIGN.md §2).
+"""The PPO stages: RLHF of M_P against R_P, and each curriculum round of M_PIT against R_PIT (docs/design.md §2).
 
 Stage bodies in the shape every stage has, `(pipeline, out, metrics)`: they read the pipeline's data, config
 and finished artifacts, train with `PPOModule`, and leave the trained policy in `out`.

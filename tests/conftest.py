@@ -31,7 +31,8 @@ FAST_TRAIN = [
     "train.pit_rl.ppo.ppo_epochs=1", "train.pit_rl.ppo.minibatches=2",
     "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "logger=none",
 ]
-FAST = ["dataset.n_pairs=300", *FAST_TRAIN]
+# The pipeline tests also exercise the Self-Refine baseline (the default, baseline=none, runs without it).
+FAST = ["dataset.n_pairs=300", "baseline=self_refine", *FAST_TRAIN]
 
 
 @pytest.fixture(autouse=True)
