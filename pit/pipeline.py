@@ -183,7 +183,8 @@ class Pipeline:
         if "reward" not in self.keys:
             raise ConfigError("control_rl optimises the control policy against R_P: add reward to objective.stages")
         rounds = len(self.objective.curriculum) if "pit_rl" in self.objective.stages else 0
-        iterations = self.cfg.train.rlhf_policy.iterations + rounds * self.cfg.train.pit_rl.iterations
+        rlhf = self.cfg.train.rlhf_policy.iterations if "rlhf_policy" in self.objective.stages else 0
+        iterations = rlhf + rounds * self.cfg.train.pit_rl.iterations
         hp = OmegaConf.merge(self.cfg.train.rlhf_policy, {"iterations": iterations})
         config = {**self._common(), "train": OmegaConf.to_container(hp, resolve=True)}
         return config, ("control_sft", "reward"), partial(build_rlhf_policy, self, "control_rl", hp, "control_sft")
@@ -372,6 +373,9 @@ class Pipeline:
         of the four groups, and h's head starts at zero, so training starts from `rp_difference`.
         """
         hp, residual = self.cfg.train.gap_reward, self.objective.gap_loss == "residual"
+        if residual and hp.l2:
+            raise ConfigError("train.gap_reward.l2 penalises whole scores, which for gap_loss=residual include R_P's "
+                              "difference (it would train h to cancel it): set it to 0")
         model = self._new_reward_model(self.reward_spec, self.adapters)
         if residual:
             model.zero_head()

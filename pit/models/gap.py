@@ -84,6 +84,6 @@ def load_gap(directory: Path, templates: Templates) -> TrainedGap:
     reward = load_reward_model(Path(meta["reward_dir"])) if meta["reward_dir"] is not None else None
     if reward is None:
         return TrainedGap(load_reward_model(directory), templates)
-    if not meta["trained"]:
+    if not meta.get("trained", False):   # artifacts from before `residual` existed are R_P differences
         return RewardDifferenceGap(reward, templates)
     return ResidualGap(load_reward_model(directory), reward, templates)
