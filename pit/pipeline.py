@@ -21,22 +21,20 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pit.artifacts import ArtifactStore, cache_key, write_json_atomic
-from pit.data.encode import collate_groups, collate_groups_with_offsets, collate_sft, encode_pairs
+from pit.data.encode import collate_sft, encode_pairs
 from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
 from pit.distributed import barrier, is_rank_zero
 from pit.errors import ConfigError
 from pit.evaluate.stage import build_evaluation, publish_evaluation
 from pit.models.factory import for_training, load_model, load_tokenizer, save_model, set_generation_cache
-from pit.models.gap import load_gap, save_gap
 from pit.models.generate import generate_texts
 from pit.models.lora import FullWeights
-from pit.models.reward import RewardModel, load_reward_model
-from pit.modules.gap_reward import GapRewardModule
-from pit.modules.preference_losses import GAP_COMPARISONS, GAP_LOSSES, comparison_accuracy
-from pit.modules.reward import RewardModule
+from pit.models.reward import RewardModel
+from pit.modules.preference_losses import GAP_LOSSES
 from pit.modules.sft import SFTModule
 from pit.rl_stages import build_pit_round, build_rlhf_policy
+from pit.supervised_stages import build_gap_difference, build_gap_reward, build_reward
 from pit.tracking import TABLE_ROWS, RunLedger, Tracker, find_secrets, run_identity
 from pit.training import StageFitter
 
@@ -162,7 +160,7 @@ class Pipeline:
 
     def _plan_reward(self) -> StagePlan:
         return ({**self._common(), "reward_model": self._sub("reward_model"), "train": self._sub("train.reward")},
-                self._after("reward", self.reward_spec.init_from), self._build_reward)
+                self._after("reward", self.reward_spec.init_from), partial(build_reward, self))
 
     def _plan_rlhf_policy(self) -> StagePlan:
         missing = [s for s in ("sft_policy", "reward") if s not in self.keys]
@@ -222,7 +220,7 @@ class Pipeline:
         if self.objective.gap_loss == "rp_difference":
             if "reward" not in self.keys:
                 raise ConfigError("objective.gap_loss=rp_difference computes gaps with R_P: the reward stage must run")
-            return {**self._common(), "gap_loss": "rp_difference"}, ("reward",), self._build_gap_difference
+            return {**self._common(), "gap_loss": "rp_difference"}, ("reward",), partial(build_gap_difference, self)
         config = {**self._common(), "reward_model": self._sub("reward_model"), "train": self._sub("train.gap_reward"),
                   "gap_loss": self.objective.gap_loss}
         upstream = self._after("gap_reward", self.reward_spec.init_from)
@@ -231,7 +229,7 @@ class Pipeline:
                 raise ConfigError("objective.gap_loss=residual adds a trained term to R_P's difference: the reward "
                                   "stage must run")
             upstream = (*upstream, "reward")
-        return config, upstream, self._build_gap_reward
+        return config, upstream, partial(build_gap_reward, self)
 
     def _plan_judge(self) -> StagePlan:
         # the judge trains full weights whatever `peft` says: runs that differ in peft are judged by one judge
@@ -348,95 +346,13 @@ class Pipeline:
         """The device the configured trainer would train on (where evaluation and reference sampling run)."""
         return self.fitter.trainer(1, None).strategy.root_device
 
-    def fit_reward_model(self, name: str, spec: Any, hp: DictConfig, train_rows: list[PreferenceExample],
-                         metrics: dict[str, float], adapters: FullWeights | None = None) -> RewardModel:
-        """Train a scalar reward model r(x, y) on (y_w > y_l) pairs of `train_rows`, validated on the val split,
-        with `adapters` (default: the `peft` choice)."""
-        adapters = adapters or self.adapters
-        model = self._new_reward_model(spec, adapters)
-        module = RewardModule(model, prefix=name, **self._optim(hp))
-        self.fitter.fit(module, hp, self._reward_items(model, train_rows),
-                        self._reward_items(model, self.splits["val"]), partial(collate_groups, pad_id=model.pad_id()),
-                        metrics)
-        model.backbone = adapters.merged(model.backbone)
-        return model
-
-    def _build_reward(self, out: Path, metrics: dict[str, float]) -> None:
-        """R_P on the train split."""
-        model = self.fit_reward_model("reward", self.reward_spec, self.cfg.train.reward, self.splits["train"], metrics)
-        model.save(out)
-
-    def _build_gap_reward(self, out: Path, metrics: dict[str, float]) -> None:
-        """R_PIT on the train split with Eq. 2 (`full`, `residual`) or its single term (`single`).
-
-        `residual` trains h in g = R_P(x, y) - R_P(x, y_ref) + h(x, y_ref, y): R_P's differences are fixed offsets
-        of the four groups, and h's head starts at zero, so training starts from `rp_difference`.
-        """
-        hp, residual = self.cfg.train.gap_reward, self.objective.gap_loss == "residual"
-        if residual and hp.l2:
-            raise ConfigError("train.gap_reward.l2 penalises whole scores, which for gap_loss=residual include R_P's "
-                              "difference (it would train h to cancel it): set it to 0")
-        model = self._new_reward_model(self.reward_spec, self.adapters)
-        if residual:
-            model.zero_head()
-        module = GapRewardModule(model, "full" if residual else self.objective.gap_loss, prefix="gap_reward",
-                                 **self._optim(hp))
-        pad_id = model.pad_id()
-        if residual:
-            reward = load_reward_model(self.artifact("reward"))
-
-            def items(rows: list[PreferenceExample]) -> list[Any]:
-                return list(zip(self._gap_items(model, rows), self._gap_offsets(reward, rows), strict=True))
-
-            collate = partial(collate_groups_with_offsets, pad_id=pad_id)
-        else:
-            items, collate = partial(self._gap_items, model), partial(collate_groups, pad_id=pad_id)
-        self.fitter.fit(module, hp, items(self.splits["train"]), items(self.splits["val"]), collate, metrics)
-        model.backbone = self.adapters.merged(model.backbone)
-        save_gap(out, model, reward_dir=self.artifact("reward") if residual else None)
-
-    def _build_gap_difference(self, out: Path, metrics: dict[str, float]) -> None:
-        """`rp_difference`: nothing to train; record how R_P's differences order the four combinations on val."""
-        save_gap(out, None, reward_dir=self.artifact("reward"))
-        gap = load_gap(out, self.source.templates)
-        val = self.splits["val"]
-        prompts, chosen, rejected = [e.prompt for e in val], [e.chosen for e in val], [e.rejected for e in val]
-        scores = {"wl": gap.score(prompts, chosen, rejected), "ww": gap.score(prompts, chosen, chosen),
-                  "ll": gap.score(prompts, rejected, rejected), "lw": gap.score(prompts, rejected, chosen)}
-        metrics.update({f"val_{k}": v for k, v in comparison_accuracy(scores, GAP_COMPARISONS).items()})
-
-    def _new_reward_model(self, spec: Any, adapters: FullWeights) -> RewardModel:
+    def new_reward_model(self, spec: Any, adapters: FullWeights) -> RewardModel:
+        """An untrained scalar model of `spec` (from `spec.init_from`'s weights), wrapped in `adapters`."""
         init_dir = self.artifact(spec.init_from) if spec.init_from else None
         tokenizer = self.tokenizer() if spec.needs_policy_tokenizer else None
         model = spec.build(tokenizer, init_dir, self.model_spec, self.source.max_response_tokens)
         model.backbone = adapters.wrap(self.trainable(model.backbone))   # the head always trains in full
         return model
-
-    def _reward_items(self, model: RewardModel, rows: list[PreferenceExample]) -> list[tuple[list[int], ...]]:
-        """(chosen, rejected) encodings of `x = policy_input(prompt)` with each response."""
-        inputs = [self.policy_input_of(e) for e in rows]
-        return list(zip(model.encode(inputs, [e.chosen for e in rows]),
-                        model.encode(inputs, [e.rejected for e in rows]), strict=True))
-
-    def _gap_items(self, model: RewardModel, rows: list[PreferenceExample]) -> list[tuple[list[int], ...]]:
-        """Encodings of the four (response, reference) combinations in GAP_GROUPS order: wl, ww, ll, lw."""
-        improver = self.source.templates.improver_input
-        refs_w = [improver(e.prompt, e.chosen) for e in rows]
-        refs_l = [improver(e.prompt, e.rejected) for e in rows]
-        chosen, rejected = [e.chosen for e in rows], [e.rejected for e in rows]
-        return list(zip(model.encode(refs_l, chosen), model.encode(refs_w, chosen), model.encode(refs_l, rejected),
-                        model.encode(refs_w, rejected), strict=True))
-
-    def _gap_offsets(self, reward: RewardModel, rows: list[PreferenceExample]) -> list[tuple[float, ...]]:
-        """R_P's part of each group's gap in GAP_GROUPS order: (d, 0, 0, -d) with d = R_P(x, y_w) - R_P(x, y_l)."""
-        inputs = [self.policy_input_of(e) for e in rows]
-        d = (reward.score(inputs, [e.chosen for e in rows]) - reward.score(inputs, [e.rejected for e in rows])).tolist()
-        return [(v, 0.0, 0.0, -v) for v in d]
-
-    @staticmethod
-    def _optim(hp: DictConfig) -> dict[str, Any]:
-        return {"lr": hp.lr, "weight_decay": hp.weight_decay, "warmup_steps": hp.warmup_steps,
-                "total_steps": hp.max_steps, "margin": hp.margin, "l2": hp.l2}
 
     def seed(self) -> None:
         """Reset every random generator to the run's seed."""

@@ -44,6 +44,11 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
 
 
+def stage_status(results: dict) -> dict[str, str]:
+    """Each stage's status (ran, reused, resumed) in a results dict."""
+    return {name: record["status"] for name, record in results["stages"].items()}
+
+
 def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:
     """The real config tree composed as `python -m pit.run` would, with paths under `tmp_path`."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

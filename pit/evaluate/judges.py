@@ -14,6 +14,7 @@ from pit.errors import ConfigError
 from pit.evaluate.metrics import outcomes_from_scores
 from pit.models.lora import FullWeights
 from pit.models.reward import RewardModel, load_reward_model
+from pit.supervised_stages import fit_reward_model
 
 if TYPE_CHECKING:
     from pit.pipeline import Pipeline
@@ -93,8 +94,8 @@ class RewardModelJudge:
         judge_rows = pipeline.splits["judge"]
         if not judge_rows:
             raise ConfigError("judge=reward_model trains on the judge split, which is empty (raise splits.judge)")
-        model = pipeline.fit_reward_model("judge", self.backbone, pipeline.cfg.train.judge, judge_rows, metrics,
-                                          adapters=FullWeights())
+        model = fit_reward_model(pipeline, "judge", self.backbone, pipeline.cfg.train.judge, judge_rows, metrics,
+                                 adapters=FullWeights())
         model.save(out)
         metrics.update(val_acc=pairwise_accuracy(model, pipeline), val_pairs=len(pipeline.splits["val"]),
                        train_pairs=len(judge_rows))

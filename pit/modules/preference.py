@@ -18,6 +18,12 @@ from pit.modules.optim import adamw_warmup_cosine
 from pit.modules.preference_losses import comparison_accuracy, comparison_loss
 
 
+def preference_training(hp: Any) -> dict[str, Any]:
+    """The `PreferenceModule` training keywords of a `train.<stage>` config (R_P, R_PIT, the judge RM)."""
+    return {"lr": hp.lr, "weight_decay": hp.weight_decay, "warmup_steps": hp.warmup_steps,
+            "total_steps": hp.max_steps, "margin": hp.margin, "l2": hp.l2}
+
+
 class PreferenceModule(L.LightningModule):
     """Trains `reward_model` so that each comparison's `higher` group outscores its `lower` group (dropout off)."""
 

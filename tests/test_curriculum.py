@@ -1,0 +1,100 @@
+"""M_PIT's curriculum through the pipeline: each round's references, the ablations that share rounds, no-SFT, the
+compute-matched control and the residual gap reward."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FAST, ROOT, compose_config, stage_status
+
+from pit.run import format_summary, run
+
+
+def test_curriculum_rounds_read_their_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round 1 improves on y_l of every train pair (y_w too when asked); round 2 on saved M_P samples of as many
+    train prompts as PPO uses (iterations x batch size)."""
+    from pit import rl_stages
+    from pit.pipeline import Pipeline
+
+    seen: dict[str, list] = {}
+    real = rl_stages.train_ppo
+
+    def spy(pipeline, name, hp, init_from, reference, tokenizer, rollouts, *args):
+        seen[name] = [init_from, reference, rollouts, pipeline.splits["train"]]
+        return real(pipeline, name, hp, init_from, reference, tokenizer, rollouts, *args)
+
+    monkeypatch.setattr(rl_stages, "train_ppo", spy)
+    cfg = compose_config(FAST, tmp_path)
+    results = run(cfg)
+    templates = Pipeline(cfg).source.templates
+    init, ref, rollouts, train = seen["pit_rl/1_dataset"]
+    assert (init, ref) == ("sft_pit", "sft_pit")
+    assert [r.reference for r in rollouts] == [e.rejected for e in train]
+    assert all(r.input_text == templates.improver_input(r.prompt, r.reference) for r in rollouts)
+    init, ref, rollouts, train = seen["pit_rl/2_policy"]
+    assert (init, ref) == ("pit_rl/1_dataset", "sft_pit")
+    key = results["stages"]["pit_rl/2_policy"]["key"]
+    saved = [json.loads(line) for line in
+             (tmp_path / "cache" / "pit_rl" / "2_policy" / key / "references.jsonl").read_text().splitlines()]
+    assert [(r.prompt, r.reference) for r in rollouts] == [(s["prompt"], s["reference"]) for s in saved]
+    assert len(saved) == 2 * 8 and {s["prompt"] for s in saved} <= {e.prompt for e in train}
+    assert len({s["prompt"] for s in saved}) == 16
+
+    run(compose_config([*FAST, "train.pit_rl.dataset_references=[rejected,chosen]"], tmp_path))
+    init, ref, rollouts, train = seen["pit_rl/1_dataset"]
+    assert [r.reference for r in rollouts] == [y for e in train for y in (e.rejected, e.chosen)]
+
+
+def test_control_no_sft_and_residual_gap_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """objective=pit_control: a compute-matched RLHF control (SFT for sft_pit's steps, PPO for M_P's and both rounds'
+    iterations) judged against y_0 and PIT at every k; objective=pit_no_sft starts the rounds from M_P's SFT;
+    gap_loss=residual trains h on top of R_P's difference. Every Δ carries its interval."""
+    from pit import rl_stages
+
+    seen: dict[str, tuple] = {}
+    real = rl_stages.train_ppo
+
+    def spy(pipeline, name, hp, init_from, reference, *args):
+        seen[name] = (hp.iterations, init_from, reference)
+        return real(pipeline, name, hp, init_from, reference, *args)
+
+    monkeypatch.setattr(rl_stages, "train_ppo", spy)
+    results = run(compose_config([*FAST, "objective=pit_control", "objective.gap_loss=residual", "baseline=none",
+                                  "train.rlhf_policy.iterations=3"], tmp_path))
+    stages = results["stages"]
+    assert [s for s in stages if s.startswith("control")] == ["control_sft", "control_rl"]
+    assert seen["control_rl"] == (3 + 2 * 2, "control_sft", "control_sft")   # M_P's + both rounds' iterations
+    assert seen["pit_rl/1_dataset"][1:] == ("sft_pit", "sft_pit")
+    report = results["eval"]
+    assert set(report["pairs"]) == {"pit_vs_policy", "pit_vs_control"}
+    assert set(report["controls"]) == {"control"} and "control" in report["elo"]
+    for pair in report["pairs"].values():
+        low, high = pair["delta_ci"]
+        assert low <= pair["delta"] <= high
+    assert {"val_gap_oracle_corr", "val_rp_oracle_corr"} <= set(stages["pit_rl/2_policy"]["metrics"])
+    assert "control (compute-matched RLHF): Δ vs y_0" in format_summary(results)
+
+    no_sft = run(compose_config([*FAST, "objective=pit_no_sft", "objective.gap_loss=residual", "baseline=none"],
+                                tmp_path))
+    assert "sft_pit" not in no_sft["stages"] and seen["pit_rl/1_dataset"][1:] == ("sft_policy", "sft_policy")
+    assert no_sft["stages"]["pit_rl/1_dataset"]["key"] != stages["pit_rl/1_dataset"]["key"]
+    assert set(no_sft["eval"]["pairs"]) == {"pit_vs_policy"}
+
+
+def test_curriculum_ablations_multirun_reuse_rounds(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    """`-m objective=pit,pit_round1_only,pit_round2_only,pit_no_rl`: shared prefixes of the curriculum are reused."""
+    done = subprocess.run([sys.executable, "-m", "pit.run", "-m", *FAST,
+                           "objective=pit,pit_round1_only,pit_round2_only,pit_no_rl",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = [stage_status(json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text())) for i in range(4)]
+    assert (jobs[0]["pit_rl/1_dataset"], jobs[0]["pit_rl/2_policy"]) == ("ran", "ran")
+    assert jobs[1]["pit_rl/1_dataset"] == "reused" and "pit_rl/2_policy" not in jobs[1]
+    assert jobs[2]["pit_rl/1_policy"] == "ran" and "pit_rl/1_dataset" not in jobs[2]
+    assert not [stage for stage in jobs[3] if stage.startswith("pit_rl")]
+    assert {job["gap_reward"] for job in jobs[1:]} == {job["rlhf_policy"] for job in jobs[1:]} == {"reused"}
