@@ -23,7 +23,7 @@ define install_torch
 	fi
 endef
 
-.PHONY: install run test lint clean bench sweeps $(addprefix sweep-,$(SWEEPS))
+.PHONY: install run test lint clean bench bench-gpu wheels sweeps $(addprefix sweep-,$(SWEEPS))
 
 install: $(STAMP)
 
@@ -55,11 +55,23 @@ $(BENCH_STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(call install_torch,$(BENCH_VENV)/bin/python)
-	$(BENCH_VENV)/bin/python -m pip install --quiet "trl==1.0.0" -e .
+	$(BENCH_VENV)/bin/python -m pip install --quiet "trl==1.0.0" -e ".[lora]"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python experiments/bench/bench.py --default-pipeline $(BENCH_ARGS)
+
+# `make bench-gpu`: the GPU figures (experiments/bench/gpu.sh; BENCH_ARGS=--dry-run runs them small on CPU).
+bench-gpu: $(BENCH_STAMP)
+	PY=$(BENCH_VENV)/bin/python bash experiments/bench/gpu.sh $(BENCH_ARGS)
+
+# `make wheels`: what a GPU image with torch/transformers/lightning/peft lacks for gpu.sh, as Python 3.12 wheels in
+# .whl/ (2 MB; gpu.sh installs them). antlr4 4.9.3 (Hydra's parser) exists only as a source archive: built here.
+WHEELS := trl==1.0.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 hydra-core==1.3.2 omegaconf==2.3.0
+wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl $(WHEELS)
+	$(PYTHON) -m pip wheel --quiet --no-deps -w .whl antlr4-python3-runtime==4.9.3
 
 lint: install
 	$(VENV)/bin/ruff check pit tests experiments

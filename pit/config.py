@@ -76,6 +76,7 @@ class ModelConfig:
 
     gradient_checkpointing: bool = False
     generation_cache: str = "dynamic"
+    compile_training: bool = False
 
 
 @dataclass

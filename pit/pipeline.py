@@ -331,7 +331,8 @@ class Pipeline:
             return encode_pairs(tokenizer, [make_input(e) for e in rows], [e.chosen for e in rows], max_input_tokens,
                                 self.source.max_response_tokens)
 
-        module = SFTModule(model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, prefix=name)
+        module = SFTModule(model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, prefix=name,
+                           compile=self.model_spec.compile_training)
         collate = partial(collate_sft, pad_id=tokenizer.pad_token_id)
         trainer = self.fitter.fit(module, hp, encode("train"), encode("val"), collate, metrics)
         model = self.adapters.merged(model)

@@ -25,11 +25,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 from pit.data.encode import collate_groups, collate_sft, encode_inputs, encode_pairs, pad_rows
+from pit.data.schema import PreferenceExample
 from pit.data.synthetic import SyntheticSource
 from pit.models.factory import TinyCausalLM, set_generation_cache
 from pit.models.generate import Sampling, sample
@@ -109,19 +109,25 @@ def median_after(times: list[float], warmup: int) -> float:
 
 
 class Setup:
-    """Model config, tokenizer and data shared by both sides."""
+    """Model config, tokenizer and data shared by both sides (`Setup.synthetic`: the synthetic task's)."""
 
-    def __init__(self, size: str, precision: str, device: str, peak_tflops: float | None = None,
-                 generation_cache: str = "dynamic"):
-        self.size, self.precision, self.device, self.peak_tflops = size, precision, device, peak_tflops
+    def __init__(self, spec: TinyCausalLM, tokenizer: Any, examples: list[PreferenceExample], inputs: list[str],
+                 max_prompt: int, max_response: int, precision: str, device: str, peak_tflops: float | None = None,
+                 generation_cache: str = "dynamic", compile_training: bool = False):
+        self.spec, self.tokenizer, self.examples, self.inputs = spec, tokenizer, examples, inputs
+        self.max_prompt, self.max_response = max_prompt, max_response
+        self.precision, self.device, self.peak_tflops = precision, device, peak_tflops
         self.generation_cache = generation_cache   # our sampler's KV cache; TRL and raw `generate` keep theirs
-        self.source = SyntheticSource(n_pairs=4000, seed=0)
-        self.examples = self.source.load().examples
-        self.spec = TinyCausalLM(config=SIZES[size])
-        texts = [t for e in self.examples for t in (e.prompt, e.chosen, e.rejected)]
-        self.tokenizer = self.spec.tokenizer(texts)
-        self.inputs = [self.source.templates.policy_input(e.prompt) for e in self.examples]
-        self.max_prompt, self.max_response = self.source.max_prompt_tokens, self.source.max_response_tokens
+        self.compile_training = compile_training   # our SFT forward through torch.compile
+
+    @classmethod
+    def synthetic(cls, size: str, precision: str, device: str, **kwargs: Any) -> Setup:
+        source = SyntheticSource(n_pairs=4000, seed=0)
+        examples = source.load().examples
+        spec = TinyCausalLM(config=SIZES[size])
+        tokenizer = spec.tokenizer([t for e in examples for t in (e.prompt, e.chosen, e.rejected)])
+        return cls(spec, tokenizer, examples, [source.templates.policy_input(e.prompt) for e in examples],
+                   source.max_prompt_tokens, source.max_response_tokens, precision, device, **kwargs)
 
     def causal_lm(self) -> Any:
         torch.manual_seed(0)
@@ -147,16 +153,24 @@ class Setup:
                          num_sanity_val_steps=0, limit_val_batches=0, **kwargs)
 
 
-def bench_sft(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any]:
-    """Supervised fine-tuning on (x, y_w) with the loss on response tokens: trained tokens per second."""
+def ours_sft(s: Setup, batch: int, steps: int) -> tuple[list[float], SFTModule, float]:
+    """Our SFT on (x, y_w) for `steps` steps: per-step times, the module, and mean tokens per sequence."""
     pairs = encode_pairs(s.tokenizer, s.inputs, [e.chosen for e in s.examples], s.max_prompt, s.max_response)
     tokens = statistics.mean(len(p.input_ids) + len(p.response_ids) for p in pairs)
     ours = LightningStepTimes()
-    module = SFTModule(s.causal_lm(), lr=1e-3, weight_decay=0.0, warmup_steps=0, total_steps=10 ** 6, prefix="sft")
+    module = SFTModule(s.causal_lm(), lr=1e-3, weight_decay=0.0, warmup_steps=0, total_steps=10 ** 6, prefix="sft",
+                       compile=s.compile_training)
     loader = DataLoader(pairs, batch_size=batch, shuffle=True, drop_last=True,
                         collate_fn=partial(collate_sft, pad_id=s.tokenizer.pad_token_id))
     s.trainer(steps, ours, gradient_clip_val=1.0).fit(module, loader)
+    return ours.times, module, tokens
 
+
+def bench_sft(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+    """Supervised fine-tuning on (x, y_w) with the loss on response tokens: trained tokens per second."""
+    ours, module, tokens = ours_sft(s, batch, steps)
+
+    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     theirs = HFStepTimes()
@@ -165,7 +179,7 @@ def bench_sft(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any]:
                args=SFTConfig(**s.hf_args(per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-3,
                                           max_length=s.max_prompt + s.max_response, packing=False,
                                           completion_only_loss=True))).train()
-    result = _compare("SFT", "tokens/s", batch * tokens, ours.times, theirs.times, warmup)
+    result = _compare("SFT", "tokens/s", batch * tokens, ours, theirs.times, warmup)
     peak = args_peak_tflops(s)
     if peak:
         config = s.spec.hf_config(s.tokenizer)
@@ -196,6 +210,7 @@ def bench_reward(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any
                         collate_fn=partial(collate_groups, pad_id=model.pad_id()))
     s.trainer(steps, ours, gradient_clip_val=1.0).fit(module, loader)
 
+    from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
     theirs = HFStepTimes()
@@ -209,9 +224,8 @@ def bench_reward(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any
     return _compare("reward model", "pairs/s", batch, ours.times, theirs.times, warmup)
 
 
-def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 4, minibatches: int = 4
-              ) -> dict[str, Any]:
-    """One PPO iteration = rollouts of `batch` prompts + reward + `epochs` x `minibatches` updates: episodes/s."""
+def ours_ppo(s: Setup, batch: int, iterations: int, epochs: int = 4, minibatches: int = 4) -> list[float]:
+    """Our PPO for `iterations` iterations against a fresh GPT-2-trunk reward model: per-iteration times."""
     torch.manual_seed(0)
     reward = CausalRewardSpec(init_from=None).build(s.tokenizer, None, s.spec, s.max_response)
     policy = set_generation_cache(s.causal_lm(), s.generation_cache)
@@ -226,7 +240,15 @@ def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 
     ours = LightningStepTimes()
     loader = DataLoader(rollouts, batch_size=batch, shuffle=True, drop_last=True, collate_fn=list)
     s.trainer(iterations * epochs * minibatches, ours).fit(module, loader)
+    return ours.times
 
+
+def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 4, minibatches: int = 4
+              ) -> dict[str, Any]:
+    """One PPO iteration = rollouts of `batch` prompts + reward + `epochs` x `minibatches` updates: episodes/s."""
+    ours = ours_ppo(s, batch, iterations, epochs, minibatches)
+
+    from datasets import Dataset
     from trl.experimental.ppo import PPOConfig as TRLPPOConfig
     from trl.experimental.ppo import PPOTrainer
 
@@ -248,7 +270,7 @@ def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 
                processing_class=tokenizer, model=trl_policy, ref_model=copy.deepcopy(trl_policy),
                reward_model=reward_model, value_model=value_model, callbacks=[theirs],
                train_dataset=Dataset.from_dict({"input_ids": ids})).train()
-    return _compare("PPO iteration", "episodes/s", batch, ours.times, theirs.times, warmup)
+    return _compare("PPO iteration", "episodes/s", batch, ours, theirs.times, warmup)
 
 
 def bench_generation(s: Setup, batch: int, repeats: int, warmup: int) -> dict[str, Any]:
@@ -290,13 +312,13 @@ def _compare(name: str, unit: str, work_per_step: float, ours: list[float], thei
             "timed_steps": min(len(ours), len(theirs)) - warmup, "warmup_steps": warmup}
 
 
-def time_default_pipeline() -> dict[str, Any]:
-    """`python -m pit.run` cold (fresh cache), no logger: wall time and per-stage seconds."""
+def time_default_pipeline(*overrides: str) -> dict[str, Any]:
+    """`python -m pit.run` cold (fresh cache), no logger, plus `overrides`: wall time and per-stage seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, PIT_CACHE_DIR=f"{tmp}/cache", WANDB_MODE="disabled")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "pit.run", "logger=none", f"hydra.run.dir={tmp}/run",
-                        "trainer.enable_progress_bar=false"], check=True, env=env, capture_output=True)
+                        "trainer.enable_progress_bar=false", *overrides], check=True, env=env, capture_output=True)
         wall = time.perf_counter() - start
         results = json.loads(Path(f"{tmp}/run/results.json").read_text())
     return {"wall_seconds": wall, "stages": {k: v["seconds"] for k, v in results["stages"].items()}}
@@ -360,7 +382,8 @@ def main() -> None:
                         help="peak of the device for SFT's MFU (default: known bf16 peak of the GPU in use)")
     args = parser.parse_args()
     torch.set_float32_matmul_precision("high")
-    s = Setup(args.size, args.precision, args.device, args.peak_tflops, args.generation_cache)
+    s = Setup.synthetic(args.size, args.precision, args.device, peak_tflops=args.peak_tflops,
+                        generation_cache=args.generation_cache)
     import trl
 
     runs = {"sft": lambda: bench_sft(s, args.batch, args.steps, args.warmup),

@@ -181,8 +181,8 @@ class PPOModule(L.LightningModule):
         """`ppo_epochs` passes of clipped policy + value updates over random minibatches; mean statistics."""
         cfg = self.config
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "value_clip_fraction": [],
-                                         "clip_fraction": [], "approx_kl": [], "entropy": []}
+        stats: dict[str, list[torch.Tensor]] = {"policy_loss": [], "value_loss": [], "value_clip_fraction": [],
+                                                "clip_fraction": [], "approx_kl": [], "entropy": []}
         n, start = r.ids.shape[0], time.perf_counter()
         for _ in range(cfg.ppo_epochs):
             for chunk in torch.randperm(n, device=self.device).chunk(cfg.minibatches):
@@ -204,9 +204,11 @@ class PPOModule(L.LightningModule):
                 for key, value in (("policy_loss", pg.loss), ("value_loss", vf), ("value_clip_fraction", vf_clipped),
                                    ("clip_fraction", pg.clip_fraction), ("approx_kl", pg.approx_kl),
                                    ("entropy", entropy)):
-                    stats[key].append(value.item())
+                    stats[key].append(value.detach())
         scheduler.step()
-        means = {k: sum(v) / len(v) for k, v in stats.items()}
+        # one device-to-host copy per iteration, not one per statistic and minibatch
+        names, values = list(stats), torch.stack([torch.stack(v).float().mean() for v in stats.values()]).tolist()
+        means = dict(zip(names, values, strict=True))
         means["train_tokens_per_s"] = r.resp_mask.sum().item() * cfg.ppo_epochs / max(time.perf_counter() - start,
                                                                                         1e-9)
         return means

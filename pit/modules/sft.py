@@ -17,19 +17,21 @@ class SFTModule(L.LightningModule):
     """Next-token cross-entropy averaged over response tokens; logs `<prefix>/train_loss`, `val_loss`, `val_ppl`."""
 
     def __init__(self, model: PreTrainedModel, lr: float, weight_decay: float, warmup_steps: int,
-                 total_steps: int, prefix: str):
+                 total_steps: int, prefix: str, compile: bool = False):
         super().__init__()
         self.model, self.prefix = model, prefix
         self.lr, self.weight_decay, self.warmup_steps, self.total_steps = lr, weight_decay, warmup_steps, total_steps
         self._val_sums = torch.zeros(2)
         self.val_metrics: dict[str, float] = {}
+        # `compile`: the training forward + loss through torch.compile (validation stays eager: no second graph)
+        self._train_nll = torch.compile(self._nll) if compile else self._nll
 
     def _nll(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return response_nll(logits, batch["labels"])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        nll, n_tokens = self._nll(batch)
+        nll, n_tokens = self._train_nll(batch)
         loss = nll / n_tokens.clamp(min=1)
         self.log(f"{self.prefix}/train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss

@@ -1,0 +1,380 @@
+"""`make bench-gpu` (experiments/bench/gpu.sh): the GPU figures, ours against TRL 1.0 and HF `generate`, one run.
+
+Workloads at the sizes of issue #20 on one GPU (bf16): SFT tokens/s and MFU at 16 x 1024, reward-model pairs/s at
+16 x 512, a PPO iteration at batch 64 (prompt 64, response 128, 4 epochs x 4 minibatches), sampling 64 x 128 new
+tokens, peak memory of a PPO iteration of a ~1 B Llama-style config with full weights and with LoRA, PPO losses on
+a fixed batch against a float64 reference, a profile of our SFT step and PPO iteration, and the embedded default
+pipeline with `trainer=gpu`. Models are GPT-2-size configs with random weights over a word-level tokenizer of
+GPT-2's vocabulary size (random words: no EOS before the length limit, so both sides do the same work).
+`--dry-run` runs every workload through the same code at tiny sizes on CPU (a test does, so the GPU call cannot
+fail on a typo). Each workload's failure is recorded and the rest go on; results are rewritten after each one,
+so a run cut short still leaves its table. Writes `results/gpu-<card>.{md,json,png}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import random
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import (  # noqa: E402
+    RESULTS,
+    LightningStepTimes,
+    Setup,
+    bench_generation,
+    bench_ppo,
+    bench_reward,
+    bench_sft,
+    machine,
+    median_after,
+    ours_ppo,
+    ours_sft,
+    peak_tflops,
+    time_default_pipeline,
+)
+from transformers import PreTrainedTokenizerFast  # noqa: E402
+
+from pit.data.schema import PreferenceExample  # noqa: E402
+from pit.models.factory import TinyCausalLM  # noqa: E402
+from pit.models.generate import Sampling  # noqa: E402
+from pit.models.lora import LoRA  # noqa: E402
+from pit.modules.ppo import PPOModule, Rollout  # noqa: E402
+from pit.modules.ppo_config import PPOConfig  # noqa: E402
+from pit.modules.ppo_math import clipped_policy_loss  # noqa: E402
+
+GPT2 = {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024}
+LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+            "num_key_value_heads": 4, "max_position_embeddings": 2048}   # TinyLlama-1.1B's shape
+TINY_GPT2 = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 256}
+TINY_LLAMA = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 256}
+# Issue #20's targets, as (workload, field, comparison, bound)
+TARGETS = [("SFT", "mfu", ">=", 0.40), ("reward model", "ratio", ">=", 2.0), ("PPO iteration", "ratio", ">=", 3.0),
+           ("rollout sampling", "ratio", ">=", 10.0), ("PPO memory", "lora_over_full", "<", 0.5),
+           ("PPO losses vs float64", "max_relative_error", "<", 2e-2)]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Every size of one run: `gpu` is issue #20's, `dry` the same paths at CPU-test size."""
+
+    device: str
+    precision: str
+    model: dict[str, int]
+    vocab: int
+    sft: tuple[int, int]                 # batch, tokens per sequence
+    reward: tuple[int, int]              # pairs, tokens per sequence
+    ppo: tuple[int, int, int]            # batch, prompt tokens, response tokens
+    sampling: tuple[int, int]            # batch, new tokens
+    memory_model: dict[str, int]
+    memory_batch: int
+    steps: int
+    warmup: int
+    ppo_iterations: int
+    pipeline: tuple[str, ...] = field(default=())
+
+
+SCALES = {
+    "gpu": Scale("cuda", "bf16", GPT2, 50257, (16, 1024), (16, 512), (64, 64, 128), (64, 128), LLAMA_1B, 64,
+                 steps=12, warmup=4, ppo_iterations=4, pipeline=("trainer=gpu",)),
+    "dry": Scale("cpu", "fp32", TINY_GPT2, 600, (2, 64), (2, 32), (4, 8, 8), (4, 8), TINY_LLAMA, 4,
+                 steps=3, warmup=1, ppo_iterations=2,
+                 pipeline=("trainer=cpu", "objective=sft_only", "dataset.n_pairs=200", "model.config.n_layer=1",
+                           "train.sft_policy.max_steps=2", "train.sft_policy.val_every=2",
+                           "train.sft_policy.eval_samples=8", "train.sft_pit.max_steps=2",
+                           "train.sft_pit.val_every=2", "train.sft_pit.eval_samples=8", "train.judge.max_steps=2",
+                           "train.judge.val_every=2", "evaluate.samples=8")),
+}
+
+
+def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer of `vocab` ids ("w3" ... ), so any sampled id decodes and every word is one token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = {"<pad>": 0, "<bos>": 1, "<eos>": 2, **{f"w{i}": i for i in range(3, vocab)}}
+    core = Tokenizer(models.WordLevel(words, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+                                   padding_side="left")
+
+
+def random_setup(scale: Scale, model: dict[str, int], rows: int, prompt: int, response: int, model_type: str = "gpt2",
+                 **kwargs: Any) -> Setup:
+    """A `Setup` of random word sequences: prompts of `prompt` tokens, chosen/rejected of `response - 1` (+ EOS)."""
+    rng = random.Random(0)
+
+    def text(n: int) -> str:
+        return " ".join(f"w{rng.randrange(3, scale.vocab)}" for _ in range(n))
+
+    examples = [PreferenceExample(text(prompt), text(response - 1), text(response - 1)) for _ in range(rows)]
+    spec = TinyCausalLM(model_type, scale.vocab, model)
+    device = scale.device
+    peak = peak_tflops(torch.cuda.get_device_name()) if device.startswith("cuda") else None
+    return Setup(spec, word_tokenizer(scale.vocab), examples, [e.prompt for e in examples], prompt, response,
+                 scale.precision, device, peak_tflops=peak, **kwargs)
+
+
+def sft(scale: Scale) -> list[dict[str, Any]]:
+    """SFT at batch x length against TRL's `SFTTrainer`: ours eager, then ours with `compile_training` (same TRL
+    figure: it is not rerun)."""
+    batch, length = scale.sft
+    s = random_setup(scale, scale.model, batch * scale.steps, length // 2, length // 2)
+    eager = bench_sft(s, batch, scale.steps, scale.warmup)
+    s.compile_training = True
+    times, _, tokens = ours_sft(s, batch, scale.steps)
+    rate = batch * tokens / median_after(times, scale.warmup)
+    compiled = {**eager, "workload": "SFT (compile_training)", "ours": rate, "ratio": rate / eager["reference"]}
+    if "mfu" in eager:
+        compiled["mfu"] = eager["mfu"] * rate / eager["ours"]
+    print(f"SFT (compile_training): ours {rate:,.1f} tokens/s, ratio {compiled['ratio']:.2f}", flush=True)
+    return [eager, compiled]
+
+
+def reward(scale: Scale) -> list[dict[str, Any]]:
+    batch, length = scale.reward
+    s = random_setup(scale, scale.model, batch * scale.steps, length // 2, length // 2)
+    return [bench_reward(s, batch, scale.steps, scale.warmup)]
+
+
+def ppo(scale: Scale) -> list[dict[str, Any]]:
+    batch, prompt, response = scale.ppo
+    s = random_setup(scale, scale.model, batch * scale.ppo_iterations, prompt, response, generation_cache="static")
+    return [bench_ppo(s, batch, scale.ppo_iterations, warmup=1)]
+
+
+def sampling(scale: Scale) -> list[dict[str, Any]]:
+    """Our sampler with each KV cache against raw HF `generate` (dynamic cache): new tokens per second."""
+    batch, new = scale.sampling
+    out = []
+    for cache in ("dynamic", "static"):
+        s = random_setup(scale, scale.model, batch, 64 if scale.device != "cpu" else 8, new, generation_cache=cache)
+        result = bench_generation(s, batch, max(scale.steps - 4, 3), scale.warmup - 1)
+        step_ms = {f"ms_per_step_{k}": 1e3 * batch / result[k] / new for k in ("ours", "reference")}
+        result.update(workload="rollout sampling" + (" (static cache)" if cache == "static" else ""),
+                      unit="new tokens/s", ours=result["ours"] * new, reference=result["reference"] * new, **step_ms)
+        out.append(result)
+    return out
+
+
+def _ppo_module(s: Setup, policy: Any, reference: Any, batch: int) -> PPOModule:
+    sampling_ = Sampling(max_new_tokens=s.max_response, temperature=1.0, batch_size=batch)
+    config = PPOConfig(lr=1e-6, ppo_epochs=1, minibatches=4, init_beta=0.05, target_kl=None)
+    return PPOModule(policy, reference, s.tokenizer, lambda items, texts, ids: torch.zeros(len(texts)), sampling_,
+                     s.max_prompt, config, prefix="ppo", total_steps=10 ** 6)
+
+
+def memory(scale: Scale) -> list[dict[str, Any]]:
+    """Peak device memory of one PPO iteration of the Llama-style config: full weights (+ a reference copy) vs LoRA
+    (frozen weights, the reference is the base with adapters off). CPU: the same path, no figure."""
+    batch, prompt, response = scale.memory_batch, scale.ppo[1], scale.ppo[2]
+    s = random_setup(scale, scale.memory_model, batch, prompt, response, model_type="llama")
+    peaks = {}
+    for name in ("full", "lora"):
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        with torch.device(scale.device):
+            policy = s.causal_lm()
+        module = (_ppo_module(s, policy, copy.deepcopy(policy), batch) if name == "full"
+                  else _ppo_module(s, LoRA(r=16, alpha=32).wrap(policy), None, batch))
+        loader = torch.utils.data.DataLoader([Rollout(x, x) for x in s.inputs], batch_size=batch, collate_fn=list)
+        s.trainer(module.config.minibatches, LightningStepTimes()).fit(module, loader)
+        peaks[name] = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else float("nan")
+        del module, policy
+    parameters = sum(p.numel() for p in s.causal_lm().parameters()) if scale.device == "cpu" else None
+    return [{"workload": "PPO memory", "unit": "GiB", "full_gib": peaks["full"], "lora_gib": peaks["lora"],
+             "lora_over_full": peaks["lora"] / peaks["full"], "batch": batch, "parameters": parameters}]
+
+
+def losses(scale: Scale) -> list[dict[str, Any]]:
+    """Our bf16 log-probs and clipped policy loss on a fixed batch against a straightforward float64 computation."""
+    batch, prompt, response = scale.ppo
+    s = random_setup(scale, scale.model, batch, prompt, response)
+    torch.manual_seed(0)
+    policy = s.causal_lm().to(scale.device)
+    module = _ppo_module(s, policy, None, batch).to(scale.device)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, scale.vocab, (batch, prompt + response), generator=g).to(scale.device)
+    mask = torch.ones_like(ids)
+    resp_mask = torch.ones(batch, response, device=scale.device)
+    advantages = torch.randn(batch, response, generator=g).to(scale.device)
+    with torch.no_grad():
+        logits64 = policy(input_ids=ids).logits[:, prompt - 1:-1].double()
+        ref_logp = torch.log_softmax(logits64, -1).gather(-1, ids[:, prompt:, None]).squeeze(-1)
+        old_logp = ref_logp + 0.1 * torch.randn(ref_logp.shape, generator=g, dtype=torch.float64).to(scale.device)
+        ratio = torch.exp(ref_logp - old_logp)
+        ref_loss = -torch.minimum(ratio * advantages, ratio.clamp(0.8, 1.2) * advantages).mean()
+        dtype = torch.bfloat16 if scale.precision == "bf16" else torch.float32
+        with torch.autocast(scale.device.split(":")[0], dtype=dtype, enabled=scale.precision == "bf16"):
+            logp, _, _ = module._forward(policy, ids, mask, prompt, with_values=False)
+        ours = clipped_policy_loss(logp.float(), old_logp.float(), advantages, resp_mask, 0.2).loss.double()
+    logp_error = ((logp.double() - ref_logp).norm() / ref_logp.norm()).item()
+    loss_error = abs(ours.item() - ref_loss.item()) / max(abs(ref_loss.item()), 1e-12)
+    return [{"workload": "PPO losses vs float64", "unit": "relative error", "logp_relative_error": logp_error,
+             "loss_relative_error": loss_error, "max_relative_error": max(logp_error, loss_error)}]
+
+
+def profile(scale: Scale) -> list[dict[str, Any]]:
+    """torch.profiler over our SFT steps and one PPO iteration: the top entries by device (else CPU) time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    out = []
+    batch, length = scale.sft
+    runs = {"SFT step": lambda: ours_sft(random_setup(scale, scale.model, batch * 3, length // 2, length // 2),
+                                         batch, 3),
+            "PPO iteration": lambda: ours_ppo(random_setup(scale, scale.model, scale.ppo[0], *scale.ppo[1:]),
+                                              scale.ppo[0], 1)}
+    for name, run in runs.items():
+        with torch_profile(activities=activities) as prof:
+            run()
+        table = prof.key_averages().table(sort_by=sort, row_limit=12, max_name_column_width=60)
+        out.append({"workload": f"profile: {name}", "table": table})
+    return out
+
+
+def pipeline(scale: Scale) -> list[dict[str, Any]]:
+    """The embedded default, cold, with this scale's trainer: wall time and per stage."""
+    return [{"workload": "default pipeline", **time_default_pipeline(*scale.pipeline)}]
+
+
+WORKLOADS: dict[str, Callable[[Scale], list[dict[str, Any]]]] = {
+    "sampling": sampling, "sft": sft, "reward": reward, "ppo": ppo, "losses": losses, "memory": memory,
+    "profile": profile, "pipeline": pipeline}
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target of issue #20 against the best row of its workload: met, missed, or not measured."""
+    out = []
+    for workload, key, op, bound in TARGETS:
+        values = [r[key] for r in rows if r.get("workload", "").startswith(workload) and key in r
+                  and r[key] == r[key]]   # NaN: not measured (peak memory on a CPU)
+        value = (max(values) if op == ">=" else min(values)) if values else None
+        met = None if value is None else (value >= bound if op == ">=" else value < bound)
+        out.append({"workload": workload, "measure": key, "target": f"{op} {bound:g}", "value": value, "met": met})
+    return out
+
+
+def card_name() -> str:
+    if not torch.cuda.is_available():
+        return "cpu"
+    return torch.cuda.get_device_name().replace("NVIDIA ", "").split()[0].lower()
+
+
+def write(results: dict[str, Any], out: Path) -> Path:
+    """`gpu-<card>.json` (everything), `.md` (tables, targets, profiles) and `.png` (ratios against the reference)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"gpu-{results['card']}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    rows = results["workloads"]
+    lines = [f"Machine: {results['machine']}; scale `{results['scale']}`; reference = {results['reference']}; "
+             f"{results['seconds']:.0f} s in all.", "",
+             "| workload | ours | reference | ratio ours/reference |", "|---|---|---|---|"]
+    for r in rows:
+        if "ratio" in r:
+            lines.append(f"| {r['workload']} | {r['ours']:,.1f} {r['unit']} | {r['reference']:,.1f} {r['unit']} | "
+                         f"{r['ratio']:.2f} |")
+        if "mfu" in r:
+            lines.append(f"| {r['workload']}: model FLOPs utilisation (of {r['peak_tflops']} TFLOP/s) | "
+                         f"{r['mfu']:.1%} | {r['reference_mfu']:.1%} | |")
+        if "ms_per_step_ours" in r:
+            lines.append(f"| {r['workload']}: ms per decode step | {r['ms_per_step_ours']:.1f} | "
+                         f"{r['ms_per_step_reference']:.1f} | |")
+    for r in rows:
+        if r["workload"] == "PPO memory":
+            lines += ["", f"PPO iteration peak memory, Llama-style ~1 B config, batch {r['batch']}: full fine-tuning "
+                      f"{r['full_gib']:.1f} GiB, LoRA {r['lora_gib']:.1f} GiB (ratio {r['lora_over_full']:.2f})."]
+        if r["workload"] == "PPO losses vs float64":
+            lines += ["", f"PPO on a fixed batch, ours ({results['precision']}) vs float64: log-probs relative error "
+                      f"{r['logp_relative_error']:.1e}, clipped policy loss {r['loss_relative_error']:.1e}."]
+        if r["workload"] == "default pipeline":
+            lines += ["", f"Embedded default (`python -m pit.run {' '.join(results['pipeline_overrides'])}`, cold): "
+                      f"{r['wall_seconds']:.0f} s; per stage: "
+                      + ", ".join(f"{k} {v:.0f} s" for k, v in r["stages"].items())]
+    lines += ["", "| target (issue #20) | measure | bound | ours | met |", "|---|---|---|---|---|"]
+    for v in results["targets"]:
+        value = "not measured" if v["value"] is None else f"{v['value']:.3g}"
+        met = {None: "n/a", True: "yes", False: "**no**"}[v["met"]]
+        lines.append(f"| {v['workload']} | {v['measure']} | {v['target']} | {value} | {met} |")
+    for r in rows:
+        if "table" in r:
+            lines += ["", f"### {r['workload']} (top entries)", "```", r["table"].rstrip(), "```"]
+    for name, error in results["errors"].items():
+        lines += ["", f"### {name} failed", "```", error.rstrip()[-3000:], "```"]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    ratios = [r for r in rows if "ratio" in r]
+    if ratios:
+        fig, ax = plt.subplots(figsize=(7, 0.5 * len(ratios) + 1.5))
+        ax.barh([r["workload"] for r in ratios], [r["ratio"] for r in ratios])
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("throughput ratio ours / reference (log; > 1: we are faster)")
+        ax.set_title(f"{results['machine'].split(' (')[0]}, {results['precision']}")
+        fig.tight_layout()
+        fig.savefig(stem.with_suffix(".png"), dpi=120)
+        plt.close(fig)
+    return stem.with_suffix(".md")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU through the same code paths")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {list(WORKLOADS)}")
+    parser.add_argument("--deadline", type=float, default=470.0,
+                        help="seconds after which the remaining workloads are skipped (recorded as such)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    scale = SCALES["dry" if args.dry_run else "gpu"]
+    if scale.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --dry-run on a CPU machine")
+    torch.set_float32_matmul_precision("high")
+    try:
+        import trl
+        reference = f"TRL {trl.__version__} (sampling: transformers generate)"
+    except ImportError:
+        reference = "TRL not installed"
+    start = time.perf_counter()
+    results: dict[str, Any] = {"machine": machine(), "card": card_name(), "scale": "dry" if args.dry_run else "gpu",
+                               "precision": scale.precision, "reference": reference,
+                               "pipeline_overrides": list(scale.pipeline), "workloads": [], "errors": {}}
+    path = None
+    for name in args.workloads.split(","):
+        elapsed = time.perf_counter() - start
+        if elapsed > args.deadline:
+            results["errors"][name] = f"skipped: {elapsed:.0f} s elapsed, past --deadline {args.deadline:.0f} s"
+        else:
+            print(f"== {name} (at {elapsed:.0f} s)", flush=True)
+            try:
+                results["workloads"] += WORKLOADS[name](scale)
+            except Exception:   # one workload's failure is recorded; the others still run
+                results["errors"][name] = traceback.format_exc()
+                print(results["errors"][name], file=sys.stderr, flush=True)
+        results["seconds"] = time.perf_counter() - start
+        results["targets"] = verdicts(results["workloads"])
+        path = write(results, args.out)
+    print(path.read_text())
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The GPU figures of issue #20 in one command, on one GPU, in about 8 minutes:
+#   bash experiments/bench/gpu.sh            -> experiments/bench/results/gpu-<card>.{md,json,png}
+#   bash experiments/bench/gpu.sh --dry-run  -> the same code paths at tiny sizes on CPU
+# Needs torch (CUDA), transformers, lightning, peft and matplotlib; TRL 1.0.0, datasets, hydra-core and omegaconf
+# come from the wheels in .whl/ (`make wheels`) when present, else from the environment (`make bench` has them).
+# Results go to $OUT when it is set (a device machine's output folder), else to experiments/bench/results.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-python3}
+if compgen -G ".whl/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pit-site .whl/*.whl
+  export PYTHONPATH="/tmp/pit-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
+"$PY" - <<'PYEOF'
+import torch, transformers, lightning
+print("torch", torch.__version__, "cuda", torch.version.cuda, "| transformers", transformers.__version__,
+      "| lightning", lightning.__version__, "|", torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU")
+PYEOF
+out=${OUT:-experiments/bench/results}
+"$PY" experiments/bench/gpu.py --out "$out" "$@"
