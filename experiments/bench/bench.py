@@ -317,8 +317,10 @@ def time_default_pipeline(*overrides: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, PIT_CACHE_DIR=f"{tmp}/cache", WANDB_MODE="disabled")
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pit.run", "logger=none", f"hydra.run.dir={tmp}/run",
-                        "trainer.enable_progress_bar=false", *overrides], check=True, env=env, capture_output=True)
+        run = subprocess.run([sys.executable, "-m", "pit.run", "logger=none", f"hydra.run.dir={tmp}/run",
+                              "trainer.enable_progress_bar=false", *overrides], env=env, capture_output=True, text=True)
+        if run.returncode:
+            raise RuntimeError(f"pit.run {' '.join(overrides)} exited {run.returncode}:\n{run.stderr[-4000:]}")
         wall = time.perf_counter() - start
         results = json.loads(Path(f"{tmp}/run/results.json").read_text())
     return {"wall_seconds": wall, "stages": {k: v["seconds"] for k, v in results["stages"].items()}}

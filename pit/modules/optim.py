@@ -16,11 +16,6 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def fused_adamw(params: list[torch.Tensor]) -> bool:
-    """Use the fused (one kernel per step) AdamW when every trained tensor is on a CUDA device; else the default."""
-    return bool(params) and all(p.is_cuda for p in params)
-
-
 def adamw_warmup_cosine(module: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int,
                         total_steps: int, extra_groups: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Lightning `configure_optimizers` result; no weight decay on biases, norms and embeddings' 1-d params.
@@ -31,7 +26,9 @@ def adamw_warmup_cosine(module: torch.nn.Module, lr: float, weight_decay: float,
     params = [p for p in module.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}, *(extra_groups or [])]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=fused_adamw(params))
+    # not fused=True: Lightning's mixed-precision plugin refuses gradient clipping with a fused optimizer (seen on
+    # an H100); the default multi-tensor (foreach) AdamW on CUDA
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
