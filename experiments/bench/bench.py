@@ -62,17 +62,29 @@ def _now() -> float:
 
 
 class LightningStepTimes(L.Callback):
-    """Wall time of each training batch of a Lightning trainer (a PPO iteration is one batch)."""
+    """Wall time of each training batch of a Lightning trainer (a PPO iteration is one batch); with `profile_from`,
+    a torch.profiler trace from that batch to the end of training (not setup, compilation or teardown)."""
 
-    def __init__(self) -> None:
+    def __init__(self, profile_from: int | None = None) -> None:
         self.times: list[float] = []
         self._start = 0.0
+        self.profile_from, self.profiler = profile_from, None
 
-    def on_train_batch_start(self, *args: Any) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.profiler is None and self.profile_from is not None and batch_idx >= self.profile_from:
+            from torch.profiler import ProfilerActivity, profile
+
+            cuda = [ProfilerActivity.CUDA] if torch.cuda.is_available() else []
+            self.profiler = profile(activities=[ProfilerActivity.CPU, *cuda])
+            self.profiler.__enter__()
         self._start = _now()
 
     def on_train_batch_end(self, *args: Any) -> None:
         self.times.append(_now() - self._start)
+
+    def on_train_end(self, *args: Any) -> None:
+        if self.profiler is not None:
+            self.profiler.__exit__(None, None, None)
 
 
 class HFStepTimes(TrainerCallback):
@@ -153,11 +165,12 @@ class Setup:
                          num_sanity_val_steps=0, limit_val_batches=0, **kwargs)
 
 
-def ours_sft(s: Setup, batch: int, steps: int) -> tuple[list[float], SFTModule, float]:
+def ours_sft(s: Setup, batch: int, steps: int, timer: LightningStepTimes | None = None
+             ) -> tuple[list[float], SFTModule, float]:
     """Our SFT on (x, y_w) for `steps` steps: per-step times, the module, and mean tokens per sequence."""
     pairs = encode_pairs(s.tokenizer, s.inputs, [e.chosen for e in s.examples], s.max_prompt, s.max_response)
     tokens = statistics.mean(len(p.input_ids) + len(p.response_ids) for p in pairs)
-    ours = LightningStepTimes()
+    ours = timer or LightningStepTimes()
     module = SFTModule(s.causal_lm(), lr=1e-3, weight_decay=0.0, warmup_steps=0, total_steps=10 ** 6, prefix="sft",
                        compile=s.compile_training)
     loader = DataLoader(pairs, batch_size=batch, shuffle=True, drop_last=True,
@@ -224,7 +237,8 @@ def bench_reward(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any
     return _compare("reward model", "pairs/s", batch, ours.times, theirs.times, warmup)
 
 
-def ours_ppo(s: Setup, batch: int, iterations: int, epochs: int = 4, minibatches: int = 4) -> list[float]:
+def ours_ppo(s: Setup, batch: int, iterations: int, epochs: int = 4, minibatches: int = 4,
+             timer: LightningStepTimes | None = None) -> list[float]:
     """Our PPO for `iterations` iterations against a fresh GPT-2-trunk reward model: per-iteration times."""
     torch.manual_seed(0)
     reward = CausalRewardSpec(init_from=None).build(s.tokenizer, None, s.spec, s.max_response)
@@ -237,7 +251,7 @@ def ours_ppo(s: Setup, batch: int, iterations: int, epochs: int = 4, minibatches
                        lambda items, texts, ids: reward.score([i.input_text for i in items], texts,
                                                               ids if same_tokens else None),
                        sampling, s.max_prompt, config, prefix="ppo", total_steps=10 ** 6, scorers=(reward,))
-    ours = LightningStepTimes()
+    ours = timer or LightningStepTimes()
     loader = DataLoader(rollouts, batch_size=batch, shuffle=True, drop_last=True, collate_fn=list)
     s.trainer(iterations * epochs * minibatches, ours).fit(module, loader)
     return ours.times

@@ -228,24 +228,16 @@ def losses(scale: Scale) -> list[dict[str, Any]]:
 
 
 def profile(scale: Scale) -> list[dict[str, Any]]:
-    """torch.profiler over our SFT steps and one PPO iteration: the top entries by device (else CPU) time."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    """torch.profiler over our SFT steps and a PPO iteration after a warm-up one: top entries by device (else CPU)
+    time. Setup, the warm-up step and teardown (the model's moves to and from the device) stay out."""
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    out = []
     batch, length = scale.sft
-    runs = {"SFT step": lambda: ours_sft(random_setup(scale, scale.model, batch * 3, length // 2, length // 2),
-                                         batch, 3),
-            "PPO iteration": lambda: ours_ppo(random_setup(scale, scale.model, scale.ppo[0], *scale.ppo[1:]),
-                                              scale.ppo[0], 1)}
-    for name, run in runs.items():
-        with torch_profile(activities=activities) as prof:
-            run()
-        table = prof.key_averages().table(sort_by=sort, row_limit=12, max_name_column_width=60)
-        out.append({"workload": f"profile: {name}", "table": table})
-    return out
+    sft_timer, ppo_timer = LightningStepTimes(profile_from=1), LightningStepTimes(profile_from=1)
+    ours_sft(random_setup(scale, scale.model, batch * 3, length // 2, length // 2), batch, 3, timer=sft_timer)
+    ours_ppo(random_setup(scale, scale.model, 2 * scale.ppo[0], *scale.ppo[1:]), scale.ppo[0], 2, timer=ppo_timer)
+    return [{"workload": f"profile: {name}", "steps_profiled": len(timer.times) - 1,
+             "table": timer.profiler.key_averages().table(sort_by=sort, row_limit=12, max_name_column_width=60)}
+            for name, timer in (("SFT steps", sft_timer), ("PPO iteration", ppo_timer))]
 
 
 def pipeline(scale: Scale) -> list[dict[str, Any]]:
@@ -256,6 +248,9 @@ def pipeline(scale: Scale) -> list[dict[str, Any]]:
 WORKLOADS: dict[str, Callable[[Scale], list[dict[str, Any]]]] = {
     "sampling": sampling, "sft": sft, "reward": reward, "ppo": ppo, "losses": losses, "memory": memory,
     "profile": profile, "pipeline": pipeline}
+
+ROWS = {"sampling": "rollout sampling", "sft": "SFT", "reward": "reward model", "ppo": "PPO iteration",
+        "losses": "PPO losses", "memory": "PPO memory", "profile": "profile:", "pipeline": "default pipeline"}
 
 
 def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -268,6 +263,22 @@ def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         met = None if value is None else (value >= bound if op == ">=" else value < bound)
         out.append({"workload": workload, "measure": key, "target": f"{op} {bound:g}", "value": value, "met": met})
     return out
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several runs on one card (a run cut short, then the rest): a later run's rows replace an
+    earlier run's rows of the same workload, and a workload measured in any run drops its earlier failure."""
+    if len({r["machine"] for r in runs}) != 1:
+        raise SystemExit(f"runs from different machines cannot be merged: {sorted({r['machine'] for r in runs})}")
+    merged = {**runs[0], "workloads": [], "errors": {}, "seconds": sum(r["seconds"] for r in runs)}
+    for run in runs:
+        names = {r["workload"] for r in run["workloads"]}
+        merged["workloads"] = [r for r in merged["workloads"] if r["workload"] not in names] + run["workloads"]
+        merged["errors"].update(run["errors"])
+    measured = {w for w, prefix in ROWS.items() if any(r["workload"].startswith(prefix) for r in merged["workloads"])}
+    merged["errors"] = {k: v for k, v in merged["errors"].items() if k not in measured}
+    merged["targets"] = verdicts(merged["workloads"])
+    return merged
 
 
 def card_name() -> str:
@@ -343,7 +354,13 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--deadline", type=float, default=470.0,
                         help="seconds after which the remaining workloads are skipped (recorded as such)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="only combine these runs' results (on one card; later runs win) into one report")
     args = parser.parse_args(argv)
+    if args.merge:
+        path = write(merge([json.loads(f.read_text()) for f in args.merge]), args.out)
+        print(path.read_text())
+        return path
     scale = SCALES["dry" if args.dry_run else "gpu"]
     if scale.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --dry-run on a CPU machine")
