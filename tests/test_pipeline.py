@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, FAST_TRAIN, ROOT, compose_config, stage_status
-from wandb_records import read_records, summary_and_config
+from wandb_records import history_series, read_records, summary_and_config
 
 from pit.modules.preference_losses import GAP_COMPARISONS
 from pit.run import format_summary, run
@@ -303,9 +303,13 @@ def test_rlhf_objective_evaluates_the_baseline_only(tmp_path: Path) -> None:
 
 def test_ddp_on_two_cpu_processes_publishes_once(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     """`trainer.strategy=ddp trainer.devices=2` (gloo on CPU): both ranks train every stage together, rank zero alone
-    writes artifacts, results.json and the one W&B run; the artifacts are complete and reload."""
+    writes artifacts, results.json and the one W&B run; the artifacts are complete and reload. The adaptive β
+    counts the episodes of both ranks (TRL passes batch x processes): each logged β follows from the last."""
     overrides = [o for o in FAST if o != "logger=none"] + ["trainer.strategy=ddp", "trainer.devices=2",
-                                                           f"hydra.run.dir={tmp_path / 'job'}"]
+                                                           f"hydra.run.dir={tmp_path / 'job'}",
+                                                           "train.rlhf_policy.ppo.target_kl=0.01",
+                                                           "train.rlhf_policy.ppo.kl_horizon=100",
+                                                           "train.rlhf_policy.ppo.init_beta=0.2"]
     done = subprocess.run([sys.executable, "-m", "pit.run", *overrides], cwd=ROOT, env=subprocess_env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -321,3 +325,10 @@ def test_ddp_on_two_cpu_processes_publishes_once(tmp_path: Path, subprocess_env:
         (artifact,) = (tmp_path / "cache" / stage).iterdir()
         load_model(artifact)
     assert not list((tmp_path / "cache").rglob(".tmp-*"))
+    (run_file,) = next((tmp_path / "job" / "wandb").glob("offline-run-*")).glob("run-*.wandb")
+    series = history_series(run_file, "rlhf_policy/kl", "rlhf_policy/beta")
+    assert len(series) == 2                                          # FAST: two iterations
+    beta, per_rank_batch = 0.2, 8                                    # init_beta, FAST's batch_size per rank
+    for kl, logged in series:
+        beta *= 1 + min(max(kl / 0.01 - 1, -0.2), 0.2) * per_rank_batch * 2 / 100
+        assert logged == pytest.approx(beta, rel=1e-5)   # one rank's episodes would move β half as far

@@ -58,3 +58,14 @@ def history_keys(path: Path) -> set[str]:
     """Every metric name logged to the run's history."""
     return {item.key or "/".join(item.nested_key) for record in read_records(path)
             if record.WhichOneof("record_type") == "history" for item in record.history.item}
+
+
+def history_series(path: Path, *keys: str) -> list[tuple[float, ...]]:
+    """The logged rows (in order) that carry every one of `keys`, as tuples of their values."""
+    rows = []
+    for record in read_records(path):
+        if record.WhichOneof("record_type") == "history":
+            row = {item.key or "/".join(item.nested_key): item.value_json for item in record.history.item}
+            if all(k in row for k in keys):
+                rows.append(tuple(float(row[k]) for k in keys))
+    return rows
