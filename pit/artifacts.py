@@ -1,7 +1,14 @@
 """Content-addressed stage artifacts: `<cache_dir>/<stage>/<key>/`, written to a temp dir and renamed when complete.
 
-A stage's key hashes its own config subtree and its upstream stages' keys, so changing anything a
-stage depends on gives a new key, and anything else (another sweep point, a rerun) reuses the artifact.
+A stage's key hashes its own config subtree, its upstream stages' keys and the code (a digest of the `pit`
+package's source, or a pinned `cache.code_version`), so changing anything a stage depends on gives a new key,
+and anything else (another sweep point, a rerun) reuses the artifact.
+
+Many jobs may share one cache (parallel sweep points, cluster jobs on a shared filesystem): a stage is built
+under a lock per (stage, key) (`fcntl` through `filelock`, released by the OS when its holder dies), so one job
+builds and the others wait and reuse, or take over from the last checkpoint of a holder that died. Each temp dir
+is held under a lock of its own while its writer lives; a leftover is removed only once that lock can be taken,
+whatever host wrote it.
 A directory under its final name is complete by construction: it only appears through an atomic rename
 after the stage's files and its completion marker (file names, sizes and SHA-256) were written. A reuse
 checks every file against the marker, so a truncated or corrupted artifact is named in the log and rebuilt,
@@ -10,32 +17,52 @@ never loaded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 4   # bump when a stage would compute something different from the same config
 MARKER = "_COMPLETE.json"
+PACKAGE = Path(__file__).resolve().parent   # the `pit` package, whose source is in every stage key
 
 
-def cache_key(stage: str, config: Any, upstream: Mapping[str, str]) -> str:
-    """A short stable hash of (stage, its config subtree, its upstream keys); key order does not matter."""
-    payload = json.dumps({"format": FORMAT_VERSION, "stage": stage, "config": config, "upstream": dict(upstream)},
-                         sort_keys=True, default=str)
+def cache_key(stage: str, config: Any, upstream: Mapping[str, str], code: str | None = None) -> str:
+    """A short stable hash of (stage, its config subtree, its upstream keys, the code version); key order does not
+    matter. `code=None`: the key of the configuration alone (to tell a user that only the code changed)."""
+    payload = json.dumps({"format": FORMAT_VERSION, "stage": stage, "config": config, "upstream": dict(upstream),
+                          **({"code": code} if code is not None else {})}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def source_digest(package: Path = PACKAGE) -> str:
+    """SHA-256 (16 hex) over a package's Python files (default: `pit`), paths and contents: an edit gives new keys."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def writer_id() -> str:
+    """`<host>-<pid>`: who writes a temp file or dir (pids repeat across the hosts of a cluster)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to `path` through a temp file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{writer_id()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
 
@@ -67,6 +94,38 @@ class ArtifactStore:
         """Where the unfinished stage keeps its mid-stage checkpoints (removed once the artifact is complete)."""
         return self.root / stage / f".ckpt-{key}"
 
+    @contextmanager
+    def lock(self, stage: str, key: str) -> Iterator[None]:
+        """Hold the (stage, key) build lock; while another job holds it, wait and say for whom."""
+        path = self.root / stage / f".lock-{key}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        holder = path.with_name(path.name + ".holder")
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            who = holder.read_text().strip() if holder.is_file() else "another job"
+            log.info("stage %s: waiting for %s, which is building it (lock %s)", stage, who, path)
+            lock.acquire()
+        try:
+            holder.write_text(writer_id() + "\n")
+            yield
+        finally:
+            holder.unlink(missing_ok=True)
+            lock.release()
+
+    def built_from_other_code(self, stage: str, config_key: str) -> list[str]:
+        """Code digests of complete artifacts of `stage` with this configuration but another code version."""
+        found = []
+        for marker in (self.root / stage).glob(f"*/{MARKER}"):
+            try:
+                entry = json.loads(marker.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if entry.get("config_key") == config_key:
+                found.append(str(entry.get("code")))
+        return found
+
     def is_complete(self, stage: str, key: str) -> bool:
         """True only for a renamed artifact whose files all match its marker (present, same size and SHA-256)."""
         directory = self.path(stage, key)
@@ -88,20 +147,22 @@ class ArtifactStore:
         return json.loads((self.path(stage, key) / MARKER).read_text())["metrics"]
 
     @contextmanager
-    def write(self, stage: str, key: str, publish: bool = True) -> Iterator[tuple[Path, dict[str, float]]]:
+    def write(self, stage: str, key: str, publish: bool = True,
+              provenance: dict[str, str] | None = None) -> Iterator[tuple[Path, dict[str, float]]]:
         """Yield (temp dir, metrics dict to fill); on success mark complete and rename into place, else discard.
 
         `publish=False` (a DDP rank other than zero): the temp dir is always discarded and nothing else touched.
+        `provenance` (the configuration-only key and the code version) goes into the completion marker.
         """
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         if publish:
-            for leftover in final.parent.glob(f".tmp-{key}-*"):
-                if not _pid_alive(int(leftover.name.rsplit("-", 1)[1])):
-                    shutil.rmtree(leftover, ignore_errors=True)
+            remove_abandoned(final.parent, f".tmp-{key}-")
             if final.exists():
                 shutil.rmtree(final)
-        tmp = final.parent / f".tmp-{key}-{os.getpid()}"
+        tmp = final.parent / f".tmp-{key}-{writer_id()}"
+        alive = FileLock(f"{tmp}.lock")   # held while this writer lives: how others tell a leftover from live work
+        alive.acquire()
         tmp.mkdir()
         metrics: dict[str, float] = {}
         try:
@@ -110,7 +171,8 @@ class ArtifactStore:
                 return
             files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
-            write_json_atomic(tmp / MARKER, {"stage": stage, "key": key, "metrics": metrics, "files": files})
+            write_json_atomic(tmp / MARKER, {"stage": stage, "key": key, "metrics": metrics, "files": files,
+                                             **(provenance or {})})
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -119,16 +181,22 @@ class ArtifactStore:
             shutil.rmtree(self.checkpoints(stage, key), ignore_errors=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            alive.release()
+            Path(f"{tmp}.lock").unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs (a temp dir of a live process may be another sweep point's work)."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def remove_abandoned(directory: Path, prefix: str) -> None:
+    """Remove the temp dirs `<prefix>*` whose writer is gone: their lock can be taken (on any host's behalf)."""
+    for leftover in directory.glob(f"{prefix}*"):
+        if leftover.suffix == ".lock" or not leftover.is_dir():
+            continue
+        lock = FileLock(f"{leftover}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue   # a live writer, here or on another host
+        try:
+            shutil.rmtree(leftover, ignore_errors=True)
+        finally:
+            lock.release()
+            Path(f"{leftover}.lock").unlink(missing_ok=True)

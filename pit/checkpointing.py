@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pit.artifacts import file_sha256, write_json_atomic
+from pit.artifacts import file_sha256, write_json_atomic, writer_id
 from pit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class StageCheckpoint(L.Callback):
             return
         self._saved_at, start = self.batches, time.perf_counter()
         path = self.directory / f"step-{self.batches:08d}.ckpt"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{writer_id()}.tmp")
         if trainer.is_global_zero:
             self.directory.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(tmp, weights_only=False)   # the full state; every rank calls it, rank zero writes

@@ -318,6 +318,11 @@ class PathsConfig:
 
 
 @dataclass
+class CacheConfig:
+    code_version: str | None = None   # null: a digest of the pit package's source is part of every stage key
+
+
+@dataclass
 class CheckpointConfig:
     every: int = 50          # training batches (PPO: iterations) between mid-stage checkpoints; 0: only at the end
     keep_last: int = 2       # newest checkpoints kept per unfinished stage (an older one covers a damaged newest)
@@ -338,6 +343,7 @@ class RootConfig:
     seed: int = MISSING
     log_rollouts_every: int = 25
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -6,6 +6,7 @@ stage killed half-way leaves nothing under its final name and runs again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pit.artifacts import ArtifactStore, cache_key, write_json_atomic
+from pit.artifacts import ArtifactStore, cache_key, source_digest, write_json_atomic
 from pit.data.encode import collate_sft, encode_pairs
 from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
@@ -97,6 +98,12 @@ class Pipeline:
         self.adapters: FullWeights = instantiate(cfg.peft, _convert_="all")
         self.results: dict[str, Any] = {"stages": {}}
         self.keys: dict[str, str] = {}
+        self.config_keys: dict[str, str] = {}   # the same keys without the code version: to say why a stage reran
+        self.code_version = cfg.cache.code_version or source_digest()
+        # one process per job: stages are built under a lock per (stage, key), so parallel jobs share the cache.
+        # A multi-process (DDP) job's ranks must all build or all reuse together: it takes no locks.
+        devices = cfg.trainer.get("devices", 1)
+        self.locks = str(devices) == "1" and int(cfg.trainer.get("num_nodes", 1) or 1) == 1
         self.improver_stage = "sft_pit"   # M_PIT: the last curriculum round once pit_rl has run
         self.rank_zero = is_rank_zero()      # under DDP only rank zero publishes artifacts, results and W&B
         self.ledger = RunLedger(self.store.root / "runs", run_identity(config, str(self.output_dir)),
@@ -137,6 +144,7 @@ class Pipeline:
             return self.results
         finally:
             self.tracker.finish()
+            self.ledger.release()
 
     # ---- what each stage depends on: (its config subtree, its upstream stages, how to build it) -----------------
     def _common(self, trains_with_peft: bool = True) -> dict[str, Any]:
@@ -253,7 +261,8 @@ class Pipeline:
         self.splits = split_examples(loaded.examples, **self._sub("splits"))
         counts = {name: len(rows) for name, rows in self.splits.items()}
         self.results["data"] = {"source": loaded.source, "counts": counts, "dropped": dict(loaded.dropped)}
-        self.keys["data"] = cache_key("data", {"dataset": self._sub("dataset"), "splits": self._sub("splits")}, {})
+        data = {"dataset": self._sub("dataset"), "splits": self._sub("splits")}
+        self.keys["data"] = self.config_keys["data"] = cache_key("data", data, {})
         self.tracker.log_metrics({f"data/{k}": v for k, v in counts.items()})
         dropped = ", ".join(f"{k}={v}" for k, v in loaded.dropped.items()) or "none"
         log.info("data %s: %s; dropped: %s", loaded.source, counts, dropped)
@@ -268,29 +277,42 @@ class Pipeline:
 
     # ---- the cached-stage mechanism ----------------------------------------------------------------------------
     def _stage(self, name: str, config: dict[str, Any], upstream: tuple[str, ...], build: Builder) -> None:
-        """Reuse the artifact of (name, config, upstream keys) when complete, else build it atomically."""
-        key = cache_key(name, config, {u: self.keys[u] for u in ("data", *upstream)})
+        """Reuse the artifact of (name, config, upstream keys, code) when complete, else build it atomically under
+        the (stage, key) lock; a job that waited for that lock reuses what the holder built."""
+        upstream = ("data", *upstream)
+        key = cache_key(name, config, {u: self.keys[u] for u in upstream}, code=self.code_version)
         self.keys[name] = key
+        self.config_keys[name] = cache_key(name, config, {u: self.config_keys[u] for u in upstream})
         start = time.perf_counter()
         alone = name in NO_FIT_STAGES   # under DDP rank zero builds it alone, the other ranks wait, then read it
         if alone and not self.rank_zero:
             self._wait_for(name, key)
-        if self.store.is_complete(name, key):
-            metrics, status = self.store.metrics(name, key), "reused"
-        else:
-            log.info("stage %s: running (key %s)", name, key)
-            self.fitter.start(name, self.store.checkpoints(name, key))
-            self.seed()   # a stage never depends on what ran before it in this process
-            with self.store.write(name, key, publish=self.rank_zero) as (out, metrics):
-                build(out, metrics)
-            if not alone:
-                barrier()   # every rank built it (its fit needs them all); rank zero's copy is in place now
-            status = "ran" if self.fitter.resumed_from is None else "resumed"
+        with self.store.lock(name, key) if self.locks else contextlib.nullcontext():
+            if self.store.is_complete(name, key):
+                metrics, status = self.store.metrics(name, key), "reused"
+            else:
+                self._say_why(name)
+                self.fitter.start(name, self.store.checkpoints(name, key))
+                self.seed()   # a stage never depends on what ran before it in this process
+                provenance = {"config_key": self.config_keys[name], "code": self.code_version}
+                with self.store.write(name, key, self.rank_zero, provenance) as (out, metrics):
+                    build(out, metrics)
+                if not alone:
+                    barrier()   # every rank built it (its fit needs them all); rank zero's copy is in place now
+                status = "ran" if self.fitter.resumed_from is None else "resumed"
         record = {"status": status, "seconds": round(time.perf_counter() - start, 2), "key": key, "metrics": metrics}
         if status == "resumed":
             record["resumed_from_batch"] = self.fitter.resumed_from
         self.tracker.log_metrics({f"{name}/{k}": v for k, v in metrics.items()})
         self._record(name, record)
+
+    def _say_why(self, name: str) -> None:
+        """Log that a stage runs, and when the only difference from a cached artifact is the code, say so."""
+        other = self.store.built_from_other_code(name, self.config_keys[name])
+        because = (f"; the cache has it built by other code (pit source {', '.join(sorted(set(other)))}, now "
+                   f"{self.code_version}): rerunning. Pin cache.code_version to reuse across an edit you know is "
+                   f"cosmetic") if other else ""
+        log.info("stage %s: running (key %s)%s", name, self.keys[name], because)
 
     def _wait_for(self, name: str, key: str, poll_seconds: float = 2.0) -> None:
         """Another rank's wait for rank zero's artifact (no collective, so a long evaluation cannot time one out)."""

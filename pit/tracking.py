@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from pit.artifacts import write_json_atomic
@@ -76,15 +77,29 @@ class RunLedger:
 
     def __init__(self, directory: Path, identity: str, write: bool = True):
         self.path = directory / f"{identity}.json"
-        previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        self.resumed = bool(previous) and not previous.get("finished", False)
-        self.run_id: str = previous["run_id"] if self.resumed else secrets.token_hex(4)
+        self.lock = FileLock(f"{self.path}.lock")   # held while the run lives; the OS drops it when a job is killed
+        self.owned = False
         if write:
             directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self.lock.acquire(timeout=0)
+                self.owned = True
+            except Timeout:   # the same config runs right now in another job: this one is a run of its own
+                log.info("run %s is live in another job: this job logs to a new tracker run", identity)
+        previous = json.loads(self.path.read_text()) if self.path.is_file() and (self.owned or not write) else {}
+        self.resumed = bool(previous) and not previous.get("finished", False)
+        self.run_id: str = previous["run_id"] if self.resumed else secrets.token_hex(4)
+        if self.owned:
             write_json_atomic(self.path, {"run_id": self.run_id, "finished": False})
 
     def finish(self) -> None:
-        write_json_atomic(self.path, {"run_id": self.run_id, "finished": True})
+        if self.owned:
+            write_json_atomic(self.path, {"run_id": self.run_id, "finished": True})
+
+    def release(self) -> None:
+        if self.owned:
+            self.lock.release()
+            self.owned = False
 
 
 class Tracker:

@@ -3,6 +3,8 @@
 KIND is `checkpoint` (right after checkpoint N of STAGE is complete), `checkpoint-write` (after checkpoint N's
 file is renamed into place, before its sidecar is written) or `artifact` (STAGE's files are written, its
 completion marker is not). STAGE is the last part of the stage name (`2_policy` for `pit_rl/2_policy`).
+With `SIGKILL_WHEN_FILE=<path>` set, the job waits at that point until the file exists (another job is then
+known to be waiting for its lock), and dies then.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import runpy
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,10 @@ from pit import artifacts, checkpointing
 
 
 def die() -> None:
+    if when := os.environ.get("SIGKILL_WHEN_FILE"):
+        deadline = time.monotonic() + 120
+        while not Path(when).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,30 @@ def test_tldr_bad_choice(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "t.jsonl", [json.dumps(row)])
     with pytest.raises(DataError, match=r"t.jsonl:1: field 'choice'"):
         TLDRSource(path=str(path)).load()
+
+
+GOOD_TLDR = {"info": {"post": "p", "title": "t", "subreddit": "s"}, "summaries": [{"text": "a"}, {"text": "b"}],
+             "choice": 0}
+WRONG_TYPES = [  # (loader, a row with one wrong-typed field, the field the error must name)
+    ("tldr", {**GOOD_TLDR, "info": {**GOOD_TLDR["info"], "post": 42}}, "info.post"),
+    ("tldr", {**GOOD_TLDR, "info": {**GOOD_TLDR["info"], "title": ["t"]}}, "info.title"),
+    ("tldr", {**GOOD_TLDR, "info": {**GOOD_TLDR["info"], "subreddit": 7}}, "info.subreddit"),
+    ("tldr", {**GOOD_TLDR, "summaries": [{"text": "a"}, {"text": 3}]}, "summaries[1].text"),
+    ("tldr", {**GOOD_TLDR, "summaries": [{"text": "a"}, "b"]}, "summaries[1].text"),
+    ("hh", {"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": {"text": "x"}}, "rejected"),
+    ("jsonl", {"q": {"text": 5}, "good": "a", "bad": "b"}, "q.text"),
+]
+
+
+@pytest.mark.parametrize(("loader", "row", "field"), WRONG_TYPES, ids=[f"{w[0]}-{w[2]}" for w in WRONG_TYPES])
+def test_every_field_a_loader_reads_is_type_checked(tmp_path: Path, loader: str, row: dict, field: str) -> None:
+    """A wrong-typed field, nested ones included, is named with its file and line, never read as text."""
+    path = write_lines(tmp_path / "rows.jsonl", [json.dumps(row)])
+    source = {"tldr": lambda: TLDRSource(path=str(path)), "hh": lambda: HHRLHFSource(path=str(path)),
+              "jsonl": lambda: JsonlSource(str(path), prompt_field="q.text", chosen_field="good",
+                                           rejected_field="bad")}[loader]()
+    with pytest.raises(DataError, match=rf"rows.jsonl:1: field '{re.escape(field)}': expected str"):
+        source.load()
 
 
 def write_parquet(path: Path, jsonl: Path) -> Path:

@@ -106,3 +106,34 @@ def test_errors_are_clear_and_hold_no_key(api: FakeAPI, tmp_path: Path, monkeypa
     api.fail, api.fail_status = 10, 503
     with pytest.raises(UserError, match="HTTP 503 after 3 tries"):
         LLMVerdicts(judge(api, max_retries=2), tmp_path / "w.jsonl").compare(["q"], ["a"], ["b"])
+
+
+def test_a_verdict_line_cut_short_is_skipped_and_asked_again(api: FakeAPI, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A kill mid-append leaves half a line: the next run says so, skips it and asks that question again."""
+    monkeypatch.setenv("PIT_TEST_JUDGE_KEY", KEY)
+    cache = tmp_path / "verdicts.jsonl"
+    LLMVerdicts(judge(api), cache).compare(["q1"], ["long answer"], ["short"])
+    lines = cache.read_text().splitlines()
+    cache.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])   # the second order's line cut short
+    again = LLMVerdicts(judge(api), cache)
+    assert again.damaged_lines == 1 and "skipped 1 damaged lines" in caplog.text
+    assert again.compare(["q1"], ["long answer"], ["short"]) == [1.0] and again.requests == 1
+
+
+def test_processes_append_verdicts_under_one_file_lock(api: FakeAPI, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends take the cache file's lock, which another process (here: another open of it) can hold."""
+    from filelock import FileLock
+
+    monkeypatch.setenv("PIT_TEST_JUDGE_KEY", KEY)
+    cache = tmp_path / "verdicts.jsonl"
+    verdicts = LLMVerdicts(judge(api), cache)
+    other = FileLock(f"{cache}.lock")
+    other.acquire()
+    with pytest.raises(TimeoutError):
+        verdicts.file_lock.acquire(timeout=0.2)
+    other.release()
+    assert verdicts.compare(["q"], ["long answer"], ["short"]) == [1.0]
+    assert len(cache.read_text().splitlines()) == 2

@@ -14,6 +14,8 @@ from pit.data.hub import PARQUET_EXPORT, HubOrFileSource, load_parquet_rows
 from pit.data.jsonl import get_field
 from pit.data.schema import DataError, LoadedData, PreferenceExample, drop_reason
 
+INFO_TEXTS = ("post", "article", "title", "subreddit")   # the `info` fields a prompt is made of, each text or absent
+
 
 def tldr_prompt(info: dict[str, Any]) -> str:
     """The usual TL;DR prompt: subreddit, title and post (news articles use `article` instead of `post`)."""
@@ -21,6 +23,16 @@ def tldr_prompt(info: dict[str, Any]) -> str:
     header = f"SUBREDDIT: r/{info['subreddit']}\n" if info.get("subreddit") else ""
     title = f"TITLE: {info['title']}\n" if info.get("title") else ""
     return f"{header}{title}POST: {body}\nTL;DR:"
+
+
+def summary_text(summaries: list[Any], index: int, where: str, line: int) -> str:
+    """`summaries[index].text`, checked: an object whose `text` is a string."""
+    summary = summaries[index]
+    text = summary.get("text") if isinstance(summary, dict) else None
+    if not isinstance(text, str):
+        got = type(text).__name__ if isinstance(summary, dict) else f"a {type(summary).__name__} summary"
+        raise DataError(where, f"expected str, got {got}", line, f"summaries[{index}].text")
+    return text
 
 
 class TLDRSource(HubOrFileSource):
@@ -38,7 +50,8 @@ class TLDRSource(HubOrFileSource):
     def parse(self, rows: Iterable[tuple[int, dict[str, Any]]], where: str) -> LoadedData:
         examples, dropped = [], Counter()
         for line, row in rows:
-            info = get_field(row, "info", where, line, dict)
+            info = {k: get_field(row, f"info.{k}", where, line)
+                    for k in INFO_TEXTS if get_field(row, "info", where, line, dict).get(k) is not None}
             if not (info.get("post") or info.get("article")):
                 raise DataError(where, "needs a non-empty 'post' or 'article'", line, "info.post")
             summaries = get_field(row, "summaries", where, line, list)
@@ -46,10 +59,7 @@ class TLDRSource(HubOrFileSource):
             if len(summaries) != 2 or choice not in (0, 1):
                 raise DataError(where, f"expected 2 summaries and choice 0/1, got {len(summaries)} and {choice}",
                                 line, "choice")
-            texts = [get_field(s, "text", where, line) if isinstance(s, dict) else None for s in summaries]
-            if None in texts:
-                raise DataError(where, "each summary must be an object with a 'text'", line, "summaries")
-            chosen, rejected = texts[choice], texts[1 - choice]
+            chosen, rejected = (summary_text(summaries, i, where, line) for i in (choice, 1 - choice))
             if reason := drop_reason(chosen, rejected):
                 dropped[reason] += 1
             else:

@@ -21,6 +21,8 @@ from pathlib import Path
 from statistics import mean
 from typing import TYPE_CHECKING
 
+from filelock import FileLock
+
 from pit.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
@@ -66,6 +68,22 @@ class LLMJudge:
         return LLMVerdicts(self, Path(pipeline.cfg.paths.cache_dir) / "llm_judge" / "verdicts.jsonl")
 
 
+def read_verdicts(path: Path) -> tuple[dict[str, str | None], int]:
+    """The cached answers by question id, and how many lines could not be read (cut short, or not a verdict)."""
+    cache: dict[str, str | None] = {}
+    damaged = 0
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                cache[entry["id"]] = entry["answer"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                damaged += 1
+    return cache, damaged
+
+
 class LLMVerdicts:
     """Order-swapped, cached, retried pairwise verdicts of one LLM judge."""
 
@@ -73,12 +91,11 @@ class LLMVerdicts:
         self.judge, self.cache_file = judge, cache_file
         self.key = judge.api_key()
         self.lock = threading.Lock()
-        self.cache: dict[str, str | None] = {}
-        if cache_file.is_file():
-            for line in cache_file.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    entry = json.loads(line)
-                    self.cache[entry["id"]] = entry["answer"]
+        self.file_lock = FileLock(f"{cache_file}.lock")   # sweep points in other processes append to it too
+        self.cache, self.damaged_lines = read_verdicts(cache_file)
+        if self.damaged_lines:
+            log.warning("%s: skipped %d damaged lines (a write cut short by a kill); those pairs are asked again",
+                        cache_file, self.damaged_lines)
         self.requests = 0
 
     def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]:
@@ -105,7 +122,7 @@ class LLMVerdicts:
         with self.lock:
             self.cache[ident] = answer
             self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            with self.cache_file.open("a", encoding="utf-8") as f:
+            with self.file_lock, self.cache_file.open("a", encoding="utf-8") as f:
                 f.write(json.dumps({"id": ident, "answer": answer}) + "\n")
         return answer
 
