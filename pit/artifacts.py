@@ -97,7 +97,7 @@ class ArtifactStore:
     @contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
         """Hold the (stage, key) build lock; while another job holds it, wait and say for whom."""
-        path = self.root / stage / f".lock-{key}"
+        path = self.root / ".locks" / stage / f"{key}.lock"   # beside, not in, the stage dir its users list
         path.parent.mkdir(parents=True, exist_ok=True)
         holder = path.with_name(path.name + ".holder")
         lock = FileLock(path)

@@ -65,15 +65,21 @@ def test_truncated_corrupted_or_unmarked_artifact_is_not_complete(tmp_path: Path
 
 
 def test_leftover_temp_dirs_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    """A leftover is judged by its lock, not its pid: a live writer (its lock held) keeps its dir."""
+    from filelock import FileLock
+
     store = ArtifactStore(tmp_path)
     (tmp_path / "stage").mkdir()
-    dead = tmp_path / "stage" / ".tmp-k-999999999"
-    alive = tmp_path / "stage" / f".tmp-k-{os.getppid()}"   # a live process's work in progress is left alone
+    dead = tmp_path / "stage" / ".tmp-k-somehost-999999999"
+    alive = tmp_path / "stage" / f".tmp-k-otherhost-{os.getpid()}"   # a live writer's work in progress
     dead.mkdir()
     alive.mkdir()
+    writer = FileLock(f"{alive}.lock")
+    writer.acquire()
     with store.write("stage", "k") as (out, _):
         (out / "f").write_text("x")
     assert not dead.exists() and alive.exists()
+    writer.release()
 
 
 def test_write_json_atomic(tmp_path: Path) -> None:

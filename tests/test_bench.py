@@ -43,7 +43,7 @@ def test_gpu_bench_dry_run_goes_through_every_workload(tmp_path) -> None:
         assert name in allowed and "No module named 'trl'" in error, (name, error)
     done = {r["workload"] for r in results["workloads"]}
     assert {"rollout sampling", "rollout sampling (static cache)", "PPO losses vs float64", "PPO memory",
-            "profile: SFT step", "profile: PPO iteration", "default pipeline"} <= done
+            "profile: SFT steps", "profile: PPO iteration", "default pipeline"} <= done
     losses = next(r for r in results["workloads"] if r["workload"] == "PPO losses vs float64")
     assert losses["max_relative_error"] < 1e-5   # float32 on CPU against float64
     assert "| PPO losses vs float64 | max_relative_error | < 0.02 |" in path.read_text()

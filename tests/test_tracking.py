@@ -68,9 +68,13 @@ def test_wandb_failing_mid_run_does_not_stop_training(tmp_path: Path, monkeypatc
 
 def test_ledger_continues_an_unfinished_run_only(tmp_path: Path) -> None:
     first = RunLedger(tmp_path, "abc")
-    again = RunLedger(tmp_path, "abc")           # the first never finished (killed)
+    beside = RunLedger(tmp_path, "abc")          # the same config while the first runs: a run of its own
+    assert not beside.resumed and beside.run_id != first.run_id and not beside.owned
+    first.release()                              # the first never finished (killed: the OS drops its lock)
+    again = RunLedger(tmp_path, "abc")
     assert again.resumed and again.run_id == first.run_id
     again.finish()
+    again.release()
     fresh = RunLedger(tmp_path, "abc")
     assert not fresh.resumed and fresh.run_id != first.run_id
     assert RunLedger(tmp_path, "other").run_id != fresh.run_id
