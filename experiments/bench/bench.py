@@ -346,6 +346,21 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
 
 
+def table_rows(workloads: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows `| workload | ours | reference | ratio |` of each compared workload, with MFU and step time."""
+    lines = []
+    for r in (r for r in workloads if "ratio" in r):
+        lines.append(f"| {r['workload']} | {r['ours']:,.1f} {r['unit']} | {r['reference']:,.1f} {r['unit']} | "
+                     f"{r['ratio']:.2f} |")
+        if "mfu" in r:
+            lines.append(f"| {r['workload']}: model FLOPs utilisation (of {r['peak_tflops']} TFLOP/s) | "
+                         f"{r['mfu']:.1%} | {r['reference_mfu']:.1%} | |")
+        if "ms_per_step_ours" in r:
+            lines.append(f"| {r['workload']}: ms per decode step | {r['ms_per_step_ours']:.1f} | "
+                         f"{r['ms_per_step_reference']:.1f} | |")
+    return lines
+
+
 def write(results: dict[str, Any], out: Path) -> None:
     import matplotlib
 
@@ -358,12 +373,7 @@ def write(results: dict[str, Any], out: Path) -> None:
     lines = [f"Machine: {results['machine']}; model `{results['size']}` ({results['parameters'] / 1e6:.2f} M "
              f"parameters), {results['precision']}, reference = {results['reference']}.", "",
              "| workload | ours | reference | ratio ours/reference |", "|---|---|---|---|"]
-    for r in results["workloads"]:
-        lines.append(f"| {r['workload']} | {r['ours']:,.1f} {r['unit']} | {r['reference']:,.1f} {r['unit']} | "
-                     f"{r['ratio']:.2f} |")
-        if "mfu" in r:
-            lines.append(f"| SFT model FLOPs utilisation (of {r['peak_tflops']} TFLOP/s) | {r['mfu']:.1%} | "
-                         f"{r['reference_mfu']:.1%} | |")
+    lines += table_rows(results["workloads"])
     if "default_pipeline" in results:
         d = results["default_pipeline"]
         lines += ["", f"Embedded default (`python -m pit.run`, cold cache): {d['wall_seconds']:.0f} s; per stage: "

@@ -42,6 +42,7 @@ from bench import (  # noqa: E402
     ours_ppo,
     ours_sft,
     peak_tflops,
+    table_rows,
     time_default_pipeline,
 )
 from transformers import PreTrainedTokenizerFast  # noqa: E402
@@ -301,16 +302,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
     lines = [f"Machine: {results['machine']}; scale `{results['scale']}`; reference = {results['reference']}; "
              f"{results['seconds']:.0f} s in all.", "",
              "| workload | ours | reference | ratio ours/reference |", "|---|---|---|---|"]
-    for r in rows:
-        if "ratio" in r:
-            lines.append(f"| {r['workload']} | {r['ours']:,.1f} {r['unit']} | {r['reference']:,.1f} {r['unit']} | "
-                         f"{r['ratio']:.2f} |")
-        if "mfu" in r:
-            lines.append(f"| {r['workload']}: model FLOPs utilisation (of {r['peak_tflops']} TFLOP/s) | "
-                         f"{r['mfu']:.1%} | {r['reference_mfu']:.1%} | |")
-        if "ms_per_step_ours" in r:
-            lines.append(f"| {r['workload']}: ms per decode step | {r['ms_per_step_ours']:.1f} | "
-                         f"{r['ms_per_step_reference']:.1f} | |")
+    lines += table_rows(rows)
     for r in rows:
         if r["workload"] == "PPO memory":
             lines += ["", f"PPO iteration peak memory, Llama-style ~1 B config, batch {r['batch']}: full fine-tuning "
