@@ -38,11 +38,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the pipeline for a composed config, print the stage table, return the results dict."""
     from pit.pipeline import Pipeline  # the heavy stack, imported only when a job runs
 
+    quiet_libraries()
     pipeline = Pipeline(cfg)
     results = pipeline.run()
     if pipeline.rank_zero:   # under DDP every rank runs the job; one table
         print(format_summary(results))
     return results
+
+
+def quiet_libraries() -> None:
+    """Keep each stage's console to our own lines: no Lightning device banner, tips or stop notices, no
+    transformers weight-loading bars (warnings and errors still show)."""
+    import transformers
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
+    transformers.utils.logging.disable_progress_bar()
 
 
 def format_summary(results: dict[str, Any]) -> str:

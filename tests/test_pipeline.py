@@ -176,6 +176,9 @@ def test_cli_with_wandb_offline_run_dir(tmp_path: Path, subprocess_env: dict[str
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sft_pit" in done.stdout and "wall:" in done.stdout
+    console = done.stdout + done.stderr
+    for noise in ("TPU available", "litlogger", "Loading weights", "Writing model shards", "`Trainer.fit` stopped"):
+        assert noise not in console, noise
     job = tmp_path / "job"
     assert (job / "results.json").is_file() and (job / ".hydra" / "config.yaml").is_file()
     runs = list((job / "wandb").glob("offline-run-*"))
