@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,8 +85,9 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 class ArtifactStore:
     """Finished stage artifacts under `root`; `write` yields a temp dir that becomes the artifact on success."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, locking: bool = True):
         self.root = Path(root).expanduser().resolve()
+        self.locking = locking   # off for a multi-process (DDP) job, whose ranks build or reuse together
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -97,6 +99,9 @@ class ArtifactStore:
     @contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
         """Hold the (stage, key) build lock; while another job holds it, wait and say for whom."""
+        if not self.locking:
+            yield
+            return
         path = self.root / ".locks" / stage / f"{key}.lock"   # beside, not in, the stage dir its users list
         path.parent.mkdir(parents=True, exist_ok=True)
         holder = path.with_name(path.name + ".holder")
@@ -114,17 +119,26 @@ class ArtifactStore:
             holder.unlink(missing_ok=True)
             lock.release()
 
-    def built_from_other_code(self, stage: str, config_key: str) -> list[str]:
-        """Code digests of complete artifacts of `stage` with this configuration but another code version."""
-        found = []
+    def rerun_reason(self, stage: str, config_key: str, code: str) -> str:
+        """Why `stage` runs when complete artifacts of this configuration exist, built by other code; else ""."""
+        others = set()
         for marker in (self.root / stage).glob(f"*/{MARKER}"):
             try:
                 entry = json.loads(marker.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
             if entry.get("config_key") == config_key:
-                found.append(str(entry.get("code")))
-        return found
+                others.add(str(entry.get("code")))
+        if not others:
+            return ""
+        return (f"the cache has it built by other code (pit source {', '.join(sorted(others))}, now {code}): "
+                f"rerunning. Pin cache.code_version to reuse across an edit you know is cosmetic")
+
+    def wait_for(self, stage: str, key: str, poll_seconds: float = 2.0) -> None:
+        """Poll until (stage, key) is complete: it appears by an atomic rename (no collective, so a long build on
+        another rank cannot time a wait out)."""
+        while not self.path(stage, key).is_dir():
+            time.sleep(poll_seconds)
 
     def is_complete(self, stage: str, key: str) -> bool:
         """True only for a renamed artifact whose files all match its marker (present, same size and SHA-256)."""
@@ -188,7 +202,7 @@ class ArtifactStore:
 def remove_abandoned(directory: Path, prefix: str) -> None:
     """Remove the temp dirs `<prefix>*` whose writer is gone: their lock can be taken (on any host's behalf)."""
     for leftover in directory.glob(f"{prefix}*"):
-        if leftover.suffix == ".lock" or not leftover.is_dir():
+        if not leftover.is_dir():   # its own lock file, or a stray one
             continue
         lock = FileLock(f"{leftover}.lock")
         try:

@@ -8,6 +8,8 @@ cluster environment Lightning itself detects, so the process is ranked the same 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightning.fabric.plugins.environments import (
     ClusterEnvironment,
@@ -42,3 +44,8 @@ def barrier() -> None:
     """Wait for every rank (a no-op in a single-process job)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def single_process(trainer: Any) -> bool:
+    """Whether a `trainer=` config runs one process (one device, one node): only such a job takes stage locks."""
+    return str(trainer.get("devices", 1)) == "1" and int(trainer.get("num_nodes", 1) or 1) == 1

@@ -6,7 +6,6 @@ stage killed half-way leaves nothing under its final name and runs again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from pit.artifacts import ArtifactStore, cache_key, source_digest, write_json_at
 from pit.data.encode import collate_sft, encode_pairs
 from pit.data.schema import DataError, LoadedData, PreferenceExample, PreferenceSource
 from pit.data.splits import split_examples
-from pit.distributed import barrier, is_rank_zero
+from pit.distributed import barrier, is_rank_zero, single_process
 from pit.errors import ConfigError
 from pit.evaluate.stage import build_evaluation, publish_evaluation
 from pit.models.factory import for_training, load_model, load_tokenizer, save_model, set_generation_cache
@@ -88,7 +87,7 @@ class Pipeline:
         self.cfg = cfg
         self.output_dir = Path(cfg.paths.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.store = ArtifactStore(cfg.paths.cache_dir)
+        self.store = ArtifactStore(cfg.paths.cache_dir, locking=single_process(cfg.trainer))
         self.source: PreferenceSource = instantiate(cfg.dataset)
         self.model_spec = instantiate(cfg.model)
         self.objective: Objective = instantiate(cfg.objective, _convert_="all")
@@ -100,10 +99,6 @@ class Pipeline:
         self.keys: dict[str, str] = {}
         self.config_keys: dict[str, str] = {}   # the same keys without the code version: to say why a stage reran
         self.code_version = cfg.cache.code_version or source_digest()
-        # one process per job: stages are built under a lock per (stage, key), so parallel jobs share the cache.
-        # A multi-process (DDP) job's ranks must all build or all reuse together: it takes no locks.
-        devices = cfg.trainer.get("devices", 1)
-        self.locks = str(devices) == "1" and int(cfg.trainer.get("num_nodes", 1) or 1) == 1
         self.improver_stage = "sft_pit"   # M_PIT: the last curriculum round once pit_rl has run
         self.rank_zero = is_rank_zero()      # under DDP only rank zero publishes artifacts, results and W&B
         self.ledger = RunLedger(self.store.root / "runs", run_identity(config, str(self.output_dir)),
@@ -286,12 +281,14 @@ class Pipeline:
         start = time.perf_counter()
         alone = name in NO_FIT_STAGES   # under DDP rank zero builds it alone, the other ranks wait, then read it
         if alone and not self.rank_zero:
-            self._wait_for(name, key)
-        with self.store.lock(name, key) if self.locks else contextlib.nullcontext():
+            log.info("stage %s: waiting for rank zero to build it", name)
+            self.store.wait_for(name, key)
+        with self.store.lock(name, key):
             if self.store.is_complete(name, key):
                 metrics, status = self.store.metrics(name, key), "reused"
             else:
-                self._say_why(name)
+                because = self.store.rerun_reason(name, self.config_keys[name], self.code_version)
+                log.info("stage %s: running (key %s)%s", name, key, f"; {because}" if because else "")
                 self.fitter.start(name, self.store.checkpoints(name, key))
                 self.seed()   # a stage never depends on what ran before it in this process
                 provenance = {"config_key": self.config_keys[name], "code": self.code_version}
@@ -305,20 +302,6 @@ class Pipeline:
             record["resumed_from_batch"] = self.fitter.resumed_from
         self.tracker.log_metrics({f"{name}/{k}": v for k, v in metrics.items()})
         self._record(name, record)
-
-    def _say_why(self, name: str) -> None:
-        """Log that a stage runs, and when the only difference from a cached artifact is the code, say so."""
-        other = self.store.built_from_other_code(name, self.config_keys[name])
-        because = (f"; the cache has it built by other code (pit source {', '.join(sorted(set(other)))}, now "
-                   f"{self.code_version}): rerunning. Pin cache.code_version to reuse across an edit you know is "
-                   f"cosmetic") if other else ""
-        log.info("stage %s: running (key %s)%s", name, self.keys[name], because)
-
-    def _wait_for(self, name: str, key: str, poll_seconds: float = 2.0) -> None:
-        """Another rank's wait for rank zero's artifact (no collective, so a long evaluation cannot time one out)."""
-        log.info("stage %s: waiting for rank zero to build it", name)
-        while not self.store.path(name, key).is_dir():   # it appears by an atomic rename, complete
-            time.sleep(poll_seconds)
 
     def _record(self, name: str, record: dict[str, Any]) -> None:
         self.results["stages"][name] = record

@@ -37,14 +37,12 @@ from bench import (  # noqa: E402
     bench_ppo,
     bench_reward,
     bench_sft,
-    machine,
     median_after,
     ours_ppo,
     ours_sft,
     peak_tflops,
-    table_rows,
-    time_default_pipeline,
 )
+from report import machine, table_rows, time_default_pipeline  # noqa: E402
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
 from pit.data.schema import PreferenceExample  # noqa: E402

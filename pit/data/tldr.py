@@ -50,8 +50,8 @@ class TLDRSource(HubOrFileSource):
     def parse(self, rows: Iterable[tuple[int, dict[str, Any]]], where: str) -> LoadedData:
         examples, dropped = [], Counter()
         for line, row in rows:
-            info = {k: get_field(row, f"info.{k}", where, line)
-                    for k in INFO_TEXTS if get_field(row, "info", where, line, dict).get(k) is not None}
+            present = get_field(row, "info", where, line, dict)
+            info = {k: get_field(row, f"info.{k}", where, line) for k in INFO_TEXTS if present.get(k) is not None}
             if not (info.get("post") or info.get("article")):
                 raise DataError(where, "needs a non-empty 'post' or 'article'", line, "info.post")
             summaries = get_field(row, "summaries", where, line, list)

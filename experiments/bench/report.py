@@ -1,0 +1,79 @@
+"""What every benchmark report shares: the machine, the embedded default timed cold, and the markdown/PNG writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def time_default_pipeline(*overrides: str) -> dict[str, Any]:
+    """`python -m pit.run` cold (fresh cache), no logger, plus `overrides`: wall time and per-stage seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, PIT_CACHE_DIR=f"{tmp}/cache", WANDB_MODE="disabled")
+        start = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "pit.run", "logger=none", f"hydra.run.dir={tmp}/run",
+                              "trainer.enable_progress_bar=false", *overrides], env=env, capture_output=True, text=True)
+        if run.returncode:
+            raise RuntimeError(f"pit.run {' '.join(overrides)} exited {run.returncode}:\n{run.stderr[-4000:]}")
+        wall = time.perf_counter() - start
+        results = json.loads(Path(f"{tmp}/run/results.json").read_text())
+    return {"wall_seconds": wall, "stages": {k: v["seconds"] for k, v in results["stages"].items()}}
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} ({torch.cuda.device_count()} GPU), torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+
+
+def table_rows(workloads: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows `| workload | ours | reference | ratio |` of each compared workload, with MFU and step time."""
+    lines = []
+    for r in (r for r in workloads if "ratio" in r):
+        lines.append(f"| {r['workload']} | {r['ours']:,.1f} {r['unit']} | {r['reference']:,.1f} {r['unit']} | "
+                     f"{r['ratio']:.2f} |")
+        if "mfu" in r:
+            lines.append(f"| {r['workload']}: model FLOPs utilisation (of {r['peak_tflops']} TFLOP/s) | "
+                         f"{r['mfu']:.1%} | {r['reference_mfu']:.1%} | |")
+        if "ms_per_step_ours" in r:
+            lines.append(f"| {r['workload']}: ms per decode step | {r['ms_per_step_ours']:.1f} | "
+                         f"{r['ms_per_step_reference']:.1f} | |")
+    return lines
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{results['size']}-{results['device']}-{results['precision']}"
+    (out / f"bench-{tag}.json").write_text(json.dumps(results, indent=2))
+    lines = [f"Machine: {results['machine']}; model `{results['size']}` ({results['parameters'] / 1e6:.2f} M "
+             f"parameters), {results['precision']}, reference = {results['reference']}.", "",
+             "| workload | ours | reference | ratio ours/reference |", "|---|---|---|---|"]
+    lines += table_rows(results["workloads"])
+    if "default_pipeline" in results:
+        d = results["default_pipeline"]
+        lines += ["", f"Embedded default (`python -m pit.run`, cold cache): {d['wall_seconds']:.0f} s; per stage: "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in d["stages"].items())]
+    (out / f"bench-{tag}.md").write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = [r["workload"] for r in results["workloads"]]
+    ax.barh(names, [r["ratio"] for r in results["workloads"]])
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("throughput ratio ours / reference (>1: we are faster)")
+    ax.set_title(f"{results['size']}, {results['device']}, {results['precision']}")
+    fig.tight_layout()
+    fig.savefig(out / f"bench-{tag}.png", dpi=120)
+    print("\n".join(lines))
