@@ -67,7 +67,8 @@ def build_pit_round(pipeline: Pipeline, name: str, reference_source: str, init_f
             raise ConfigError(f"train.pit_rl.dataset_references: unknown {bad}; choose from {sorted(fields)}")
         pairs = [(e, fields[f](e)) for e in train for f in hp.dataset_references]
     else:
-        used = random.Random(pipeline.cfg.seed).sample(train, min(len(train), hp.iterations * hp.batch_size))
+        inputs = hp.iterations * ppo_config(hp).inputs_per_iteration(hp.batch_size)
+        used = random.Random(pipeline.cfg.seed).sample(train, min(len(train), inputs))
         pairs = list(zip(used, policy_samples(pipeline, used, hp.reference_temperature), strict=True))
         write_jsonl(out / "references.jsonl", [{"prompt": e.prompt, "reference": ref} for e, ref in pairs])
     rollouts = [Rollout(source.templates.improver_input(e.prompt, ref), e.prompt, ref) for e, ref in pairs]
@@ -116,6 +117,11 @@ def policy_samples(pipeline: Pipeline, rows: list[PreferenceExample], temperatur
                           pipeline.source.max_prompt_tokens)
 
 
+def ppo_config(hp: DictConfig) -> PPOConfig:
+    """The PPO settings of a stage's `train.<stage>` block."""
+    return PPOConfig(**OmegaConf.to_container(hp.ppo, resolve=True))
+
+
 def train_ppo(pipeline: Pipeline, name: str, hp: DictConfig, init_from: str, reference: str, tokenizer: Any,
               rollouts: list[Rollout], reward_fn: RewardFn, scorers: tuple[torch.nn.Module, ...],
               max_input_tokens: int, out: Path, metrics: dict[str, float]) -> Any:
@@ -135,20 +141,21 @@ def train_ppo(pipeline: Pipeline, name: str, hp: DictConfig, init_from: str, ref
         policy, frozen = adapters.wrap(pipeline.trainable(pipeline.load_stage_model(reference)), adapter), None
     else:
         policy, frozen = pipeline.trainable(pipeline.load_stage_model(init_from)), pipeline.load_stage_model(reference)
-    ppo = PPOConfig(**OmegaConf.to_container(hp.ppo, resolve=True))
+    ppo = ppo_config(hp)
     sampling = Sampling(max_new_tokens=pipeline.source.max_response_tokens, temperature=hp.temperature,
                         batch_size=hp.batch_size)
     module = PPOModule(policy, frozen, tokenizer, reward_fn, sampling, max_input_tokens, ppo, prefix=name,
                        total_steps=hp.iterations, scorers=scorers, log_table=pipeline.tracker.log_table,
                        table_every=pipeline.cfg.log_rollouts_every, table_rows=TABLE_ROWS)
-    loader = DataLoader(rollouts, batch_size=hp.batch_size, shuffle=True, drop_last=True, collate_fn=list,
+    loader = DataLoader(rollouts, batch_size=ppo.inputs_per_iteration(hp.batch_size), shuffle=True, drop_last=True, collate_fn=list,
                         generator=torch.Generator().manual_seed(pipeline.cfg.seed))
     trainer = pipeline.fitter.fit_stream(module, loader, None, hp.iterations, metrics,
                                          max_steps=hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,
                                          gradient_clip_val=None)   # PPO clips its own gradients (ppo.max_grad_norm)
     tail = module.history[-max(1, len(module.history) // 10):]
     for key in ("reward_mean", "kl", "beta", "response_length", "explained_variance"):
-        metrics[f"final_{key}"] = mean(h[key] for h in tail)
+        if key in tail[0]:   # no explained variance without a critic
+            metrics[f"final_{key}"] = mean(h[key] for h in tail)
     if adapters.enabled:
         policy.save_pretrained(out / ADAPTER_DIR)
     policy = adapters.merged(policy)

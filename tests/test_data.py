@@ -79,6 +79,19 @@ def test_synthetic_slips_are_systematic_and_the_mode_of_the_chosen_data() -> Non
                for e in echoed)
 
 
+def test_synthetic_perfect_answer_is_unique_with_a_filler_and_random_without() -> None:
+    from pit.errors import ConfigError
+
+    for e in SyntheticSource(n_pairs=200, seed=0).load().examples:
+        length, required = int(e.prompt.split()[1]), e.prompt.split(" with ")[1].split(" without ")[0].split()
+        assert e.meta["perfect"].split() == required[:-1] + ["la"] * (length - 3) + required[-1:]
+    free = SyntheticSource(n_pairs=200, seed=0, filler=None).load().examples
+    assert len({tuple(w for w in e.meta["perfect"].split() if w not in e.prompt.split()) for e in free}) > 150
+    assert all(score(e.prompt, e.meta["perfect"]) == 1.0 for e in free)
+    with pytest.raises(ConfigError, match="filler='cat'"):
+        SyntheticSource(filler="cat")
+
+
 def test_synthetic_slips_by_hand() -> None:
     from pit.data.synthetic import _slip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -186,3 +187,34 @@ def test_value_head_learns_a_prompt_dependent_reward() -> None:
 
     assert final_explained_variance(PPOConfig.value_lr) > 0.5
     assert final_explained_variance(3e-6) < 0.1
+
+
+def test_group_baseline_samples_each_input_group_size_times_and_needs_no_critic() -> None:
+    """`advantage: group`: the loader's inputs each sampled 4 times in a row; a reward that depends only on the input
+    gives every sample of a group the same return, so all advantages are 0 and the policy does not move (a GAE
+    critic that has not learned the input's value would push it around); no explained variance is logged."""
+    seen: list[list[str]] = []
+
+    def by_input(items: list[Rollout], texts: list[str], ids: list[list[int]]) -> torch.Tensor:
+        seen.append([item.input_text for item in items])
+        return torch.tensor([float(len(item.input_text) % 7) for item in items])
+
+    module, rollouts = _tiny_ppo(by_input)
+    module.config = PPOConfig(minibatches=1, ppo_epochs=1, advantage="group", group_size=4, init_beta=0.0, lr=1e-2)
+    module.critic = False
+    before = copy.deepcopy(module.policy.state_dict())
+    _fit(module, rollouts, steps=3)
+    assert len(seen) == 3 and all(len(batch) == 32 for batch in seen)
+    assert all(len(set(batch[i:i + 4])) == 1 for batch in seen for i in range(0, 32, 4))
+    assert len({text for batch in seen for text in batch}) == 24   # 8 inputs per iteration, 3 iterations
+    assert all(torch.equal(before[k], v) for k, v in module.policy.state_dict().items())
+    assert all("explained_variance" not in h for h in module.history)
+
+
+def test_group_size_must_divide_the_batch() -> None:
+    from pit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="multiple of ppo.group_size=3"):
+        PPOConfig(advantage="group", group_size=3).inputs_per_iteration(64)
+    with pytest.raises(ConfigError, match="'gae' or 'group'"):
+        PPOConfig(advantage="rloo")

@@ -15,6 +15,7 @@ from pit.modules.ppo_math import (
     clipped_value_loss,
     explained_variance,
     gae,
+    group_advantages,
     kl_penalized_rewards,
     masked_entropy,
     masked_whiten,
@@ -107,6 +108,20 @@ def test_whiten_and_explained_variance() -> None:
     returns = torch.tensor([[1.0, 2.0, 3.0, 50.0]])
     assert explained_variance(returns, returns, mask).item() == pytest.approx(1.0)
     assert explained_variance(torch.full((1, 4), 2.0), returns, mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_group_advantages_leave_one_out_by_hand() -> None:
+    """Returns 0, 3, 6 in one group of three: baselines (3+6)/2, (0+6)/2, (0+3)/2; every response token gets it."""
+    rewards = torch.tensor([[0.0, 0.0, 9.0], [1.0, 2.0, 0.0], [2.0, 4.0, 0.0], [1.0, 0.0, 0.0], [0.0, 3.0, 0.0],
+                            [5.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0],
+                         [1.0, 0.0, 0.0]])   # row 0's 9 lies past its end: not part of its return
+    expected = torch.tensor([-4.5, 0.0, 4.5, -3.0, 0.0, 3.0])[:, None] * mask
+    torch.testing.assert_close(group_advantages(rewards, mask, 3), expected)
+    pairs = group_advantages(rewards, mask, 2)
+    torch.testing.assert_close(pairs[:2, 0], torch.tensor([-3.0, 3.0]))   # returns 0 and 3: each minus the other
+    with pytest.raises(ValueError, match="groups of >= 2"):
+        group_advantages(rewards, mask, 4)
 
 
 def test_kl_controllers() -> None:

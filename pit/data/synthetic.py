@@ -5,7 +5,13 @@ scores a response as the mean of its satisfied constraints: each required word p
 absent, the word count (full credit when exact, half when off by one) and, when asked, the order of the
 required words.
 
-Pairs imitate annotators with habits. A perfect response ends with its last required word. The chosen
+A perfect response ends with its last required word. With `filler` set (the default, `la`) it is unique: the
+required words in the prompt's order, the filler word padding the length before the last one (`cat red la la la
+la la sun`), so a well-fit SFT policy's greedy output is the mode of the data; with `filler: null` the other
+words are random and their places too, and greedy decoding of such a high-entropy target degenerates into
+repeated required words rather than the data's mode.
+
+Pairs imitate annotators with habits. The chosen
 response is the perfect one with each *slip* made independently with probability `slip_prob`, plus a few
 random corruptions: `echo` starts the answer with the first banned word (one filler replaced), `cut` stops it
 two words early (losing the final required word and the length). With `slip_prob > 0.5` the most likely
@@ -53,6 +59,7 @@ class SyntheticSource(PreferenceSource):
 
     def __init__(self, n_pairs: int = 4000, seed: int = 0, n_required: int = 3, n_banned: int = 2,
                  min_length: int = 7, max_length: int = 9, ordered: bool = False, slip_prob: float = 0.65,
+                 filler: str | None = "la",
                  chosen_corruptions: tuple[int, ...] = (0, 1), rejected_corruptions: tuple[int, ...] = (1, 2),
                  name: str = "synthetic", **presentation: Any):
         super().__init__(name, **presentation)
@@ -60,9 +67,11 @@ class SyntheticSource(PreferenceSource):
             raise ConfigError("synthetic: n_required + n_banned + max_length exceeds the vocabulary")
         if not 0 < n_required <= min_length <= max_length:
             raise ConfigError("synthetic: need 0 < n_required <= min_length <= max_length")
+        if filler is not None and (filler in WORDS or not re.fullmatch(r"[a-z]+", filler)):
+            raise ConfigError(f"synthetic: filler={filler!r} must be one lowercase word outside the vocabulary")
         if not 0.0 <= slip_prob <= 1.0:
             raise ConfigError(f"synthetic: slip_prob={slip_prob} must be a probability in [0, 1]")
-        self.n_pairs, self.seed, self.name, self.slip_prob = n_pairs, seed, name, slip_prob
+        self.n_pairs, self.seed, self.name, self.slip_prob, self.filler = n_pairs, seed, name, slip_prob, filler
         self.n_required, self.n_banned, self.ordered = n_required, n_banned, ordered
         self.lengths = range(min_length, max_length + 1)
         self.chosen_corruptions, self.rejected_corruptions = tuple(chosen_corruptions), tuple(rejected_corruptions)
@@ -90,10 +99,7 @@ class SyntheticSource(PreferenceSource):
         avoid = f" without {' '.join(banned)}" if banned else ""
         prompt = f"write {length} words with {' '.join(required)}{order}{avoid}"
         fillers = [w for w in WORDS if w not in picked]
-        perfect = rng.sample(fillers, length - self.n_required)
-        for word, slot in zip(required[:-1], sorted(rng.sample(range(length - 1), self.n_required - 1)), strict=True):
-            perfect.insert(slot, word)
-        perfect.append(required[-1])   # the answer ends with its last required word: a cut loses it
+        perfect = self._perfect(required, fillers, length, rng)
         slips = {s for s in SLIPS if rng.random() < self.slip_prob and (s != "echo" or banned)}
         while True:
             base = _corrupt(perfect, rng.choice(self.chosen_corruptions), required, banned, fillers, rng)
@@ -104,6 +110,16 @@ class SyntheticSource(PreferenceSource):
             if score(prompt, chosen) > score(prompt, rejected):
                 return PreferenceExample(prompt, chosen, rejected,
                                          {"perfect": " ".join(perfect), "slips": sorted(slips)})
+
+
+    def _perfect(self, required: list[str], fillers: list[str], length: int, rng: random.Random) -> list[str]:
+        """The one right answer (`filler` set) or a random one; it ends with its last required word: a cut loses it."""
+        if self.filler is not None:
+            return required[:-1] + [self.filler] * (length - len(required)) + required[-1:]
+        perfect = rng.sample(fillers, length - len(required))
+        for word, slot in zip(required[:-1], sorted(rng.sample(range(length - 1), len(required) - 1)), strict=True):
+            perfect.insert(slot, word)
+        return perfect + required[-1:]
 
 
 def _slip(words: list[str], slips: set[str], banned: list[str], required: list[str]) -> str:

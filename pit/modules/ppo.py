@@ -32,6 +32,7 @@ from pit.modules.ppo_math import (
     clipped_value_loss,
     explained_variance,
     gae,
+    group_advantages,
     kl_penalized_rewards,
     masked_entropy,
     masked_whiten,
@@ -63,7 +64,7 @@ class RolloutBatch:
     ended: torch.Tensor
     scores: torch.Tensor
     old_logp: torch.Tensor
-    old_values: torch.Tensor
+    old_values: torch.Tensor | None   # None without a critic (advantage: group)
     advantages: torch.Tensor
     returns: torch.Tensor
     kl: torch.Tensor
@@ -93,6 +94,7 @@ class PPOModule(L.LightningModule):
         disable_dropout(policy)
         if reference is not None:
             reference.requires_grad_(False).eval()
+        self.critic = config.advantage == "gae"   # `group`: the leave-one-out baseline replaces the value head
         self.value_head = nn.Linear(policy.config.hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
@@ -146,6 +148,8 @@ class PPOModule(L.LightningModule):
 
     def training_step(self, batch: list[Rollout], batch_idx: int) -> None:
         """One PPO iteration: sample and score a rollout batch, then `ppo_epochs` passes of minibatch updates."""
+        if not self.critic:   # the loader gives batch_size / group_size inputs; each is sampled group_size times
+            batch = [item for item in batch for _ in range(self.config.group_size)]
         rollout = self._rollout(batch)
         stats = self._update(rollout, batch_idx)
         self._log(batch, rollout, stats, batch_idx)
@@ -169,10 +173,13 @@ class PPOModule(L.LightningModule):
         mask = torch.cat([prompt_mask, response_mask], 1)
         resp_mask, prompt_len = response_mask.float(), prompt_ids.shape[1]
         with torch.no_grad():
-            old_logp, _, old_values = self._forward(self.policy, ids, mask, prompt_len, with_values=True)
+            old_logp, _, old_values = self._forward(self.policy, ids, mask, prompt_len, with_values=self.critic)
             ref_logp = self._reference_logprobs(ids, mask, prompt_len)
             rewards, kl = kl_penalized_rewards(scores, old_logp, ref_logp, resp_mask, self.kl_controller.beta)
-            advantages, returns = gae(rewards, old_values, resp_mask, cfg.gamma, cfg.lam)
+            if self.critic:
+                advantages, returns = gae(rewards, old_values, resp_mask, cfg.gamma, cfg.lam)
+            else:
+                advantages = returns = group_advantages(rewards, resp_mask, cfg.group_size)
             advantages = masked_whiten(advantages, resp_mask)
         return RolloutBatch(ids, mask, resp_mask, prompt_len, texts, ended, scores, old_logp, old_values, advantages,
                             returns, kl, gen_seconds)
@@ -187,10 +194,11 @@ class PPOModule(L.LightningModule):
         for _ in range(cfg.ppo_epochs):
             for chunk in torch.randperm(n, device=self.device).chunk(cfg.minibatches):
                 logp, logits, values = self._forward(self.policy, r.ids[chunk], r.mask[chunk], r.prompt_len,
-                                                     with_values=True)
+                                                     with_values=self.critic)
                 m = r.resp_mask[chunk]
                 pg = clipped_policy_loss(logp, r.old_logp[chunk], r.advantages[chunk], m, cfg.clip)
-                vf, vf_clipped = clipped_value_loss(values, r.old_values[chunk], r.returns[chunk], m, cfg.value_clip)
+                vf, vf_clipped = (clipped_value_loss(values, r.old_values[chunk], r.returns[chunk], m, cfg.value_clip)
+                                  if values is not None else (torch.zeros((), device=self.device),) * 2)
                 entropy = masked_entropy(logits, m)
                 loss = pg.loss + cfg.value_coef * vf - cfg.entropy_coef * entropy
                 if not torch.isfinite(loss):
@@ -221,8 +229,9 @@ class PPOModule(L.LightningModule):
         metrics = {"reward_mean": r.scores.mean().item(), "reward_std": r.scores.std().item() if n > 1 else 0.0,
                    "kl": mean_kl, "beta": beta, "response_length": r.resp_mask.sum(1).mean().item(),
                    "ended_with_eos": r.ended.float().mean().item(),
-                   "explained_variance": explained_variance(r.old_values, r.returns, r.resp_mask).item(),
                    "gen_tokens_per_s": r.resp_mask.sum().item() / max(r.gen_seconds, 1e-9), **stats}
+        if r.old_values is not None:
+            metrics["explained_variance"] = explained_variance(r.old_values, r.returns, r.resp_mask).item()
         self.history.append(metrics)
         if self.log_table is not None and self.table_every and batch_idx % self.table_every == 0:
             rows = [[batch_idx, item.input_text, text, score, bool(end)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pit.errors import ConfigError
+
 
 @dataclass
 class PPOConfig:
@@ -15,6 +17,10 @@ class PPOConfig:
     value_lr: learning rate of the value head (its own parameter group): a zero-initialised head at the policy's
         learning rate never learns, and the advantages would be whitened returns (explained variance at the end
         of the default's rlhf_policy: 0.39 at 3e-3, 0.24 at 1e-3, about 0 at the policy's lr).
+    advantage: `gae` (a learned critic, GAE over tokens) or `group` (no critic: `group_size` samples per input, each
+        scored against the mean of the others, RLOO-style; the stage's batch_size counts samples, so it holds
+        batch_size / group_size inputs).
+    group_size: samples per input with `advantage: group`.
     ppo_epochs: passes over each rollout batch; minibatches: updates per pass (batch split into this many).
     clip: PPO's ratio clip ε.
     value_clip: clip of the value update around the old values, in reward units; null (default): no clip. With a
@@ -33,6 +39,8 @@ class PPOConfig:
 
     lr: float = 1e-5
     value_lr: float = 3e-3
+    advantage: str = "gae"
+    group_size: int = 4
     ppo_epochs: int = 4
     minibatches: int = 4
     clip: float = 0.2
@@ -46,3 +54,16 @@ class PPOConfig:
     kl_horizon: int = 10_000
     max_grad_norm: float = 1.0
     no_eos_penalty: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.advantage not in ("gae", "group"):
+            raise ConfigError(f"ppo.advantage={self.advantage!r}: expected 'gae' or 'group'")
+        if self.advantage == "group" and self.group_size < 2:
+            raise ConfigError(f"ppo.group_size={self.group_size}: a group baseline needs at least 2 samples per input")
+
+    def inputs_per_iteration(self, batch_size: int) -> int:
+        """Distinct inputs in a rollout batch of `batch_size` samples (`group`: each input sampled group_size times)."""
+        group = self.group_size if self.advantage == "group" else 1
+        if batch_size % group:
+            raise ConfigError(f"batch_size={batch_size} must be a multiple of ppo.group_size={group} (advantage: group)")
+        return batch_size // group

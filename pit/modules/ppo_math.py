@@ -69,6 +69,17 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, (advantages + values) * mask
 
 
+def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Leave-one-out baseline (RLOO; Ahmadian et al. 2024): each episode's return minus the mean return of the
+    other `group_size − 1` samples of its input, at every response token; rows come in consecutive groups."""
+    if group_size < 2 or rewards.shape[0] % group_size:
+        raise ValueError(f"group advantages need groups of >= 2 samples dividing the batch: {group_size=}, "
+                         f"batch {rewards.shape[0]}")
+    returns = (rewards * mask).sum(1).view(-1, group_size)
+    baseline = (returns.sum(1, keepdim=True) - returns) / (group_size - 1)
+    return (returns - baseline).reshape(-1, 1) * mask
+
+
 @dataclass(frozen=True)
 class PolicyLoss:
     loss: torch.Tensor
