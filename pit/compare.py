@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from pit.errors import UserError
+from pit.evaluate.figures import pyplot, save
 
 HIDDEN_OVERRIDES = ("hydra.", "paths.")
 
@@ -100,11 +101,7 @@ def write_tables(swept: list[str], rows: list[dict[str, Any]], out: Path) -> lis
 
 def plot(swept: list[str], rows: list[dict[str, Any]], out: Path) -> list[Path]:
     """Δ per run (bars), Δ against each numeric swept key (lines), ELO against the iteration (lines per run)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     written: list[Path] = []
     pairs = sorted({c for row in rows for c in row if c.startswith("delta ") and "@" not in c})
     labels = [" ".join(f"{k}={row[k]}" for k in swept) or Path(row["job"]).name for row in rows]
@@ -118,7 +115,7 @@ def plot(swept: list[str], rows: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_ylabel("Δ = win − lose (iteration 1)")
         ax.legend(fontsize=8)
-        written.append(_save(fig, out / "delta_by_run.png"))
+        written.append(save(fig, out / "delta_by_run.png"))
     for key in swept:
         try:
             values = [float(row[key]) for row in rows]
@@ -133,7 +130,7 @@ def plot(swept: list[str], rows: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set_xlabel(key)
         ax.set_ylabel("Δ = win − lose (iteration 1)")
         ax.legend(fontsize=8)
-        written.append(_save(fig, out / f"delta_vs_{key.replace('.', '_')}.png"))
+        written.append(save(fig, out / f"delta_vs_{key.replace('.', '_')}.png"))
     elo = [(label, row) for label, row in zip(labels, rows, strict=True) if "elo policy" in row]
     if elo:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -147,15 +144,8 @@ def plot(swept: list[str], rows: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set_xlabel("improvement iteration k (0 = y_0 of the policy)")
         ax.set_ylabel("ELO")
         ax.legend(fontsize=7)
-        written.append(_save(fig, out / "elo_vs_iteration.png"))
+        written.append(save(fig, out / "elo_vs_iteration.png"))
     return written
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    fig.clf()
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:

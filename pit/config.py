@@ -179,7 +179,6 @@ class LLMJudgeConfig:
     val_pairs: int = 50
     concurrency: int = 8
     max_retries: int = 5
-    backoff_seconds: float = 1.0
     timeout_seconds: float = 60.0
 
 

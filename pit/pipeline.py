@@ -26,6 +26,7 @@ from pit.data.schema import DataError, LoadedData, PreferenceExample, Preference
 from pit.data.splits import split_examples
 from pit.distributed import barrier, is_rank_zero, single_process
 from pit.errors import ConfigError
+from pit.evaluate.figures import CURVES, job_figures
 from pit.evaluate.stage import build_evaluation, publish_evaluation
 from pit.models.factory import for_training, load_model, load_tokenizer, save_model, set_generation_cache
 from pit.models.generate import generate_texts
@@ -131,6 +132,8 @@ class Pipeline:
                     self._stage(name, *plans[name]())
             if "evaluate" in self.keys:
                 publish_evaluation(self)
+            if self.rank_zero:
+                self._draw_figures()
             self.results["wall_seconds"] = round(time.perf_counter() - start, 2)
             self._write_results()
             self.tracker.log_summary({k: v for k, v in self.results.items() if k != "data"})
@@ -140,6 +143,14 @@ class Pipeline:
         finally:
             self.tracker.finish()
             self.ledger.release()
+
+    def _draw_figures(self) -> None:
+        """This job's PNGs (each stage's curves, Δ per iteration, ELO) into `figures/`, and to the tracker."""
+        curves = {name: self.artifact(name) / CURVES / "metrics.csv" for name in self.results["stages"]}
+        drawn = job_figures(self.results, {n: p for n, p in curves.items() if p.is_file()}, self.output_dir / "figures")
+        self.results["figures"] = [str(p.relative_to(self.output_dir)) for p in drawn]
+        self.results["figures_dir"] = str((self.output_dir / "figures").resolve())
+        self.tracker.log_images({p.stem: p for p in drawn})
 
     # ---- what each stage depends on: (its config subtree, its upstream stages, how to build it) -----------------
     def _common(self, trains_with_peft: bool = True) -> dict[str, Any]:
@@ -293,6 +304,7 @@ class Pipeline:
                 self.seed()   # a stage never depends on what ran before it in this process
                 provenance = {"config_key": self.config_keys[name], "code": self.code_version}
                 with self.store.write(name, key, self.rank_zero, provenance) as (out, metrics):
+                    self.fitter.record_curves(out / CURVES)
                     build(out, metrics)
                 if not alone:
                     barrier()   # every rank built it (its fit needs them all); rank zero's copy is in place now
@@ -382,7 +394,8 @@ class Pipeline:
     def sample_eval(self, name: str, model: Any, tokenizer: Any, inputs: list[str], rows: list[PreferenceExample],
                      refs: list[str], max_input_tokens: int) -> dict[str, float]:
         """Sample on val inputs; with an oracle, score the samples against the references (chosen or y_ref)."""
-        texts = generate_texts(model, tokenizer, inputs, instantiate(self.cfg.eval_sampling), max_input_tokens)
+        texts = generate_texts(model, tokenizer, inputs, instantiate(self.cfg.eval_sampling), max_input_tokens,
+                               f"{name} val samples")
         metrics = {"val_sample_words": mean(len(t.split()) for t in texts)}
         scores = [self.oracle(e.prompt, t) for e, t in zip(rows, texts, strict=True)] if self.oracle else None
         if scores:

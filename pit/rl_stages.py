@@ -96,7 +96,7 @@ def gap_calibration(pipeline: Pipeline, improver: Any, gap: TrainedGap, rows: li
     sampling = Sampling(max_new_tokens=source.max_response_tokens, temperature=temperature or 1.0,
                         batch_size=pipeline.cfg.eval_sampling.batch_size)
     texts = generate_texts(improver, pipeline.tokenizer(), [pipeline.improver_input_of_rejected(e) for e in repeated],
-                           sampling, source.max_improver_tokens)
+                           sampling, source.max_improver_tokens, "improver val samples")
     prompts, references = [e.prompt for e in repeated], [e.rejected for e in repeated]
     oracle = [pipeline.oracle(p, t) for p, t in zip(prompts, texts, strict=True)]
     found = {"val_gap_oracle_corr": within_prompt_correlation(gap.score(prompts, texts, references).tolist(), oracle,
@@ -114,7 +114,7 @@ def policy_samples(pipeline: Pipeline, rows: list[PreferenceExample], temperatur
     sampling = Sampling(max_new_tokens=pipeline.source.max_response_tokens, temperature=temperature,
                         batch_size=pipeline.cfg.eval_sampling.batch_size)
     return generate_texts(policy, pipeline.tokenizer(), [pipeline.policy_input_of(e) for e in rows], sampling,
-                          pipeline.source.max_prompt_tokens)
+                          pipeline.source.max_prompt_tokens, "references from M_P")
 
 
 def ppo_config(hp: DictConfig) -> PPOConfig:
@@ -147,7 +147,8 @@ def train_ppo(pipeline: Pipeline, name: str, hp: DictConfig, init_from: str, ref
     module = PPOModule(policy, frozen, tokenizer, reward_fn, sampling, max_input_tokens, ppo, prefix=name,
                        total_steps=hp.iterations, scorers=scorers, log_table=pipeline.tracker.log_table,
                        table_every=pipeline.cfg.log_rollouts_every, table_rows=TABLE_ROWS)
-    loader = DataLoader(rollouts, batch_size=ppo.inputs_per_iteration(hp.batch_size), shuffle=True, drop_last=True, collate_fn=list,
+    loader = DataLoader(rollouts, batch_size=ppo.inputs_per_iteration(hp.batch_size), shuffle=True, drop_last=True,
+                        collate_fn=list,
                         generator=torch.Generator().manual_seed(pipeline.cfg.seed))
     trainer = pipeline.fitter.fit_stream(module, loader, None, hp.iterations, metrics,
                                          max_steps=hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,

@@ -48,12 +48,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def quiet_libraries() -> None:
     """Keep each stage's console to our own lines: no Lightning device banner, tips or stop notices, no
-    transformers weight-loading bars (warnings and errors still show)."""
+    transformers weight-loading bars (warnings and errors still show), and not transformers' "passing in an
+    `attention_mask`" notice, which its own `generate` triggers when finished rows decode padding (we always pass
+    the mask)."""
     import transformers
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
     transformers.utils.logging.disable_progress_bar()
+    modeling = logging.getLogger("transformers.modeling_utils")
+    if not any(isinstance(f, _NoPaddingNotice) for f in modeling.filters):
+        modeling.addFilter(_NoPaddingNotice())
+
+
+class _NoPaddingNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "attention_mask" not in record.getMessage()
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -67,6 +77,8 @@ def format_summary(results: dict[str, Any]) -> str:
         lines.append(f"{name:<16} {record['status']:<8} {record.get('seconds', 0.0):>8.1f}  {shown}")
     if "eval" in results:
         lines.extend(format_evaluation(results["eval"]))
+    if results.get("figures"):
+        lines.append(f"figures: {results['figures_dir']}/ ({', '.join(Path(f).stem for f in results['figures'])})")
     lines.append(f"wall: {results.get('wall_seconds', 0.0):.1f} s")
     return "\n".join(lines)
 

@@ -127,6 +127,9 @@ class Tracker:
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         """Record example generations."""
 
+    def log_images(self, images: Mapping[str, Path]) -> None:
+        """Record the job's figures (the PNGs stay in the job dir whatever the tracker)."""
+
     def finish(self) -> None:
         """Flush and close."""
 
@@ -162,8 +165,24 @@ def wandb_mode(mode: str) -> str:
     return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
 
 
+def sweep_labels(group: str | None, name: str | None, tags: list[str]) -> tuple[str | None, str | None, list[str]]:
+    """W&B group, name and tags of this Hydra job: a multirun point is named by its overrides
+    (`hydra.job.override_dirname`), grouped with the other points of its sweep (`<group>/<sweep dir>`) and tagged
+    with the keys it sets, so the dashboard compares sweep points without renaming; a single run keeps the config's."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return group, name, tags
+    hydra = HydraConfig.get()
+    keys = sorted({o.split("=", 1)[0].lstrip("+~") for o in hydra.overrides.task if "=" in o})
+    return (f"{group}/{Path(hydra.sweep.dir).name}" if group else Path(hydra.sweep.dir).name,
+            name or hydra.job.override_dirname or None, sorted({*tags, *keys}))
+
+
 class WandbTracker(Tracker):
-    """`logger=wandb`: one W&B run per Hydra job (group = experiment name); offline without an API key.
+    """`logger=wandb`: one W&B run per Hydra job (group = experiment name, per sweep under multirun; see
+    `sweep_labels`); offline without an API key.
 
     W&B must never stop training: a server that cannot be reached at start gives an offline run (same id, for
     `wandb sync`), and a W&B call that fails mid-run is reported once and its numbers go to `fallback.jsonl`
@@ -179,6 +198,7 @@ class WandbTracker(Tracker):
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         self.fallback = Path(save_dir) / "fallback.jsonl"
         self._failed = False
+        group, name, tags = sweep_labels(group, name, list(tags or []))
         init = dict(project=project, entity=entity, group=group, name=name, tags=list(tags or []), dir=save_dir,
                     id=run_id, resume="allow" if run_id else None, reinit="finish_previous",
                     settings=wandb.Settings(init_timeout=init_timeout))
@@ -219,6 +239,10 @@ class WandbTracker(Tracker):
 
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
         self._guard("table", lambda: self.run.log({key: self._wandb.Table(columns=columns, data=rows)}), {})
+
+    def log_images(self, images: Mapping[str, Path]) -> None:
+        self._guard("images", lambda: self.run.log({f"figures/{name}": self._wandb.Image(str(path))
+                                                    for name, path in images.items()}), {})
 
     def finish(self) -> None:
         self._guard("finish", self.run.finish, {})

@@ -15,7 +15,9 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.callbacks import Callback, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
@@ -23,6 +25,17 @@ from pit.checkpointing import StageCheckpoint, StepStream, latest_checkpoint
 from pit.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+class StageProgressBar(RichProgressBar):
+    """Lightning's rich bar, labelled with the stage instead of `Epoch 0/-2` (stages count steps, not epochs)."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return self.stage
 
 
 class StageFitter:
@@ -34,17 +47,25 @@ class StageFitter:
         self.root_dir = root_dir
         self.stage, self.checkpoints = "", root_dir
         self.resumed_from: int | None = None
+        self.curves: Path | None = None
 
     def start(self, stage: str, checkpoints: Path) -> None:
         """The stage about to be built and its checkpoint directory."""
-        self.stage, self.checkpoints, self.resumed_from = stage, checkpoints, None
+        self.stage, self.checkpoints, self.resumed_from, self.curves = stage, checkpoints, None, None
+
+    def record_curves(self, directory: Path) -> None:
+        """Fits of this stage also log their history as CSV into `directory` (part of the stage's artifact)."""
+        self.curves = directory
 
     def trainer(self, max_steps: int, val_every: int | None, **overrides: Any) -> L.Trainer:
         """The configured Lightning Trainer (cpu/gpu/ddp/...) with this stage's step budget and our logger."""
         validation = ({"val_check_interval": min(val_every, max_steps), "check_val_every_n_epoch": None}
                       if val_every else {"limit_val_batches": 0})
+        loggers = [self.logger] if self.logger else []
+        if self.curves is not None:
+            loggers.append(CSVLogger(self.curves, name="", version=""))
         return instantiate(self.trainer_cfg)(
-            max_steps=max_steps, max_epochs=-1, num_sanity_val_steps=0, logger=self.logger,
+            max_steps=max_steps, max_epochs=-1, num_sanity_val_steps=0, logger=loggers or False,
             enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(self.root_dir),
             **validation, **overrides)
 
@@ -73,7 +94,10 @@ class StageFitter:
             log.info("stage %s: resuming from %s (batch %d of %d)", self.stage, resume.path, resume.batches, batches)
             self.resumed_from = stream.skip = resume.batches
         callback = StageCheckpoint(self.checkpoints, self.checkpoint_cfg.every, self.checkpoint_cfg.keep_last)
-        trainer = self.trainer(max_steps, val_every, callbacks=[callback], **overrides)
+        callbacks: list[Callback] = [callback]
+        if self.trainer_cfg.get("enable_progress_bar", True) and _RICH_AVAILABLE:
+            callbacks.append(StageProgressBar(self.stage))
+        trainer = self.trainer(max_steps, val_every, callbacks=callbacks, **overrides)
         start = time.perf_counter()
         trainer.fit(module, stream, val, ckpt_path=resume.path if resume else None, weights_only=True)
         metrics["train_seconds"] = round(time.perf_counter() - start, 2)

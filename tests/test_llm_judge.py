@@ -24,7 +24,7 @@ class FakeAPI:
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.auth: list[str | None] = []
-        self.fail, self.fail_status, self.biased = 0, 503, False
+        self.fail, self.fail_status, self.biased, self.replies = 0, 503, False, []   # replies: canned contents first
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +35,9 @@ class FakeAPI:
                 if api.fail > 0:
                     api.fail -= 1
                     self._reply(api.fail_status, {"error": f"echo {self.headers.get('Authorization')}"})
+                    return
+                if api.replies:
+                    self._reply(200, {"choices": [{"message": {"role": "assistant", "content": api.replies.pop(0)}}]})
                     return
                 text = body["messages"][0]["content"]
                 first, second = re.search(r"Response A:\n(.*)\n\nResponse B:\n(.*)\n\nBetter", text, re.S).groups()
@@ -65,7 +68,7 @@ def api() -> Iterator[FakeAPI]:
 
 
 def judge(api: FakeAPI, **kwargs: object) -> LLMJudge:
-    return LLMJudge(base_url=api.url, model="judge-model", api_key_env="PIT_TEST_JUDGE_KEY", backoff_seconds=0.01,
+    return LLMJudge(base_url=api.url, model="judge-model", api_key_env="PIT_TEST_JUDGE_KEY",
                     **kwargs)
 
 
@@ -86,7 +89,7 @@ def test_both_orders_retries_and_cache(api: FakeAPI, tmp_path: Path, monkeypatch
     assert again.compare(["q1", "q2"], ["a much longer answer", "x"], ["short", "a much longer answer"]) == outcomes
     assert again.requests == 0 and len(api.requests) == 6
     assert KEY not in caplog.text and KEY not in (tmp_path / "verdicts.jsonl").read_text()
-    assert "retry" in caplog.text
+    assert "Retrying request" in caplog.text   # the openai client's own retry, logged
 
 
 def test_position_bias_becomes_a_tie(api: FakeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,3 +140,24 @@ def test_processes_append_verdicts_under_one_file_lock(api: FakeAPI, tmp_path: P
     other.release()
     assert verdicts.compare(["q"], ["long answer"], ["short"]) == [1.0]
     assert len(cache.read_text().splitlines()) == 2
+
+
+def test_a_null_or_unparsable_reply_is_no_verdict_counted_and_reported(api: FakeAPI, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """`content: null` (a refusal or a filtered reply) and prose are "no verdict": a tie for that order, counted
+    and logged, never a traceback."""
+    monkeypatch.setenv("PIT_TEST_JUDGE_KEY", KEY)
+    api.replies = [None, "I cannot compare these."]   # both orders of the first pair
+    verdicts = LLMVerdicts(judge(api, concurrency=1), tmp_path / "v.jsonl")
+    assert verdicts.compare(["q1", "q2"], ["long answer", "long answer"], ["short", "short"]) == [0.5, 1.0]
+    assert verdicts.no_verdicts == 2 and "2 of 4 answers held no verdict" in caplog.text
+
+
+def test_the_client_is_an_optional_extra_named_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setenv("PIT_TEST_JUDGE_KEY", KEY)
+    monkeypatch.setitem(sys.modules, "openai", None)   # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'pit\[llm\]'"):
+        LLMJudge(base_url="http://127.0.0.1:9/v1", model="m", api_key_env="PIT_TEST_JUDGE_KEY")

@@ -140,6 +140,27 @@ def test_sft_only_objective_and_csv_logger(tmp_path: Path) -> None:
     metrics_csv = (tmp_path / "out" / "csv" / "metrics.csv").read_text()
     assert "sft_policy/train_loss" in metrics_csv and "sft_pit/val_loss" in metrics_csv
     assert "summary/wall_seconds" in metrics_csv
+    figures = {"figures/curves_sft_policy.png", "figures/curves_sft_pit.png", "figures/delta_per_iteration.png",
+               "figures/elo.png"}
+    assert set(results["figures"]) == figures
+    assert all((tmp_path / "out" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figures)
+    for f in figures:
+        (tmp_path / "out" / f).unlink()
+    again = run(compose_config(overrides, tmp_path))        # every stage reused: its curves come from its artifact
+    assert {r["status"] for r in again["stages"].values()} == {"reused"} and set(again["figures"]) == figures
+    assert all((tmp_path / "out" / f).is_file() for f in figures)
+
+
+def test_stage_curves_read_the_csv_history(tmp_path: Path) -> None:
+    from pit.evaluate.figures import read_curves, stage_curves
+
+    history = tmp_path / "metrics.csv"
+    history.write_text("epoch,s/train_loss,s/val_loss,step\n0,2.0,,9\n0,,1.5,9\n0,1.0,,19\n0,nan,,29\n")
+    assert read_curves(history) == {"s/train_loss": [(9.0, 2.0), (19.0, 1.0)], "s/val_loss": [(9.0, 1.5)]}
+    assert stage_curves("s", history, tmp_path) == tmp_path / "curves_s.png"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("epoch,step\n")
+    assert stage_curves("e", empty, tmp_path) is None
 
 
 def test_hh_real_slice_through_reward_models(tmp_path: Path, hh_slice: Path) -> None:
@@ -170,14 +191,15 @@ def test_hh_real_slice_through_reward_models(tmp_path: Path, hh_slice: Path) -> 
 
 def test_cli_with_wandb_offline_run_dir(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     """`python -m pit.run` as a user runs it: a complete offline W&B run dir, config without secrets, a summary."""
-    overrides = [o for o in FAST if o != "logger=none"] + [
+    overrides = [o for o in FAST if o not in ("logger=none", "trainer.enable_progress_bar=false")] + [
         "objective=sft_only", f"hydra.run.dir={tmp_path / 'job'}", "logger.project=pit-test"]
     done = subprocess.run([sys.executable, "-m", "pit.run", *overrides], cwd=ROOT, env=subprocess_env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sft_pit" in done.stdout and "wall:" in done.stdout
     console = done.stdout + done.stderr
-    for noise in ("TPU available", "litlogger", "Loading weights", "Writing model shards", "`Trainer.fit` stopped"):
+    for noise in ("TPU available", "litlogger", "Loading weights", "Writing model shards", "`Trainer.fit` stopped",
+                  "Epoch 0/-2", "strongly recommend passing in an `attention_mask`"):
         assert noise not in console, noise
     job = tmp_path / "job"
     assert (job / "results.json").is_file() and (job / ".hydra" / "config.yaml").is_file()

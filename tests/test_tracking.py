@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import wandb
-from conftest import FAST, compose_config
+from conftest import CONF, FAST, compose_config
 from wandb_records import history_keys
 
 from pit.run import run
@@ -85,3 +85,28 @@ def test_run_identity_ignores_paths_only() -> None:
     moved = {"seed": 0, "paths": {"output_dir": "/out/2"}, "logger": {"save_dir": "/out/2"}}
     assert run_identity(config, "/out/1") == run_identity(moved, "/out/2")
     assert run_identity({**config, "seed": 1}, "/out/1") != run_identity(config, "/out/1")
+
+
+def test_sweep_points_are_named_by_overrides_grouped_per_sweep_and_tagged() -> None:
+    """Under multirun: name = the point's overrides, group = <experiment>/<sweep dir>, tags = the keys it sets."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from pit.tracking import sweep_labels
+
+    assert sweep_labels("default", None, ["x"]) == ("default", None, ["x"])   # no Hydra job: the config's labels
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["seed=1", "objective.gap_loss=full"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.sweep.dir = "multirun/gap_loss"
+        cfg.hydra.job.override_dirname = "objective.gap_loss=full,seed=1"
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert sweep_labels("default", None, ["paper"]) == (
+            "default/gap_loss", "objective.gap_loss=full,seed=1", ["objective.gap_loss", "paper", "seed"])
+        assert sweep_labels("default", "mine", [])[1] == "mine"   # a name the user set wins
+    finally:
+        HydraConfig.instance().cfg = None

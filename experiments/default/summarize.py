@@ -88,7 +88,8 @@ def headline(found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:
                      "pit_vs_control_ci": report["pairs"]["pit_vs_control"]["delta_ci"],
                      "control_vs_policy": report["controls"]["control"]["delta"],
                      "mp_val_oracle": metric(results, "rlhf_policy", "val_oracle"),
-                     "rlhf_explained_variance": results["stages"]["rlhf_policy"]["metrics"].get("final_explained_variance"),
+                     "rlhf_explained_variance":   # none with the group baseline (no critic)
+                         results["stages"]["rlhf_policy"]["metrics"].get("final_explained_variance"),
                      "rlhf_kl": metric(results, "rlhf_policy", "final_kl"),
                      "wall_seconds": results["wall_seconds"]}
             numbers.setdefault(gap, {})[seed] = entry

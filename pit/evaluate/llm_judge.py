@@ -1,9 +1,12 @@
 """`judge=llm`: pairwise verdicts from an OpenAI-compatible chat-completions API.
 
 Each pair is asked in both orders; a verdict counts only when both orders agree, otherwise it is a tie (LLM
-judges prefer a position). Requests retry with exponential backoff on rate limits, server errors and network
-failures; every answer is cached on disk, so a rerun or another sweep point asks nothing twice. The API key
-is read from the environment variable the config names and never logged, stored or put in an error message.
+judges prefer a position). Requests go through the official `openai` client (`pip install 'pit[llm]'`), which
+retries rate limits, server errors and network failures with jittered exponential backoff and honours
+`Retry-After`. A reply without a usable letter (`content: null`, a refusal, prose) is "no verdict": counted,
+reported, and a tie for that order. Every answer is cached on disk, so a rerun or another sweep point asks
+nothing twice. The API key is read from the environment variable the config names and never logged, stored or
+put in an error message.
 """
 
 from __future__ import annotations
@@ -13,17 +16,15 @@ import json
 import logging
 import os
 import threading
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import mean
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
 from pit.errors import ConfigError, UserError
+from pit.progress import progress
 
 if TYPE_CHECKING:
     from pit.pipeline import Pipeline
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 QUESTION = ("Which response to the conversation is better{rubric}? Answer with the single letter A or B.\n\n"
             "Conversation:\n{prompt}\n\nResponse A:\n{first}\n\nResponse B:\n{second}\n\nBetter response:")
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+NO_KEY = "no-key"   # what the client sends as the key to a server without keys (api_key_env: null)
 
 
 class LLMJudge:
@@ -40,11 +41,12 @@ class LLMJudge:
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", name: str = "llm",
                  rubric: str | None = None, val_pairs: int = 50, concurrency: int = 8, max_retries: int = 5,
-                 backoff_seconds: float = 1.0, timeout_seconds: float = 60.0):
+                 timeout_seconds: float = 60.0):
         self.base_url, self.model, self.api_key_env, self.name = base_url.rstrip("/"), model, api_key_env, name
         self.rubric, self.val_pairs, self.concurrency = rubric, val_pairs, concurrency
-        self.max_retries, self.backoff_seconds, self.timeout_seconds = max_retries, backoff_seconds, timeout_seconds
-        self.api_key()   # a missing key fails when the run starts, not after hours of training
+        self.max_retries, self.timeout_seconds = max_retries, timeout_seconds
+        self.api_key()   # a missing key or client fails when the run starts, not after hours of training
+        openai_module()
 
     def api_key(self) -> str | None:
         """The key from the environment variable the config names (None for servers without keys)."""
@@ -61,11 +63,20 @@ class LLMJudge:
         verdicts = self.verdicts(pipeline, out, 0.0)
         outcomes = verdicts.compare([e.prompt for e in val], [e.chosen for e in val], [e.rejected for e in val])
         metrics.update(val_acc=mean(o == 1.0 for o in outcomes), val_tie=mean(o == 0.5 for o in outcomes),
-                       val_pairs=len(val), requests=verdicts.requests)
+                       val_pairs=len(val), requests=verdicts.requests, no_verdicts=verdicts.no_verdicts)
         (out / "judge.json").write_text(json.dumps({"kind": "llm", "base_url": self.base_url, "model": self.model}))
 
     def verdicts(self, pipeline: Pipeline, directory: Path, tie_margin: float) -> LLMVerdicts:
         return LLMVerdicts(self, Path(pipeline.cfg.paths.cache_dir) / "llm_judge" / "verdicts.jsonl")
+
+
+def openai_module() -> Any:
+    """The `openai` package, or a ConfigError saying how to install it."""
+    try:
+        import openai
+    except ImportError:
+        raise ConfigError("judge=llm talks to the API through the openai client: pip install 'pit[llm]'") from None
+    return openai
 
 
 def read_verdicts(path: Path) -> tuple[dict[str, str | None], int]:
@@ -96,16 +107,30 @@ class LLMVerdicts:
         if self.damaged_lines:
             log.warning("%s: skipped %d damaged lines (a write cut short by a kill); those pairs are asked again",
                         cache_file, self.damaged_lines)
-        self.requests = 0
+        self.requests = self.no_verdicts = 0
+        self.openai = openai_module()
+        self.client = self.openai.OpenAI(
+            base_url=judge.base_url, api_key=self.key or NO_KEY, max_retries=judge.max_retries,
+            timeout=judge.timeout_seconds,
+            http_client=self.openai.DefaultHttpxClient(event_hooks={"request": [self._count]}))
+
+    def _count(self, request: Any) -> None:
+        """Every HTTP request the client sends, its own retries included."""
+        with self.lock:
+            self.requests += 1
 
     def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]:
         """1 when both orders prefer `first`, 0 when both prefer `second`, 0.5 otherwise."""
-        rows = list(zip(prompts, first, second, strict=True))
+        questions = [q for p, a, b in zip(prompts, first, second, strict=True) for q in ((p, a, b), (p, b, a))]
+        before = self.no_verdicts
         with ThreadPoolExecutor(self.judge.concurrency) as pool:
-            forward = list(pool.map(lambda r: self.ask(r[0], r[1], r[2]), rows))
-            backward = list(pool.map(lambda r: self.ask(r[0], r[2], r[1]), rows))
+            answers = list(progress(pool.map(lambda q: self.ask(*q), questions), f"judge={self.judge.name}",
+                                    len(questions), unit="question"))
+        if self.no_verdicts > before:
+            log.warning("judge=%s: %d of %d answers held no verdict (A or B); each counts as a tie for its order",
+                        self.judge.name, self.no_verdicts - before, len(questions))
         return [1.0 if (f, b) == ("A", "B") else 0.0 if (f, b) == ("B", "A") else 0.5
-                for f, b in zip(forward, backward, strict=True)]
+                for f, b in zip(answers[::2], answers[1::2], strict=True)]
 
     def ask(self, prompt: str, first: str, second: str) -> str | None:
         """"A", "B", or None for an answer that is neither; cached by (base URL, model, question)."""
@@ -117,40 +142,29 @@ class LLMVerdicts:
         with self.lock:
             if ident in self.cache:
                 return self.cache[ident]
-        content = self._post(body)["choices"][0]["message"]["content"].strip().upper()
+        content = (self._complete(body) or "").strip().upper()
         answer = content[:1] if content[:1] in ("A", "B") else None
         with self.lock:
+            self.no_verdicts += answer is None
             self.cache[ident] = answer
             self.cache_file.parent.mkdir(parents=True, exist_ok=True)
             with self.file_lock, self.cache_file.open("a", encoding="utf-8") as f:
                 f.write(json.dumps({"id": ident, "answer": answer}) + "\n")
         return answer
 
-    def _post(self, body: dict) -> dict:
-        url = f"{self.judge.base_url}/chat/completions"
-        headers = {"Content-Type": "application/json"}
-        if self.key:
-            headers["Authorization"] = f"Bearer {self.key}"
-        request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
-        reason = ""
-        for attempt in range(self.judge.max_retries + 1):
-            with self.lock:
-                self.requests += 1
-            try:
-                with urllib.request.urlopen(request, timeout=self.judge.timeout_seconds) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as error:
-                reason = f"HTTP {error.code}"
-                if error.code not in RETRY_STATUS:
-                    raise UserError(f"LLM judge at {url}: {reason} ({self._redact(error.read()[:200])})") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-                reason = type(error).__name__
-            if attempt < self.judge.max_retries:
-                delay = self.judge.backoff_seconds * 2 ** attempt
-                log.warning("LLM judge at %s: %s, retry %d in %.1f s", url, reason, attempt + 1, delay)
-                time.sleep(delay)
-        raise UserError(f"LLM judge at {url}: {reason} after {self.judge.max_retries + 1} tries")
+    def _complete(self, body: dict) -> str | None:
+        """The reply's text (None for `content: null` or no choices); API failures become one-line UserErrors."""
+        openai, url = self.openai, f"{self.judge.base_url}/chat/completions"
+        tries = self.judge.max_retries + 1
+        try:
+            reply = self.client.chat.completions.create(**body)
+        except openai.APIStatusError as error:
+            retried = error.status_code in (408, 409, 429) or error.status_code >= 500
+            detail = f"after {tries} tries" if retried else f"({self._redact(error.response.text[:200])})"
+            raise UserError(f"LLM judge at {url}: HTTP {error.status_code} {detail}") from None
+        except openai.APIConnectionError as error:   # timeouts included
+            raise UserError(f"LLM judge at {url}: {type(error).__name__} after {tries} tries") from None
+        return reply.choices[0].message.content if reply.choices else None
 
-    def _redact(self, raw: bytes) -> str:
-        text = raw.decode("utf-8", "replace")
+    def _redact(self, text: str) -> str:
         return text.replace(self.key, "***") if self.key else text

@@ -33,17 +33,19 @@ def build_evaluation(pipeline: Pipeline, out: Path, metrics: dict[str, float]) -
     sampling = instantiate(hp.sampling)
     policy = pipeline.load_stage_model(pipeline.policy_stage).to(device)
     inputs = [pipeline.policy_input_of(e) for e in rows]
-    y0 = Generator(policy, tokenizer, sampling, source.max_prompt_tokens)(inputs)
+    y0 = Generator(policy, tokenizer, sampling, source.max_prompt_tokens, "y_0")(inputs)
     controls: dict[str, list[str]] = {}
     if "control_rl" in pipeline.keys:
         control = pipeline.load_stage_model("control_rl").to(device)
-        controls[CONTROL] = Generator(control, tokenizer, sampling, source.max_prompt_tokens)(inputs)
+        controls[CONTROL] = Generator(control, tokenizer, sampling, source.max_prompt_tokens, CONTROL)(inputs)
     chains: dict[str, list[list[str]]] = {}
     if pipeline.improver_stage in pipeline.keys:
         improver = pipeline.load_stage_model(pipeline.improver_stage).to(device)
-        step = PITStep(Generator(improver, tokenizer, sampling, source.max_improver_tokens), source.templates)
+        step = PITStep(Generator(improver, tokenizer, sampling, source.max_improver_tokens, "pit step"),
+                       source.templates)
         chains["pit"] = iterate(step, prompts, y0, hp.iterations)
-    refine = pipeline.baseline.step(Generator(policy, tokenizer, sampling, source.max_improver_tokens * 2))
+    refine = pipeline.baseline.step(Generator(policy, tokenizer, sampling, source.max_improver_tokens * 2,
+                                              f"{pipeline.baseline.name} step"))
     if refine is not None:
         chains[pipeline.baseline.name] = iterate(refine, prompts, y0, hp.iterations)
     if not chains:

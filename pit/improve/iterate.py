@@ -32,11 +32,12 @@ class Generator:
     tokenizer: PreTrainedTokenizerBase
     sampling: Sampling
     max_input_tokens: int
+    desc: str = "sampling"   # the progress bar's label
 
     def __call__(self, inputs: list[str], max_new_tokens: int | None = None) -> list[str]:
         sampling = self.sampling if max_new_tokens is None else Sampling(
             max_new_tokens, self.sampling.temperature, self.sampling.top_p, self.sampling.batch_size)
-        return generate_texts(self.model, self.tokenizer, inputs, sampling, self.max_input_tokens)
+        return generate_texts(self.model, self.tokenizer, inputs, sampling, self.max_input_tokens, self.desc)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pit.data.encode import encode_inputs, pad_rows
 from pit.errors import ConfigError
+from pit.progress import progress
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,16 @@ def input_budget(model: PreTrainedModel, max_input_tokens: int, max_new_tokens: 
 
 
 def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, inputs: list[str],
-                   sampling: Sampling, max_input_tokens: int) -> list[str]:
-    """Sample one response per input, in batches of similar length; returns the decoded responses in input order."""
+                   sampling: Sampling, max_input_tokens: int, desc: str = "sampling") -> list[str]:
+    """Sample one response per input, in batches of similar length; returns the decoded responses in input order.
+
+    `desc` names the progress bar shown on a terminal."""
     encoded = encode_inputs(tokenizer, inputs, input_budget(model, max_input_tokens, sampling.max_new_tokens))
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     texts: list[str] = [""] * len(inputs)
     device = next(model.parameters()).device
-    for start in range(0, len(order), sampling.batch_size):
+    starts = range(0, len(order), sampling.batch_size)
+    for start in progress(starts, desc, len(starts)):
         chunk = order[start:start + sampling.batch_size]
         ids, mask = pad_rows([encoded[i] for i in chunk], tokenizer.pad_token_id, device, left=True)
         response, _ = sample(model, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id)

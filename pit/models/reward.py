@@ -28,6 +28,7 @@ from transformers import (
 
 from pit.data.encode import encode_pairs, pad_rows
 from pit.errors import ConfigError
+from pit.progress import progress
 
 META = "reward_model.json"
 
@@ -112,7 +113,8 @@ class RewardModel(nn.Module):
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         out = torch.empty(len(rows))
         device = next(self.parameters()).device
-        for start in range(0, len(order), batch_size):
+        starts = range(0, len(order), batch_size)
+        for start in progress(starts, "scoring", len(starts)):
             chunk = order[start:start + batch_size]
             ids, mask = pad_rows([rows[i] for i in chunk], self.pad_id(), device, left=False)
             out[chunk] = self(ids, mask).float().cpu()

@@ -65,5 +65,6 @@ class PPOConfig:
         """Distinct inputs in a rollout batch of `batch_size` samples (`group`: each input sampled group_size times)."""
         group = self.group_size if self.advantage == "group" else 1
         if batch_size % group:
-            raise ConfigError(f"batch_size={batch_size} must be a multiple of ppo.group_size={group} (advantage: group)")
+            raise ConfigError(f"batch_size={batch_size} must be a multiple of ppo.group_size={group} "
+                              f"(advantage: group)")
         return batch_size // group

@@ -1,0 +1,125 @@
+"""The PNGs of one job, drawn from what it recorded: per-stage training curves, Δ per iteration, ELO.
+
+Every fitted stage keeps its logged history as `curves/metrics.csv` in its artifact (Lightning's CSVLogger), so a
+job that reuses a cached stage still draws that stage's curves; offline users get them without a W&B account.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+CURVES = "curves"              # the directory in a stage's artifact that holds its CSV history
+MAX_PANELS = 9                 # metrics per stage figure (train loss/reward first)
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the non-interactive Agg backend (no display on clusters and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
+
+
+def read_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """Each logged metric of a CSVLogger file as (step, value) points, in the order they were logged."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            step = float(row.get("step") or 0)
+            for name, value in row.items():
+                if name in ("step", "epoch") or value in ("", None):
+                    continue
+                number = float(value)
+                if math.isfinite(number):
+                    series.setdefault(name, []).append((step, number))
+    return series
+
+
+def stage_curves(stage: str, csv_file: Path, out: Path) -> Path | None:
+    """One panel per metric of a stage (its training loss or reward first); None when nothing was logged."""
+    series = read_curves(csv_file)
+    names = sorted(series, key=lambda n: (not n.endswith(("train_loss", "reward_mean")), "/val_" in n, n))
+    names = names[:MAX_PANELS]
+    if not names:
+        return None
+    plt = pyplot()
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        steps, values = zip(*series[name], strict=True)
+        ax.plot(steps, values, marker="." if len(steps) < 20 else None)
+        ax.set_title(name.split("/", 1)[-1], fontsize=9)
+        ax.set_xlabel("step (PPO: iteration × updates)" if "rl" in stage else "step", fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(stage)
+    return save(fig, out / f"curves_{stage.replace('/', '_')}.png")
+
+
+def delta_per_iteration(report: dict[str, Any], out: Path) -> Path | None:
+    """Δ (win − lose) of each method against y_0 at k = 1..K, with its 95 % paired-bootstrap interval."""
+    rows = report.get("per_iteration") or []
+    pairs = sorted({p for row in rows for p in row["pairs"] if p.endswith("_vs_policy")})
+    if not pairs:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for pair in pairs:
+        points = [(row["iteration"], row["pairs"][pair]) for row in rows if pair in row["pairs"]]
+        ks = [k for k, _ in points]
+        deltas = [p["delta"] for _, p in points]
+        low = [p["delta"] - p["delta_ci"][0] for _, p in points]
+        high = [p["delta_ci"][1] - p["delta"] for _, p in points]
+        ax.errorbar(ks, deltas, yerr=[low, high], marker="o", capsize=4, label=pair.removesuffix("_vs_policy"))
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylim(-1.05, 1.05)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("improvement iteration k")
+    ax.set_ylabel("Δ vs y_0 = win − lose (95 % CI)")
+    ax.set_title(f"judge: {report.get('judge')}, {report.get('n')} test prompts", fontsize=9)
+    ax.legend(fontsize=8)
+    return save(fig, out / "delta_per_iteration.png")
+
+
+def elo(report: dict[str, Any], out: Path) -> Path | None:
+    """ELO of y_0 and of each method's k-th iteration, with the bootstrap interval over prompts."""
+    ratings, intervals = report.get("elo") or {}, report.get("elo_ci") or {}
+    if not ratings:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    methods = sorted({name.split("@")[0] for name in ratings if "@" in name})
+    for method in methods:
+        names = ["policy", *sorted((n for n in ratings if n.startswith(f"{method}@")), key=lambda n: int(n[-1:]))]
+        ks = [0 if n == "policy" else int(n.split("@")[1]) for n in names]
+        values = [ratings[n] for n in names]
+        low = [ratings[n] - intervals.get(n, (ratings[n], ratings[n]))[0] for n in names]
+        high = [intervals.get(n, (ratings[n], ratings[n]))[1] - ratings[n] for n in names]
+        ax.errorbar(ks, values, yerr=[low, high], marker="o", capsize=4, label=method)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("improvement iteration k (0 = y_0 of the policy)")
+    ax.set_ylabel("ELO (95 % CI)")
+    ax.legend(fontsize=8)
+    return save(fig, out / "elo.png")
+
+
+def job_figures(results: dict[str, Any], curve_files: dict[str, Path], out: Path) -> list[Path]:
+    """Every figure of a job into `out`: curves of each stage that logged any, Δ per iteration and ELO."""
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = [stage_curves(stage, path, out) for stage, path in curve_files.items()]
+    if "eval" in results:
+        drawn += [delta_per_iteration(results["eval"], out), elo(results["eval"], out)]
+    return [path for path in drawn if path is not None]
