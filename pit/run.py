@@ -140,10 +140,19 @@ def log_to_files(message: str) -> None:
             handler.handle(record)
 
 
+def headline(results: dict[str, Any]) -> float | None:
+    """What a Hydra sweeper (Optuna, Ax) optimises: Δ of PIT vs y_0 at k = 1 (else the first pair's); None without
+    an evaluation."""
+    pairs = results.get("eval", {}).get("pairs", {})
+    chosen = pairs.get("pit_vs_policy") or next(iter(pairs.values()), None)
+    return chosen["delta"] if chosen else None
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def hydra_main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> float | None:
+    """The job; its return value is the headline metric, for sweepers that optimise one."""
     try:
-        run(cfg)
+        return headline(run(cfg))
     except (UserError, InstantiationException, MissingMandatoryValue) as err:
         shown = user_error(err) or err
         log_to_files(f"error: {shown}")

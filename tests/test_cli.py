@@ -70,3 +70,12 @@ def test_installed_package_finds_its_configs_from_an_empty_directory(tmp_path: P
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def test_the_job_returns_its_headline_for_sweepers() -> None:
+    from pit.run import headline
+
+    pairs = {"self_refine_vs_policy": {"delta": 0.1}, "pit_vs_policy": {"delta": 0.4}}
+    assert headline({"eval": {"pairs": pairs}}) == 0.4
+    assert headline({"eval": {"pairs": {"self_refine_vs_policy": {"delta": 0.1}}}}) == 0.1
+    assert headline({"stages": {}}) is None
