@@ -26,7 +26,7 @@ from pit.data.schema import DataError, LoadedData, PreferenceExample, Preference
 from pit.data.splits import split_examples
 from pit.distributed import barrier, is_rank_zero, single_process
 from pit.errors import ConfigError
-from pit.evaluate.figures import CURVES, job_figures
+from pit.evaluate.figures import CURVES, publish_figures
 from pit.evaluate.stage import build_evaluation, publish_evaluation
 from pit.models.factory import for_training, load_model, load_tokenizer, save_model, set_generation_cache
 from pit.models.generate import generate_texts
@@ -133,7 +133,7 @@ class Pipeline:
             if "evaluate" in self.keys:
                 publish_evaluation(self)
             if self.rank_zero:
-                self._draw_figures()
+                publish_figures(self)
             self.results["wall_seconds"] = round(time.perf_counter() - start, 2)
             self._write_results()
             self.tracker.log_summary({k: v for k, v in self.results.items() if k != "data"})
@@ -143,14 +143,6 @@ class Pipeline:
         finally:
             self.tracker.finish()
             self.ledger.release()
-
-    def _draw_figures(self) -> None:
-        """This job's PNGs (each stage's curves, Δ per iteration, ELO) into `figures/`, and to the tracker."""
-        curves = {name: self.artifact(name) / CURVES / "metrics.csv" for name in self.results["stages"]}
-        drawn = job_figures(self.results, {n: p for n, p in curves.items() if p.is_file()}, self.output_dir / "figures")
-        self.results["figures"] = [str(p.relative_to(self.output_dir)) for p in drawn]
-        self.results["figures_dir"] = str((self.output_dir / "figures").resolve())
-        self.tracker.log_images({p.stem: p for p in drawn})
 
     # ---- what each stage depends on: (its config subtree, its upstream stages, how to build it) -----------------
     def _common(self, trains_with_peft: bool = True) -> dict[str, Any]:

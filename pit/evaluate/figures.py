@@ -9,7 +9,10 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pit.pipeline import Pipeline
 
 CURVES = "curves"              # the directory in a stage's artifact that holds its CSV history
 MAX_PANELS = 9                 # metrics per stage figure (train loss/reward first)
@@ -123,3 +126,13 @@ def job_figures(results: dict[str, Any], curve_files: dict[str, Path], out: Path
     if "eval" in results:
         drawn += [delta_per_iteration(results["eval"], out), elo(results["eval"], out)]
     return [path for path in drawn if path is not None]
+
+
+def publish_figures(pipeline: Pipeline) -> None:
+    """The job's PNGs into `<job>/figures/`, listed in results.json and logged to the tracker."""
+    curves = {name: pipeline.artifact(name) / CURVES / "metrics.csv" for name in pipeline.results["stages"]}
+    out = pipeline.output_dir / "figures"
+    drawn = job_figures(pipeline.results, {n: p for n, p in curves.items() if p.is_file()}, out)
+    pipeline.results["figures"] = [str(p.relative_to(pipeline.output_dir)) for p in drawn]
+    pipeline.results["figures_dir"] = str(out.resolve())
+    pipeline.tracker.log_images({p.stem: p for p in drawn})
