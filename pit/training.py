@@ -37,6 +37,12 @@ class StageProgressBar(RichProgressBar):
     def _get_train_description(self, current_epoch: int) -> str:
         return self.stage
 
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """The stage's own metrics, without the logger's run version (`v_num`)."""
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
 
 class StageFitter:
     """Fits Lightning modules for the stage being built, resuming it where a killed run left it."""

@@ -208,7 +208,7 @@ def test_group_baseline_samples_each_input_group_size_times_and_needs_no_critic(
     assert all(len(set(batch[i:i + 4])) == 1 for batch in seen for i in range(0, 32, 4))
     assert len({text for batch in seen for text in batch}) == 24   # 8 inputs per iteration, 3 iterations
     assert all(torch.equal(before[k], v) for k, v in module.policy.state_dict().items())
-    assert all("explained_variance" not in h for h in module.history)
+    assert all("explained_variance" not in h and "value_loss" not in h for h in module.history)
 
 
 def test_group_size_must_divide_the_batch() -> None:

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from pit.pipeline import Pipeline
 
 CURVES = "curves"              # the directory in a stage's artifact that holds its CSV history
-MAX_PANELS = 9                 # metrics per stage figure (train loss/reward first)
+MAX_PANELS = 9                 # metrics per stage figure, the first of FIRST that were logged before the rest
+FIRST = ("train_loss", "val_loss", "reward_mean", "/kl", "explained_variance", "response_length", "entropy",
+         "clip_fraction", "value_loss", "val_")
 
 
 def pyplot() -> Any:
@@ -53,8 +55,8 @@ def read_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
 def stage_curves(stage: str, csv_file: Path, out: Path) -> Path | None:
     """One panel per metric of a stage (its training loss or reward first); None when nothing was logged."""
     series = read_curves(csv_file)
-    names = sorted(series, key=lambda n: (not n.endswith(("train_loss", "reward_mean")), "/val_" in n, n))
-    names = names[:MAX_PANELS]
+    rank = {name: next((i for i, part in enumerate(FIRST) if part in name), len(FIRST)) for name in series}
+    names = sorted(series, key=lambda n: (rank[n], n))[:MAX_PANELS]
     if not names:
         return None
     plt = pyplot()
@@ -65,7 +67,7 @@ def stage_curves(stage: str, csv_file: Path, out: Path) -> Path | None:
         steps, values = zip(*series[name], strict=True)
         ax.plot(steps, values, marker="." if len(steps) < 20 else None)
         ax.set_title(name.split("/", 1)[-1], fontsize=9)
-        ax.set_xlabel("step (PPO: iteration × updates)" if "rl" in stage else "step", fontsize=8)
+        ax.set_xlabel("PPO iteration" if "rl" in stage else "training step", fontsize=8)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.suptitle(stage)

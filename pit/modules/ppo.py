@@ -216,7 +216,7 @@ class PPOModule(L.LightningModule):
         scheduler.step()
         # one device-to-host copy per iteration, not one per statistic and minibatch
         names, values = list(stats), torch.stack([torch.stack(v).float().mean() for v in stats.values()]).tolist()
-        means = dict(zip(names, values, strict=True))
+        means = {k: v for k, v in zip(names, values, strict=True) if self.critic or not k.startswith("value_")}
         means["train_tokens_per_s"] = r.resp_mask.sum().item() * cfg.ppo_epochs / max(time.perf_counter() - start,
                                                                                         1e-9)
         return means
