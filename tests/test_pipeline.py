@@ -235,7 +235,7 @@ def test_secret_in_config_is_refused_before_any_logging(tmp_path: Path, subproce
     (["objective=rlhf", "baseline=none"], "evaluate has nothing to compare with y_0"),
     (["objective.curriculum=[dataset,humans]"], "objective.curriculum: unknown sources ['humans']"),
     (["judge=llm", "judge.api_key_env=PIT_UNSET_KEY"], "reads its API key from $PIT_UNSET_KEY, which is not set"),
-    (["train.sft_policy.batch_size=100000"], "stage sft_policy: 2990 training examples do not fill one batch of 1000"),
+    (["train.sft_policy.batch_size=100000"], "stage sft_policy: 3010 training examples do not fill one batch of 100000"),
 ])
 def test_bad_input_is_one_clear_line(overrides: list[str], message: str, tmp_path: Path,
                                      subprocess_env: dict[str, str]) -> None:
@@ -316,7 +316,7 @@ def test_llm_judge_through_the_pipeline(tmp_path: Path) -> None:
     assert report["judge"] == "llm" and "policy_mean_score" not in report     # pairwise only: no scores
     assert set(report["pairs"]) == {"pit_vs_policy", "self_refine_vs_policy", "pit_vs_self_refine"}
     assert set(report["elo"]) == {"policy", "pit@1", "self_refine@1"}
-    assert len(api.requests) > 2 * 6 and set(api.auth) == {None}
+    assert len(api.requests) > 2 * 6 and set(api.auth) == {"Bearer no-key"}   # api_key_env: null: no real key
 
 
 def test_rlhf_objective_evaluates_the_baseline_only(tmp_path: Path) -> None:

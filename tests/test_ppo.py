@@ -54,14 +54,14 @@ def test_ppo_raises_token_frequency_reward_with_bounded_kl() -> None:
     assert any(not torch.equal(snapshot[k], v) for k, v in module.policy.state_dict().items())  # policy moved
 
 
-def _tiny_ppo(reward, **kwargs) -> tuple[PPOModule, list[Rollout]]:
+def _tiny_ppo(reward, ppo: PPOConfig | None = None, **kwargs) -> tuple[PPOModule, list[Rollout]]:
     examples = SyntheticSource(n_pairs=40, seed=0).load().examples
     spec = TinyCausalLM(config={"n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 64})
     tokenizer = spec.tokenizer([t for e in examples for t in (e.prompt, e.chosen)])
     torch.manual_seed(0)
     policy = spec.model(tokenizer)
     module = PPOModule(policy, copy.deepcopy(policy), tokenizer, reward, Sampling(max_new_tokens=4), 24,
-                       PPOConfig(minibatches=1, ppo_epochs=1), prefix="ppo", total_steps=4, **kwargs)
+                       ppo or PPOConfig(minibatches=1, ppo_epochs=1), prefix="ppo", total_steps=4, **kwargs)
     return module, [Rollout(e.prompt, e.prompt) for e in examples]
 
 
@@ -199,9 +199,9 @@ def test_group_baseline_samples_each_input_group_size_times_and_needs_no_critic(
         seen.append([item.input_text for item in items])
         return torch.tensor([float(len(item.input_text) % 7) for item in items])
 
-    module, rollouts = _tiny_ppo(by_input)
-    module.config = PPOConfig(minibatches=1, ppo_epochs=1, advantage="group", group_size=4, init_beta=0.0, lr=1e-2)
-    module.critic = False
+    module, rollouts = _tiny_ppo(by_input, PPOConfig(minibatches=1, ppo_epochs=1, advantage="group", group_size=4,
+                                                     init_beta=0.0, lr=1e-2))
+    assert module.value_head is None   # no parameter outside the loss (DDP would refuse it)
     before = copy.deepcopy(module.policy.state_dict())
     _fit(module, rollouts, steps=3)
     assert len(seen) == 3 and all(len(batch) == 32 for batch in seen)

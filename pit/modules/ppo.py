@@ -95,9 +95,11 @@ class PPOModule(L.LightningModule):
         if reference is not None:
             reference.requires_grad_(False).eval()
         self.critic = config.advantage == "gae"   # `group`: the leave-one-out baseline replaces the value head
-        self.value_head = nn.Linear(policy.config.hidden_size, 1)
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
+        # a parameter outside every loss would stop DDP ("parameters that were not used"): no head without a critic
+        self.value_head = nn.Linear(policy.config.hidden_size, 1) if self.critic else None
+        if self.value_head is not None:
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
         self.max_input_tokens = input_budget(policy, max_input_tokens, sampling.max_new_tokens)
         self.sampling, self.config, self.prefix = sampling, config, prefix
         self.logit_temperature = sampling.temperature if sampling.temperature > 0 else 1.0
@@ -241,7 +243,7 @@ class PPOModule(L.LightningModule):
         self.log_dict({f"{self.prefix}/{k}": v for k, v in metrics.items() if math.isfinite(v)}, batch_size=n)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with two learning rates: `lr` for the policy, `value_lr` for the value head."""
-        return adamw_warmup_cosine(self.policy, self.config.lr, 0.0, 0, self.total_steps,
-                                   extra_groups=[{"params": list(self.value_head.parameters()),
-                                                  "lr": self.config.value_lr, "weight_decay": 0.0}])
+        """AdamW with two learning rates: `lr` for the policy, `value_lr` for the value head (when there is one)."""
+        head = [] if self.value_head is None else [{"params": list(self.value_head.parameters()),
+                                                    "lr": self.config.value_lr, "weight_decay": 0.0}]
+        return adamw_warmup_cosine(self.policy, self.config.lr, 0.0, 0, self.total_steps, extra_groups=head)
