@@ -108,7 +108,8 @@ def elo(report: dict[str, Any], out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     methods = sorted({name.split("@")[0] for name in ratings if "@" in name})
     for method in methods:
-        names = ["policy", *sorted((n for n in ratings if n.startswith(f"{method}@")), key=lambda n: int(n[-1:]))]
+        steps = sorted((n for n in ratings if n.startswith(f"{method}@")), key=lambda n: int(n.split("@")[1]))
+        names = ["policy", *steps]
         ks = [0 if n == "policy" else int(n.split("@")[1]) for n in names]
         values = [ratings[n] for n in names]
         low = [ratings[n] - intervals.get(n, (ratings[n], ratings[n]))[0] for n in names]
