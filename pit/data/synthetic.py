@@ -111,7 +111,6 @@ class SyntheticSource(PreferenceSource):
                 return PreferenceExample(prompt, chosen, rejected,
                                          {"perfect": " ".join(perfect), "slips": sorted(slips)})
 
-
     def _perfect(self, required: list[str], fillers: list[str], length: int, rng: random.Random) -> list[str]:
         """The one right answer (`filler` set) or a random one; it ends with its last required word: a cut loses it."""
         if self.filler is not None:

@@ -108,12 +108,12 @@ def elo(report: dict[str, Any], out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     methods = sorted({name.split("@")[0] for name in ratings if "@" in name})
     for method in methods:
-        steps = sorted((n for n in ratings if n.startswith(f"{method}@")), key=lambda n: int(n.split("@")[1]))
-        names = ["policy", *steps]
-        ks = [0 if n == "policy" else int(n.split("@")[1]) for n in names]
+        steps = sorted((int(n.split("@")[1]), n) for n in ratings if n.startswith(f"{method}@"))
+        ks, names = [0, *(k for k, _ in steps)], ["policy", *(n for _, n in steps)]
         values = [ratings[n] for n in names]
-        low = [ratings[n] - intervals.get(n, (ratings[n], ratings[n]))[0] for n in names]
-        high = [intervals.get(n, (ratings[n], ratings[n]))[1] - ratings[n] for n in names]
+        bounds = [intervals.get(n, (ratings[n], ratings[n])) for n in names]
+        low = [v - lo for v, (lo, _) in zip(values, bounds, strict=True)]
+        high = [hi - v for v, (_, hi) in zip(values, bounds, strict=True)]
         ax.errorbar(ks, values, yerr=[low, high], marker="o", capsize=4, label=method)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("improvement iteration k (0 = y_0 of the policy)")

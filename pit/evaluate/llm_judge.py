@@ -46,7 +46,7 @@ class LLMJudge:
         self.rubric, self.val_pairs, self.concurrency = rubric, val_pairs, concurrency
         self.max_retries, self.timeout_seconds = max_retries, timeout_seconds
         self.api_key()   # a missing key or client fails when the run starts, not after hours of training
-        openai_module()
+        self.openai = openai_module()
 
     def api_key(self) -> str | None:
         """The key from the environment variable the config names (None for servers without keys)."""
@@ -108,7 +108,7 @@ class LLMVerdicts:
             log.warning("%s: skipped %d damaged lines (a write cut short by a kill); those pairs are asked again",
                         cache_file, self.damaged_lines)
         self.requests = self.no_verdicts = 0
-        self.openai = openai_module()
+        self.openai = judge.openai
         self.client = self.openai.OpenAI(
             base_url=judge.base_url, api_key=self.key or NO_KEY, max_retries=judge.max_retries,
             timeout=judge.timeout_seconds,

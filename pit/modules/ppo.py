@@ -94,9 +94,9 @@ class PPOModule(L.LightningModule):
         disable_dropout(policy)
         if reference is not None:
             reference.requires_grad_(False).eval()
-        self.critic = config.advantage == "gae"   # `group`: the leave-one-out baseline replaces the value head
-        # a parameter outside every loss would stop DDP ("parameters that were not used"): no head without a critic
-        self.value_head = nn.Linear(policy.config.hidden_size, 1) if self.critic else None
+        # `group`: the leave-one-out baseline replaces the critic; a head outside every loss would stop DDP
+        # ("parameters that were not used"), so there is none
+        self.value_head = nn.Linear(policy.config.hidden_size, 1) if config.advantage == "gae" else None
         if self.value_head is not None:
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
@@ -109,6 +109,11 @@ class PPOModule(L.LightningModule):
         self.scorers = scorers   # networks `reward_fn` runs: kept out of the optimizer, moved to our device
         self.log_table, self.table_every, self.table_rows = log_table, table_every, table_rows
         self.history: list[dict[str, float]] = []
+
+    @property
+    def critic(self) -> bool:
+        """Whether advantages come from a learned value head (GAE) rather than the group baseline."""
+        return self.value_head is not None
 
     def on_fit_start(self) -> None:
         for scorer in self.scorers:
@@ -190,8 +195,7 @@ class PPOModule(L.LightningModule):
         """`ppo_epochs` passes of clipped policy + value updates over random minibatches; mean statistics."""
         cfg = self.config
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        stats: dict[str, list[torch.Tensor]] = {"policy_loss": [], "value_loss": [], "value_clip_fraction": [],
-                                                "clip_fraction": [], "approx_kl": [], "entropy": []}
+        stats: dict[str, list[torch.Tensor]] = {}
         n, start = r.ids.shape[0], time.perf_counter()
         for _ in range(cfg.ppo_epochs):
             for chunk in torch.randperm(n, device=self.device).chunk(cfg.minibatches):
@@ -199,26 +203,30 @@ class PPOModule(L.LightningModule):
                                                      with_values=self.critic)
                 m = r.resp_mask[chunk]
                 pg = clipped_policy_loss(logp, r.old_logp[chunk], r.advantages[chunk], m, cfg.clip)
-                vf, vf_clipped = (clipped_value_loss(values, r.old_values[chunk], r.returns[chunk], m, cfg.value_clip)
-                                  if values is not None else (torch.zeros((), device=self.device),) * 2)
                 entropy = masked_entropy(logits, m)
-                loss = pg.loss + cfg.value_coef * vf - cfg.entropy_coef * entropy
+                step = {"policy_loss": pg.loss, "clip_fraction": pg.clip_fraction, "approx_kl": pg.approx_kl,
+                        "entropy": entropy}
+                loss = pg.loss - cfg.entropy_coef * entropy
+                if values is not None:   # the critic's loss; no value statistics without one
+                    vf, vf_clipped = clipped_value_loss(values, r.old_values[chunk], r.returns[chunk], m,
+                                                        cfg.value_clip)
+                    loss = loss + cfg.value_coef * vf
+                    step.update(value_loss=vf, value_clip_fraction=vf_clipped)
                 if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"{self.prefix}: non-finite PPO loss at iteration {batch_idx} (policy "
-                                           f"{pg.loss.item()}, value {vf.item()}); the stage stops, its checkpoints "
-                                           f"stay for a rerun. Lower train.<stage>.ppo.lr or raise ppo.init_beta")
+                    parts = ", ".join(f"{k} {step[k].item()}" for k in ("policy_loss", "value_loss") if k in step)
+                    raise TrainingDiverged(f"{self.prefix}: non-finite PPO loss at iteration {batch_idx} ({parts}); "
+                                           f"the stage stops, its checkpoints stay for a rerun. Lower "
+                                           f"train.<stage>.ppo.lr or raise ppo.init_beta")
                 optimizer.zero_grad()
                 self.manual_backward(loss)
                 self.clip_gradients(optimizer, gradient_clip_val=cfg.max_grad_norm, gradient_clip_algorithm="norm")
                 optimizer.step()
-                for key, value in (("policy_loss", pg.loss), ("value_loss", vf), ("value_clip_fraction", vf_clipped),
-                                   ("clip_fraction", pg.clip_fraction), ("approx_kl", pg.approx_kl),
-                                   ("entropy", entropy)):
-                    stats[key].append(value.detach())
+                for key, value in step.items():
+                    stats.setdefault(key, []).append(value.detach())
         scheduler.step()
         # one device-to-host copy per iteration, not one per statistic and minibatch
         names, values = list(stats), torch.stack([torch.stack(v).float().mean() for v in stats.values()]).tolist()
-        means = {k: v for k, v in zip(names, values, strict=True) if self.critic or not k.startswith("value_")}
+        means = dict(zip(names, values, strict=True))
         means["train_tokens_per_s"] = r.resp_mask.sum().item() * cfg.ppo_epochs / max(time.perf_counter() - start,
                                                                                         1e-9)
         return means
