@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,13 @@ class StageFitter:
     def record_curves(self, directory: Path) -> None:
         """Fits of this stage also log their history as CSV into `directory` (part of the stage's artifact)."""
         self.curves = directory
+
+    @cached_property
+    def device(self) -> torch.device:
+        """The device the configured trainer trains on: Lightning resolves it, once per pipeline."""
+        trainer = instantiate(self.trainer_cfg)(logger=False, enable_checkpointing=False, enable_model_summary=False,
+                                                default_root_dir=str(self.root_dir))
+        return trainer.strategy.root_device
 
     def trainer(self, max_steps: int, val_every: int | None, **overrides: Any) -> L.Trainer:
         """The configured Lightning Trainer (cpu/gpu/ddp/...) with this stage's step budget and our logger."""

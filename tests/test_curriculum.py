@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, compose_config, stage_status
+from helpers import FAST, ROOT, compose_config, stage_status
 
 from pit.run import format_summary, run
 
@@ -17,7 +17,7 @@ from pit.run import format_summary, run
 def test_curriculum_rounds_read_their_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Round 1 improves on y_l of every train pair (y_w too when asked); round 2 on saved M_P samples of as many
     train prompts as PPO uses (iterations x batch size)."""
-    from pit import rl_stages
+    from pit.stages import ppo as rl_stages
     from pit.pipeline import Pipeline
 
     seen: dict[str, list] = {}
@@ -53,7 +53,7 @@ def test_control_no_sft_and_residual_gap_through_the_pipeline(tmp_path: Path, mo
     """objective=pit_control: a compute-matched RLHF control (SFT for sft_pit's steps, PPO for M_P's and both rounds'
     iterations) judged against y_0 and PIT at every k; objective=pit_no_sft starts the rounds from M_P's SFT;
     gap_loss=residual trains h on top of R_P's difference. Every Δ carries its interval."""
-    from pit import rl_stages
+    from pit.stages import ppo as rl_stages
 
     seen: dict[str, tuple] = {}
     real = rl_stages.train_ppo

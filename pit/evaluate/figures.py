@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pit.pipeline import Pipeline
+    from pit.tracking import Tracker
 
 CURVES = "curves"              # the directory in a stage's artifact that holds its CSV history
 MAX_PANELS = 9                 # metrics per stage figure, the first of FIRST that were logged before the rest
@@ -131,11 +132,12 @@ def job_figures(results: dict[str, Any], curve_files: dict[str, Path], out: Path
     return [path for path in drawn if path is not None]
 
 
-def publish_figures(pipeline: Pipeline) -> None:
-    """The job's PNGs into `<job>/figures/`, listed in results.json and logged to the tracker."""
-    curves = {name: pipeline.artifact(name) / CURVES / "metrics.csv" for name in pipeline.results["stages"]}
-    out = pipeline.output_dir / "figures"
-    drawn = job_figures(pipeline.results, {n: p for n, p in curves.items() if p.is_file()}, out)
-    pipeline.results["figures"] = [str(p.relative_to(pipeline.output_dir)) for p in drawn]
-    pipeline.results["figures_dir"] = str(out.resolve())
-    pipeline.tracker.log_images({p.stem: p for p in drawn})
+def publish_figures(results: dict[str, Any], artifacts: Mapping[str, Path], output_dir: Path,
+                    tracker: Tracker) -> None:
+    """The job's PNGs into `<job>/figures/`, listed in `results` (`figures`, `figures_dir`) and logged to `tracker`."""
+    curves = {name: artifacts[name] / CURVES / "metrics.csv" for name in results["stages"]}
+    out = output_dir / "figures"
+    drawn = job_figures(results, {n: p for n, p in curves.items() if p.is_file()}, out)
+    results["figures"] = [str(p.relative_to(output_dir)) for p in drawn]
+    results["figures_dir"] = str(out.resolve())
+    tracker.log_images({p.stem: p for p in drawn})

@@ -4,28 +4,16 @@ or a published reward model used as it is. Each reports its pairwise accuracy on
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
-from typing import TYPE_CHECKING, Any, Protocol
 
 from pit.errors import ConfigError
 from pit.evaluate.metrics import outcomes_from_scores
 from pit.models.lora import FullWeights
 from pit.models.reward import RewardModel, load_reward_model
-from pit.supervised_stages import fit_reward_model
-
-if TYPE_CHECKING:
-    from pit.pipeline import Pipeline
-
-JUDGE_META = "judge.json"
-
-
-class Verdicts(Protocol):
-    """What the evaluation needs from a judge: pairwise outcomes (1 first wins, 0.5 tie, 0 second wins)."""
-
-    def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]: ...
+from pit.stages.context import RewardSpec, StageContext
+from pit.stages.supervised import fit_reward_model
 
 
 class ScoreVerdicts:
@@ -47,16 +35,16 @@ class ScoreVerdicts:
         return outcomes_from_scores(self.scores(prompts, first), self.scores(prompts, second), self.tie_margin)
 
 
-def reward_model_verdicts(model: RewardModel, pipeline: Pipeline, tie_margin: float) -> ScoreVerdicts:
+def reward_model_verdicts(model: RewardModel, ctx: StageContext, tie_margin: float) -> ScoreVerdicts:
     """A reward model judge reads `policy_input(x)` and the response, like R_P."""
-    policy_input = pipeline.source.templates.policy_input
+    policy_input = ctx.source.templates.policy_input
     return ScoreVerdicts(lambda ps, rs: model.score([policy_input(p) for p in ps], rs).tolist(), tie_margin)
 
 
-def pairwise_accuracy(model: RewardModel, pipeline: Pipeline) -> float:
+def pairwise_accuracy(model: RewardModel, ctx: StageContext) -> float:
     """How often `model` scores y_w above y_l on the val split (inputs through the policy template)."""
-    val = pipeline.splits["val"]
-    inputs = [pipeline.source.templates.policy_input(e.prompt) for e in val]
+    val = ctx.splits["val"]
+    inputs = [ctx.source.templates.policy_input(e.prompt) for e in val]
     scores = model.score(inputs + inputs, [e.chosen for e in val] + [e.rejected for e in val])
     return (scores[: len(val)] > scores[len(val):]).float().mean().item()
 
@@ -67,73 +55,70 @@ class OracleJudge:
     def __init__(self, name: str = "oracle"):
         self.name = name
 
-    def build(self, pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
-        if pipeline.oracle is None:
+    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
+        if ctx.oracle is None:
             raise ConfigError(f"judge={self.name} needs a dataset with an exact oracle (dataset=synthetic)")
-        val = pipeline.splits["val"]
-        metrics["val_acc"] = mean(float(pipeline.oracle(e.prompt, e.chosen) > pipeline.oracle(e.prompt, e.rejected))
+        val = ctx.splits["val"]
+        metrics["val_acc"] = mean(float(ctx.oracle(e.prompt, e.chosen) > ctx.oracle(e.prompt, e.rejected))
                                   for e in val)
         metrics["val_pairs"] = len(val)
-        (out / JUDGE_META).write_text(json.dumps({"kind": "oracle"}))
 
-    def verdicts(self, pipeline: Pipeline, directory: Path, tie_margin: float) -> ScoreVerdicts:
-        oracle = pipeline.oracle
+    def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> ScoreVerdicts:
+        oracle = ctx.oracle
         return ScoreVerdicts(lambda ps, rs: [oracle(p, r) for p, r in zip(ps, rs, strict=True)], tie_margin)
 
 
 class RewardModelJudge:
     """`judge=reward_model`: a reward model trained only on the judge split, which no other stage trains on."""
 
-    def __init__(self, backbone: Any, name: str = "reward_model"):
+    def __init__(self, backbone: RewardSpec, name: str = "reward_model"):
         if backbone.init_from is not None:
             raise ConfigError("judge.backbone.init_from must be null: a held-out judge may not start from a "
                               "model trained on the policy's data")
         self.backbone, self.name = backbone, name
 
-    def build(self, pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
-        judge_rows = pipeline.splits["judge"]
+    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
+        judge_rows = ctx.splits["judge"]
         if not judge_rows:
             raise ConfigError("judge=reward_model trains on the judge split, which is empty (raise splits.judge)")
-        model = fit_reward_model(pipeline, "judge", self.backbone, pipeline.cfg.train.judge, judge_rows, metrics,
+        model = fit_reward_model(ctx, "judge", self.backbone, ctx.cfg.train.judge, judge_rows, metrics,
                                  adapters=FullWeights())
         model.save(out)
-        metrics.update(val_acc=pairwise_accuracy(model, pipeline), val_pairs=len(pipeline.splits["val"]),
+        metrics.update(val_acc=pairwise_accuracy(model, ctx), val_pairs=len(ctx.splits["val"]),
                        train_pairs=len(judge_rows))
-        (out / JUDGE_META).write_text(json.dumps({"kind": "reward_model"}))
 
-    def verdicts(self, pipeline: Pipeline, directory: Path, tie_margin: float) -> ScoreVerdicts:
-        return reward_model_verdicts(load_reward_model(directory), pipeline, tie_margin)
+    def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> ScoreVerdicts:
+        return reward_model_verdicts(load_reward_model(directory), ctx, tie_margin)
 
 
 class AutoJudge(RewardModelJudge):
     """`judge=auto`: the exact oracle when the dataset has one, else a reward model trained on the judge split."""
 
-    def __init__(self, backbone: Any, name: str = "auto"):
+    def __init__(self, backbone: RewardSpec, name: str = "auto"):
         super().__init__(backbone, name)
 
-    def build(self, pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
-        if pipeline.oracle is not None:
-            OracleJudge(self.name).build(pipeline, out, metrics)
+    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
+        if ctx.oracle is not None:
+            OracleJudge(self.name).build(ctx, out, metrics)
         else:
-            super().build(pipeline, out, metrics)
+            super().build(ctx, out, metrics)
 
-    def verdicts(self, pipeline: Pipeline, directory: Path, tie_margin: float) -> ScoreVerdicts:
-        if pipeline.oracle is not None:
-            return OracleJudge(self.name).verdicts(pipeline, directory, tie_margin)
-        return super().verdicts(pipeline, directory, tie_margin)
+    def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> ScoreVerdicts:
+        if ctx.oracle is not None:
+            return OracleJudge(self.name).verdicts(ctx, directory, tie_margin)
+        return super().verdicts(ctx, directory, tie_margin)
 
 
 class PretrainedRewardJudge:
     """`judge=pretrained_rm`: a published reward model by hub name or path (e.g. OpenAssistant's DeBERTa RM)."""
 
-    def __init__(self, backbone: Any, name: str = "pretrained_rm"):
+    def __init__(self, backbone: RewardSpec, name: str = "pretrained_rm"):
         self.backbone, self.name = backbone, name
 
-    def build(self, pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
-        model = self.backbone.build(None, None, pipeline.model_spec, pipeline.source.max_response_tokens)
-        metrics.update(val_acc=pairwise_accuracy(model, pipeline), val_pairs=len(pipeline.splits["val"]))
-        (out / JUDGE_META).write_text(json.dumps({"kind": "pretrained_rm", "name_or_path": self.backbone.name_or_path}))
+    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
+        model = self.backbone.build(None, None, ctx.model_spec, ctx.source.max_response_tokens)
+        metrics.update(val_acc=pairwise_accuracy(model, ctx), val_pairs=len(ctx.splits["val"]))
 
-    def verdicts(self, pipeline: Pipeline, directory: Path, tie_margin: float) -> ScoreVerdicts:
-        model = self.backbone.build(None, None, pipeline.model_spec, pipeline.source.max_response_tokens)
-        return reward_model_verdicts(model, pipeline, tie_margin)
+    def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> ScoreVerdicts:
+        model = self.backbone.build(None, None, ctx.model_spec, ctx.source.max_response_tokens)
+        return reward_model_verdicts(model, ctx, tie_margin)

@@ -27,7 +27,7 @@ from pit.errors import ConfigError, UserError
 from pit.progress import progress
 
 if TYPE_CHECKING:
-    from pit.pipeline import Pipeline
+    from pit.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +58,15 @@ class LLMJudge:
                               f"(set judge.api_key_env=null for a server without keys)")
         return key
 
-    def build(self, pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
-        val = pipeline.splits["val"][: self.val_pairs]
-        verdicts = self.verdicts(pipeline, out, 0.0)
+    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
+        val = ctx.splits["val"][: self.val_pairs]
+        verdicts = self.verdicts(ctx, out, 0.0)
         outcomes = verdicts.compare([e.prompt for e in val], [e.chosen for e in val], [e.rejected for e in val])
         metrics.update(val_acc=mean(o == 1.0 for o in outcomes), val_tie=mean(o == 0.5 for o in outcomes),
                        val_pairs=len(val), requests=verdicts.requests, no_verdicts=verdicts.no_verdicts)
-        (out / "judge.json").write_text(json.dumps({"kind": "llm", "base_url": self.base_url, "model": self.model}))
 
-    def verdicts(self, pipeline: Pipeline, directory: Path, tie_margin: float) -> LLMVerdicts:
-        return LLMVerdicts(self, Path(pipeline.cfg.paths.cache_dir) / "llm_judge" / "verdicts.jsonl")
+    def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> LLMVerdicts:
+        return LLMVerdicts(self, Path(ctx.cfg.paths.cache_dir) / "llm_judge" / "verdicts.jsonl")
 
 
 def openai_module() -> Any:

@@ -11,8 +11,8 @@ from itertools import combinations
 from statistics import mean
 from typing import Any
 
-from pit.evaluate.judges import Verdicts
 from pit.evaluate.metrics import bootstrap_delta_ci, bootstrap_elo, elo_ratings, length_controlled, win_rates
+from pit.stages.context import Verdicts
 
 POLICY = "policy"
 CONTROL = "control"   # the compute-matched RLHF policy (objective stages control_sft, control_rl)

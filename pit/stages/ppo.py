@@ -1,7 +1,5 @@
-"""The PPO stages: RLHF of M_P against R_P, and each curriculum round of M_PIT against R_PIT (docs/design.md §2).
-
-Stage bodies in the shape every stage has, `(pipeline, out, metrics)`: they read the pipeline's data, config
-and finished artifacts, train with `PPOModule`, and leave the trained policy in `out`.
+"""The PPO stages (docs/design.md §2): RLHF of M_P against R_P (and of the compute-matched control), and each
+curriculum round of M_PIT against R_PIT. Each trains with `PPOModule` and leaves the trained policy in `out`.
 """
 
 from __future__ import annotations
@@ -9,7 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 from statistics import mean
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -26,41 +24,40 @@ from pit.models.lora import ADAPTER_DIR
 from pit.models.reward import load_reward_model
 from pit.modules.ppo import PPOModule, RewardFn, Rollout
 from pit.modules.ppo_config import PPOConfig
+from pit.stages.context import StageContext
 from pit.tracking import TABLE_ROWS
 
-if TYPE_CHECKING:
-    from pit.pipeline import Pipeline
 
-def build_rlhf_policy(pipeline: Pipeline, name: str, hp: DictConfig, start: str, out: Path,
-                      metrics: dict[str, float]) -> None:
+def build_rlhf_policy(ctx: StageContext, out: Path, metrics: dict[str, float], *, name: str, hp: DictConfig,
+                      start: str) -> None:
     """PPO of the policy `start` against R_P(x, y) on the train prompts, KL-regularised towards `start` (M_P's
     RLHF, and the compute-matched control's)."""
-    source, tokenizer = pipeline.source, pipeline.tokenizer()
-    reward = load_reward_model(pipeline.artifact("reward"))
+    source, tokenizer = ctx.source, ctx.tokenizer()
+    reward = load_reward_model(ctx.artifact("reward"))
     same_tokens = reward.reads_tokens_of(tokenizer)
 
     def reward_fn(batch: list[Rollout], responses: list[str], ids: list[list[int]]) -> torch.Tensor:
         return reward.score([item.input_text for item in batch], responses, ids if same_tokens else None)
 
-    rollouts = [Rollout(pipeline.policy_input_of(e), e.prompt) for e in pipeline.splits["train"]]
-    policy = train_ppo(pipeline, name, hp, start, start, tokenizer, rollouts, reward_fn, (reward,),
+    rollouts = [Rollout(ctx.policy_input(e), e.prompt) for e in ctx.splits["train"]]
+    policy = train_ppo(ctx, name, hp, start, start, tokenizer, rollouts, reward_fn, (reward,),
                        source.max_prompt_tokens, out, metrics)
-    val = pipeline.splits["val"][: hp.eval_samples]
-    metrics.update(pipeline.sample_eval(name, policy, tokenizer, [pipeline.policy_input_of(e) for e in val],
-                                        val, [e.chosen for e in val], source.max_prompt_tokens))
+    val = ctx.splits["val"][: hp.eval_samples]
+    metrics.update(ctx.sample_eval(name, policy, tokenizer, [ctx.policy_input(e) for e in val], val,
+                                   [e.chosen for e in val], source.max_prompt_tokens))
 
 
-def build_pit_round(pipeline: Pipeline, name: str, reference_source: str, init_from: str, out: Path,
-                    metrics: dict[str, float]) -> None:
+def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, name: str, reference_source: str,
+                    init_from: str) -> None:
     """One curriculum round: PPO of M_PIT against R_PIT(x, y, y_ref), KL-regularised towards M_PIT's start.
 
     References come from the dataset (`train.pit_rl.dataset_references`: the rejected response by default, the
     chosen one too when listed) or are samples of M_P on as many train prompts as PPO will use, drawn once and
     saved with the round as `references.jsonl`.
     """
-    hp, source, tokenizer = pipeline.cfg.train.pit_rl, pipeline.source, pipeline.tokenizer()
-    gap = load_gap(pipeline.artifact("gap_reward"), source.templates)
-    train = pipeline.splits["train"]
+    hp, source, tokenizer = ctx.cfg.train.pit_rl, ctx.source, ctx.tokenizer()
+    gap = load_gap(ctx.artifact("gap_reward"), source.templates)
+    train = ctx.splits["train"]
     if reference_source == "dataset":
         fields = {"rejected": lambda e: e.rejected, "chosen": lambda e: e.chosen}
         if bad := [f for f in hp.dataset_references if f not in fields]:
@@ -68,8 +65,8 @@ def build_pit_round(pipeline: Pipeline, name: str, reference_source: str, init_f
         pairs = [(e, fields[f](e)) for e in train for f in hp.dataset_references]
     else:
         inputs = hp.iterations * ppo_config(hp).inputs_per_iteration(hp.batch_size)
-        used = random.Random(pipeline.cfg.seed).sample(train, min(len(train), inputs))
-        pairs = list(zip(used, policy_samples(pipeline, used, hp.reference_temperature), strict=True))
+        used = random.Random(ctx.cfg.seed).sample(train, min(len(train), inputs))
+        pairs = list(zip(used, policy_samples(ctx, used, hp.reference_temperature), strict=True))
         write_jsonl(out / "references.jsonl", [{"prompt": e.prompt, "reference": ref} for e, ref in pairs])
     rollouts = [Rollout(source.templates.improver_input(e.prompt, ref), e.prompt, ref) for e, ref in pairs]
     same_tokens = gap.reads_tokens_of(tokenizer)
@@ -78,43 +75,43 @@ def build_pit_round(pipeline: Pipeline, name: str, reference_source: str, init_f
         return gap.score([item.prompt for item in batch], responses, [item.reference or "" for item in batch],
                          ids if same_tokens else None)
 
-    model = train_ppo(pipeline, name, hp, init_from, pipeline.improver_base, tokenizer, rollouts, reward_fn,
+    model = train_ppo(ctx, name, hp, init_from, ctx.graph.improver_base, tokenizer, rollouts, reward_fn,
                       gap.models, source.max_improver_tokens, out, metrics)
-    val = pipeline.splits["val"][: hp.eval_samples]
-    metrics.update(pipeline.sample_eval(name, model, tokenizer, [pipeline.improver_input_of_rejected(e) for e in val],
-                                        val, [e.rejected for e in val], source.max_improver_tokens))
-    if pipeline.oracle is not None:
-        metrics.update(gap_calibration(pipeline, model, gap, val, hp.temperature))
+    val = ctx.splits["val"][: hp.eval_samples]
+    metrics.update(ctx.sample_eval(name, model, tokenizer, [ctx.improver_input_of_rejected(e) for e in val], val,
+                                   [e.rejected for e in val], source.max_improver_tokens))
+    if ctx.oracle is not None:
+        metrics.update(gap_calibration(ctx, model, gap, val, hp.temperature))
 
 
-def gap_calibration(pipeline: Pipeline, improver: Any, gap: TrainedGap, rows: list[PreferenceExample],
+def gap_calibration(ctx: StageContext, improver: Any, gap: TrainedGap, rows: list[PreferenceExample],
                     temperature: float, samples: int = 4) -> dict[str, float]:
     """How well R_PIT (and R_P's difference) rank the improver's own samples: within-prompt correlation with the
     oracle of `samples` responses per val prompt (reference y_l), the signal PPO climbs."""
-    source = pipeline.source
+    source = ctx.source
     repeated = [e for e in rows for _ in range(samples)]
     sampling = Sampling(max_new_tokens=source.max_response_tokens, temperature=temperature or 1.0,
-                        batch_size=pipeline.cfg.eval_sampling.batch_size)
-    texts = generate_texts(improver, pipeline.tokenizer(), [pipeline.improver_input_of_rejected(e) for e in repeated],
+                        batch_size=ctx.cfg.eval_sampling.batch_size)
+    texts = generate_texts(improver, ctx.tokenizer(), [ctx.improver_input_of_rejected(e) for e in repeated],
                            sampling, source.max_improver_tokens, "improver val samples")
     prompts, references = [e.prompt for e in repeated], [e.rejected for e in repeated]
-    oracle = [pipeline.oracle(p, t) for p, t in zip(prompts, texts, strict=True)]
+    oracle = [ctx.oracle(p, t) for p, t in zip(prompts, texts, strict=True)]
     found = {"val_gap_oracle_corr": within_prompt_correlation(gap.score(prompts, texts, references).tolist(), oracle,
                                                               samples)}
-    if "reward" in pipeline.keys:
-        reward = load_reward_model(pipeline.artifact("reward")).to(next(improver.parameters()).device)
+    if ctx.has("reward"):
+        reward = load_reward_model(ctx.artifact("reward")).to(next(improver.parameters()).device)
         difference = reward_difference(reward, source.templates, prompts, texts, references)
         found["val_rp_oracle_corr"] = within_prompt_correlation(difference.tolist(), oracle, samples)
     return found
 
 
-def policy_samples(pipeline: Pipeline, rows: list[PreferenceExample], temperature: float) -> list[str]:
+def policy_samples(ctx: StageContext, rows: list[PreferenceExample], temperature: float) -> list[str]:
     """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device."""
-    policy = pipeline.load_stage_model(pipeline.policy_stage).to(pipeline.device())
-    sampling = Sampling(max_new_tokens=pipeline.source.max_response_tokens, temperature=temperature,
-                        batch_size=pipeline.cfg.eval_sampling.batch_size)
-    return generate_texts(policy, pipeline.tokenizer(), [pipeline.policy_input_of(e) for e in rows], sampling,
-                          pipeline.source.max_prompt_tokens, "references from M_P")
+    policy = ctx.load_stage_model(ctx.graph.policy).to(ctx.device)
+    sampling = Sampling(max_new_tokens=ctx.source.max_response_tokens, temperature=temperature,
+                        batch_size=ctx.cfg.eval_sampling.batch_size)
+    return generate_texts(policy, ctx.tokenizer(), [ctx.policy_input(e) for e in rows], sampling,
+                          ctx.source.max_prompt_tokens, "references from M_P")
 
 
 def ppo_config(hp: DictConfig) -> PPOConfig:
@@ -122,7 +119,7 @@ def ppo_config(hp: DictConfig) -> PPOConfig:
     return PPOConfig(**OmegaConf.to_container(hp.ppo, resolve=True))
 
 
-def train_ppo(pipeline: Pipeline, name: str, hp: DictConfig, init_from: str, reference: str, tokenizer: Any,
+def train_ppo(ctx: StageContext, name: str, hp: DictConfig, init_from: str, reference: str, tokenizer: Any,
               rollouts: list[Rollout], reward_fn: RewardFn, scorers: tuple[torch.nn.Module, ...],
               max_input_tokens: int, out: Path, metrics: dict[str, float]) -> Any:
     """PPO from the weights of `init_from`, KL towards the frozen `reference` stage; saves the trained policy in
@@ -131,28 +128,27 @@ def train_ppo(pipeline: Pipeline, name: str, hp: DictConfig, init_from: str, ref
     With LoRA the policy is the reference's weights plus adapters (fresh, or those of `init_from` when it is an
     earlier PPO round of the same reference) and the reference is that policy with its adapters off.
     """
-    pipeline.seed()   # PPO starts from the same random state whether or not references were sampled before it
-    adapters = pipeline.adapters
+    ctx.seed()   # PPO starts from the same random state whether or not references were sampled before it
+    adapters = ctx.adapters
     if adapters.enabled:
-        adapter = None if init_from == reference else pipeline.artifact(init_from) / ADAPTER_DIR
+        adapter = None if init_from == reference else ctx.artifact(init_from) / ADAPTER_DIR
         if adapter is not None and not adapter.is_dir():
             raise ConfigError(f"{name} with peft=lora starts from {init_from}, which is neither its KL reference "
                               f"({reference}) nor a LoRA PPO round of it")
-        policy, frozen = adapters.wrap(pipeline.trainable(pipeline.load_stage_model(reference)), adapter), None
+        policy, frozen = adapters.wrap(ctx.trainable(ctx.load_stage_model(reference)), adapter), None
     else:
-        policy, frozen = pipeline.trainable(pipeline.load_stage_model(init_from)), pipeline.load_stage_model(reference)
+        policy, frozen = ctx.trainable(ctx.load_stage_model(init_from)), ctx.load_stage_model(reference)
     ppo = ppo_config(hp)
-    sampling = Sampling(max_new_tokens=pipeline.source.max_response_tokens, temperature=hp.temperature,
+    sampling = Sampling(max_new_tokens=ctx.source.max_response_tokens, temperature=hp.temperature,
                         batch_size=hp.batch_size)
     module = PPOModule(policy, frozen, tokenizer, reward_fn, sampling, max_input_tokens, ppo, prefix=name,
-                       total_steps=hp.iterations, scorers=scorers, log_table=pipeline.tracker.log_table,
-                       table_every=pipeline.cfg.log_rollouts_every, table_rows=TABLE_ROWS)
+                       total_steps=hp.iterations, scorers=scorers, log_table=ctx.tracker.log_table,
+                       table_every=ctx.cfg.log_rollouts_every, table_rows=TABLE_ROWS)
     loader = DataLoader(rollouts, batch_size=ppo.inputs_per_iteration(hp.batch_size), shuffle=True, drop_last=True,
-                        collate_fn=list,
-                        generator=torch.Generator().manual_seed(pipeline.cfg.seed))
-    trainer = pipeline.fitter.fit_stream(module, loader, None, hp.iterations, metrics,
-                                         max_steps=hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,
-                                         gradient_clip_val=None)   # PPO clips its own gradients (ppo.max_grad_norm)
+                        collate_fn=list, generator=torch.Generator().manual_seed(ctx.cfg.seed))
+    trainer = ctx.fitter.fit_stream(module, loader, None, hp.iterations, metrics,
+                                    max_steps=hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,
+                                    gradient_clip_val=None)   # PPO clips its own gradients (ppo.max_grad_norm)
     tail = module.history[-max(1, len(module.history) // 10):]
     for key in ("reward_mean", "kl", "beta", "response_length", "explained_variance"):
         if key in tail[0]:   # no explained variance without a critic

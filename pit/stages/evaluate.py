@@ -1,12 +1,13 @@
-"""The `evaluate` stage: y_0 = M_P(x) on the test prompts, K improvement steps of PIT and of the baseline, judged
-pairwise; its report goes to results.json (`eval`), the W&B summary and a table of example generations.
+"""The `judge` and `evaluate` stages: the judge's own stage body, then y_0 = M_P(x) on the test prompts, K
+improvement steps of PIT and of the baseline, judged pairwise; the report goes to results.json (`eval`), the W&B
+summary and a table of example generations.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from hydra.utils import instantiate
 
@@ -14,47 +15,51 @@ from pit.artifacts import write_json_atomic, write_jsonl
 from pit.errors import ConfigError
 from pit.evaluate.report import CONTROL, POLICY, evaluation_report
 from pit.improve.iterate import Generator, PITStep, iterate
+from pit.stages.context import StageContext
+from pit.tracking import Tracker
 
-if TYPE_CHECKING:
-    from pit.pipeline import Pipeline
+
+def build_judge(ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
+    """The `judge=` choice fits (a reward model on the judge split) or checks itself, and reports val agreement."""
+    ctx.judge.build(ctx, out, metrics)
 
 
-def build_evaluation(pipeline: Pipeline, out: Path, metrics: dict[str, float]) -> None:
+def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
     """Generate every chain on the test split, judge it, and save `report.json` and `generations.jsonl`.
 
     y_0 and every improvement step use the same decoding (`evaluate.sampling`), so Δ compares methods, not
     temperatures. The compute-matched control (when the objective trains it) answers the same prompts alike.
     """
-    hp, source = pipeline.cfg.evaluate, pipeline.source
-    rows = pipeline.splits["test"][: hp.samples]
+    hp, source = ctx.cfg.evaluate, ctx.source
+    rows = ctx.splits["test"][: hp.samples]
     if not rows:
         raise ConfigError("evaluate runs on the test split, which is empty (raise splits.test)")
-    prompts, device, tokenizer = [e.prompt for e in rows], pipeline.device(), pipeline.tokenizer()
+    prompts, device, tokenizer = [e.prompt for e in rows], ctx.device, ctx.tokenizer()
     sampling = instantiate(hp.sampling)
-    policy = pipeline.load_stage_model(pipeline.policy_stage).to(device)
-    inputs = [pipeline.policy_input_of(e) for e in rows]
+    policy = ctx.load_stage_model(ctx.graph.policy).to(device)
+    inputs = [ctx.policy_input(e) for e in rows]
     y0 = Generator(policy, tokenizer, sampling, source.max_prompt_tokens, "y_0")(inputs)
     controls: dict[str, list[str]] = {}
-    if "control_rl" in pipeline.keys:
-        control = pipeline.load_stage_model("control_rl").to(device)
+    if ctx.has("control_rl"):
+        control = ctx.load_stage_model("control_rl").to(device)
         controls[CONTROL] = Generator(control, tokenizer, sampling, source.max_prompt_tokens, CONTROL)(inputs)
     chains: dict[str, list[list[str]]] = {}
-    if pipeline.improver_stage in pipeline.keys:
-        improver = pipeline.load_stage_model(pipeline.improver_stage).to(device)
+    if ctx.graph.improver is not None:
+        improver = ctx.load_stage_model(ctx.graph.improver).to(device)
         step = PITStep(Generator(improver, tokenizer, sampling, source.max_improver_tokens, "pit step"),
                        source.templates)
         chains["pit"] = iterate(step, prompts, y0, hp.iterations)
-    refine = pipeline.baseline.step(Generator(policy, tokenizer, sampling, source.max_improver_tokens * 2,
-                                              f"{pipeline.baseline.name} step"))
+    refine = ctx.baseline.step(Generator(policy, tokenizer, sampling, source.max_improver_tokens * 2,
+                                         f"{ctx.baseline.name} step"))
     if refine is not None:
-        chains[pipeline.baseline.name] = iterate(refine, prompts, y0, hp.iterations)
+        chains[ctx.baseline.name] = iterate(refine, prompts, y0, hp.iterations)
     if not chains:
         raise ConfigError("evaluate has nothing to compare with y_0: the objective trains no improver (sft_pit or "
                           "pit_rl) and baseline=none")
-    verdicts = pipeline.judge.verdicts(pipeline, pipeline.artifact("judge"), hp.tie_margin)
+    verdicts = ctx.judge.verdicts(ctx, ctx.artifact("judge"), hp.tie_margin)
     report = evaluation_report(prompts, chains, verdicts, hp.length_ratio, hp.bootstrap, hp.elo_bootstrap,
-                               pipeline.cfg.seed, controls)
-    report["judge"] = pipeline.judge.name
+                               ctx.cfg.seed, controls)
+    report["judge"] = ctx.judge.name
     write_json_atomic(out / "report.json", report)
     write_jsonl(out / "generations.jsonl", [{"prompt": p, POLICY: y, **{c: t[i] for c, t in controls.items()},
                                              **{m: [c[k][i] for k in range(1, len(c))] for m, c in chains.items()}}
@@ -68,15 +73,13 @@ def build_evaluation(pipeline: Pipeline, out: Path, metrics: dict[str, float]) -
     metrics.update({f"elo_{v}": r for v, r in report.get("elo", {}).items()})
 
 
-def publish_evaluation(pipeline: Pipeline) -> None:
-    """The saved report into results.json (`eval`, hence the W&B summary) and a W&B table of generations."""
-    directory = pipeline.artifact("evaluate")
-    pipeline.results["eval"] = json.loads((directory / "report.json").read_text())
+def publish_evaluation(directory: Path, table_rows: int, tracker: Tracker) -> dict[str, Any]:
+    """The saved report (for results.json's `eval`, hence the W&B summary); its first generations as a W&B table."""
     lines = (directory / "generations.jsonl").read_text(encoding="utf-8").splitlines()
-    rows = [json.loads(line) for line in lines[: pipeline.cfg.evaluate.table_rows]]
+    rows = [json.loads(line) for line in lines[:table_rows]]
     singles = [k for k in rows[0] if isinstance(rows[0][k], str) and k != "prompt"] if rows else []
     methods = [k for k in rows[0] if isinstance(rows[0][k], list)] if rows else []
     columns = ["prompt", *singles, *(f"{m}@{k + 1}" for m in methods for k in range(len(rows[0][m])))]
-    pipeline.tracker.log_table("eval/generations", columns,
-                               [[r["prompt"], *(r[s] for s in singles), *(t for m in methods for t in r[m])]
-                                for r in rows])
+    tracker.log_table("eval/generations", columns,
+                      [[r["prompt"], *(r[s] for s in singles), *(t for m in methods for t in r[m])] for r in rows])
+    return json.loads((directory / "report.json").read_text())

@@ -1,0 +1,180 @@
+"""What a stage body may use (`StageContext`), and the contracts of what `Pipeline` instantiates from the config.
+
+A body is `body(ctx, out, metrics, **args)`: it reads the splits, templates, finished artifacts and settings
+through `ctx`, trains through `ctx.fitter`, writes its artifact into `out` and its numbers into `metrics`.
+It never sees the pipeline, so the stage graph (`pit.pipeline`) and the bodies (`pit.stages`) import one way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+from typing import TYPE_CHECKING, Any, Protocol
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from pit.data.schema import Oracle, PreferenceExample, PreferenceSource
+from pit.errors import ConfigError
+from pit.models.factory import for_training, load_model, load_tokenizer, set_generation_cache
+from pit.models.generate import generate_texts
+from pit.tracking import TABLE_ROWS, Tracker
+from pit.training import StageFitter
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from pit.improve.iterate import Generator, Step
+    from pit.models.reward import RewardModel
+
+
+class Verdicts(Protocol):
+    """What the evaluation needs from a judge: pairwise outcomes (1 first wins, 0.5 tie, 0 second wins)."""
+
+    def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]: ...
+
+
+class Judge(Protocol):
+    """A `judge=` choice: its `judge` stage body (fit or check it, report val agreement) and its verdicts."""
+
+    name: str
+
+    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float]) -> None: ...
+
+    def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> Verdicts: ...
+
+
+class ModelSpec(Protocol):
+    """A `model=` choice: the tokenizer, causal LM and backbone every policy and causal reward model is built from."""
+
+    gradient_checkpointing: bool
+    generation_cache: str
+    compile_training: bool
+    trust_remote_code: bool
+
+    def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase: ...
+
+    def model(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel: ...
+
+    def backbone(self, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel: ...
+
+
+class RewardSpec(Protocol):
+    """A `reward_model=` choice: an untrained scalar model (R_P, R_PIT, the judge RM), maybe from a stage's weights."""
+
+    init_from: str | None
+    needs_policy_tokenizer: bool
+
+    def build(self, tokenizer: PreTrainedTokenizerBase | None, init_dir: Path | None, model_spec: ModelSpec,
+              max_response_tokens: int) -> RewardModel: ...
+
+
+class Adapters(Protocol):
+    """A `peft=` choice: what trains (full weights or adapters) and how a trained network is saved (merged)."""
+
+    enabled: bool
+
+    def wrap(self, model: Any, adapter_dir: Path | None = None) -> Any: ...
+
+    def merged(self, model: Any) -> Any: ...
+
+
+class Baseline(Protocol):
+    """A `baseline=` choice: one prompting improvement step built on the policy's generator, or None."""
+
+    name: str
+
+    def step(self, generate: Generator) -> Step | None: ...
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Which stage plays which role, fixed by the objective before anything runs."""
+
+    planned: frozenset[str]      # every step of this run, curriculum rounds by their own names
+    policy: str                  # M_P: rlhf_policy when the objective trains it, else sft_policy
+    improver_base: str           # where M_PIT starts and its KL reference: sft_pit, or sft_policy (no-SFT ablation)
+    improver: str | None         # M_PIT as evaluated: the last curriculum round, sft_pit, or none
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage body reads: config, data, the objective's graph, finished artifacts, and how to train."""
+
+    cfg: DictConfig
+    source: PreferenceSource
+    splits: Mapping[str, list[PreferenceExample]]
+    oracle: Oracle | None
+    graph: Graph
+    model_spec: ModelSpec
+    reward_spec: RewardSpec
+    adapters: Adapters
+    judge: Judge
+    baseline: Baseline
+    fitter: StageFitter
+    tracker: Tracker
+    artifacts: Mapping[str, Path]   # finished stages' directories (filled as the run goes)
+
+    def has(self, stage: str) -> bool:
+        """Whether this run's plan has `stage` (so a later body may read its artifact)."""
+        return stage in self.graph.planned
+
+    def artifact(self, stage: str) -> Path:
+        if stage not in self.artifacts:
+            raise ConfigError(f"no artifact of stage '{stage}' in this run: add it to objective.stages")
+        return self.artifacts[stage]
+
+    def policy_input(self, example: PreferenceExample) -> str:
+        return self.source.templates.policy_input(example.prompt)
+
+    def improver_input_of_rejected(self, example: PreferenceExample) -> str:
+        return self.source.templates.improver_input(example.prompt, example.rejected)
+
+    def seed(self) -> None:
+        """Reset every random generator to the run's seed."""
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the configured trainer trains on (where evaluation and reference sampling run)."""
+        return self.fitter.device
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return load_tokenizer(self.artifact("tokenizer"))
+
+    def trainable(self, model: Any) -> Any:
+        """A model about to train, with the memory options of `model=` (gradient checkpointing)."""
+        return for_training(model, self.model_spec.gradient_checkpointing)
+
+    def load_stage_model(self, stage: str) -> PreTrainedModel:
+        """The causal LM a finished stage saved (the policy, M_PIT or a PPO round)."""
+        return set_generation_cache(load_model(self.artifact(stage), self.model_spec.trust_remote_code),
+                                    self.model_spec.generation_cache)
+
+    def new_reward_model(self, spec: RewardSpec, adapters: Adapters) -> RewardModel:
+        """An untrained scalar model of `spec` (from `spec.init_from`'s weights), wrapped in `adapters`."""
+        init_dir = self.artifact(spec.init_from) if spec.init_from else None
+        tokenizer = self.tokenizer() if spec.needs_policy_tokenizer else None
+        model = spec.build(tokenizer, init_dir, self.model_spec, self.source.max_response_tokens)
+        model.backbone = adapters.wrap(self.trainable(model.backbone))   # the head always trains in full
+        return model
+
+    def sample_eval(self, name: str, model: Any, tokenizer: Any, inputs: list[str], rows: list[PreferenceExample],
+                    refs: list[str], max_input_tokens: int) -> dict[str, float]:
+        """Sample on val inputs; with an oracle, score the samples against the references (chosen or y_ref)."""
+        texts = generate_texts(model, tokenizer, inputs, instantiate(self.cfg.eval_sampling), max_input_tokens,
+                               f"{name} val samples")
+        metrics = {"val_sample_words": mean(len(t.split()) for t in texts)}
+        scores = [self.oracle(e.prompt, t) for e, t in zip(rows, texts, strict=True)] if self.oracle else None
+        if scores:
+            ref_scores = [self.oracle(e.prompt, r) for e, r in zip(rows, refs, strict=True)]
+            metrics.update(val_oracle=mean(scores), val_oracle_reference=mean(ref_scores),
+                           val_better_than_reference=mean(float(s > r)
+                                                          for s, r in zip(scores, ref_scores, strict=True)))
+        shown = list(zip(inputs, refs, texts, scores or [None] * len(texts), strict=True))[:TABLE_ROWS]
+        self.tracker.log_table(f"{name}/samples", ["input", "reference", "sample", "oracle"], [list(r) for r in shown])
+        return metrics
