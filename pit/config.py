@@ -3,6 +3,11 @@
 Each `conf/<group>/<choice>.yaml` lists `/schema/<group>@_here_: <schema>` first in its defaults, so Hydra
 merges it into the dataclass below while composing: a typo (`dataset.n_pair=...`) or a wrong type
 (`seed=abc`) fails with the offending key named, not later inside a library.
+
+Every fact has one home. A schema names the `_target_` when it maps to exactly one class (a schema shared by
+several classes leaves it to the YAML), and holds a default only where every choice of its group shares it;
+all other values, and their comments, live in the YAML (MISSING here). `train.<stage>.ppo` is `PPOConfig`,
+whose dataclass defaults are the defaults (the YAML only overrides).
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ class TemplatesConfig:
 
 @dataclass
 class DatasetConfig:
-    _target_: str = MISSING
     name: str = MISSING
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     max_prompt_tokens: int = MISSING
@@ -34,6 +38,7 @@ class DatasetConfig:
 
 @dataclass
 class SyntheticDatasetConfig(DatasetConfig):
+    _target_: str = "pit.data.synthetic.SyntheticSource"
     n_pairs: int = MISSING
     seed: int = MISSING
     n_required: int = MISSING
@@ -49,15 +54,17 @@ class SyntheticDatasetConfig(DatasetConfig):
 
 @dataclass
 class HHRLHFDatasetConfig(DatasetConfig):
-    path: str | None = None
+    _target_: str = "pit.data.hh_rlhf.HHRLHFSource"
+    path: str | None = MISSING
     hub_name: str = MISSING
-    subset: str | None = None
+    subset: str | None = MISSING
     split: str = MISSING
 
 
 @dataclass
 class TLDRDatasetConfig(DatasetConfig):
-    path: str | None = None
+    _target_: str = "pit.data.tldr.TLDRSource"
+    path: str | None = MISSING
     hub_name: str = MISSING
     hub_config: str = MISSING
     split: str = MISSING
@@ -65,6 +72,7 @@ class TLDRDatasetConfig(DatasetConfig):
 
 @dataclass
 class JsonlDatasetConfig(DatasetConfig):
+    _target_: str = "pit.data.jsonl.JsonlSource"
     path: str = MISSING
     prompt_field: str = MISSING
     chosen_field: str = MISSING
@@ -75,9 +83,9 @@ class JsonlDatasetConfig(DatasetConfig):
 class ModelConfig:
     """What every `model=` choice has: how it trains (memory) and how it generates (KV cache)."""
 
-    gradient_checkpointing: bool = False
-    generation_cache: str = "dynamic"
-    compile_training: bool = False
+    gradient_checkpointing: bool = False   # recompute activations in backward: less memory, ~30 % more compute
+    generation_cache: str = "dynamic"      # static: a preallocated KV cache (on GPUs transformers compiles decoding)
+    compile_training: bool = False         # SFT's training forward through torch.compile (GPUs: faster after a compile)
 
 
 @dataclass
@@ -94,7 +102,7 @@ class PretrainedModelConfig(ModelConfig):
     name_or_path: str = MISSING
     trust_remote_code: bool = False
     dtype: str = MISSING
-    attn_implementation: str | None = None
+    attn_implementation: str | None = MISSING
     revision: str | None = None
 
 
@@ -103,8 +111,8 @@ class ObjectiveConfig:
     _target_: str = "pit.pipeline.Objective"
     name: str = MISSING
     stages: list[str] = MISSING
-    gap_loss: str = "residual"
-    curriculum: list[str] = field(default_factory=lambda: ["dataset", "policy"])
+    gap_loss: str = MISSING
+    curriculum: list[str] = MISSING
 
 
 @dataclass
@@ -142,7 +150,7 @@ class NoBaselineConfig:
 class SelfRefineConfig:
     _target_: str = "pit.improve.baselines.SelfRefine"
     name: str = MISSING
-    rubric: str | None = None
+    rubric: str | None = MISSING
     feedback_instruction: str = MISSING
     refine_instruction: str = MISSING
     max_feedback_tokens: int = MISSING
@@ -175,11 +183,11 @@ class LLMJudgeConfig:
     base_url: str = MISSING
     model: str = MISSING
     api_key_env: str | None = MISSING
-    rubric: str | None = None
-    val_pairs: int = 50
-    concurrency: int = 8
-    max_retries: int = 5
-    timeout_seconds: float = 60.0
+    rubric: str | None = MISSING
+    val_pairs: int = MISSING
+    concurrency: int = MISSING
+    max_retries: int = MISSING
+    timeout_seconds: float = MISSING
 
 
 @dataclass
@@ -190,8 +198,8 @@ class TrainerConfig:
     devices: Any = MISSING
     strategy: str = MISSING
     precision: str = MISSING
-    gradient_clip_val: float | None = None
-    log_every_n_steps: int = MISSING
+    gradient_clip_val: float | None = 1.0
+    log_every_n_steps: int = 10
     enable_progress_bar: bool = True
 
 
@@ -200,19 +208,19 @@ class WandbLoggerConfig:
     _target_: str = "pit.tracking.WandbTracker"
     project: str = MISSING
     save_dir: str = MISSING
-    group: str | None = None
-    name: str | None = None
-    entity: str | None = None
-    tags: list[str] = field(default_factory=list)
-    mode: str = "auto"
-    init_timeout: float = 90.0
+    group: str | None = MISSING
+    name: str | None = MISSING
+    entity: str | None = MISSING
+    tags: list[str] = MISSING
+    mode: str = MISSING
+    init_timeout: float = MISSING
 
 
 @dataclass
 class CSVLoggerConfig:
     _target_: str = "pit.tracking.CSVTracker"
     save_dir: str = MISSING
-    name: str = "csv"
+    name: str = MISSING
 
 
 @dataclass
@@ -228,10 +236,10 @@ class FullWeightsConfig:
 @dataclass
 class LoRAConfig:
     _target_: str = "pit.models.lora.LoRA"
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] | None = None
+    r: int = MISSING
+    alpha: int = MISSING
+    dropout: float = MISSING
+    target_modules: list[str] | None = MISSING
 
 
 @dataclass
@@ -247,13 +255,13 @@ class StageTrainingConfig:
 @dataclass
 class SFTStageConfig(StageTrainingConfig):
     eval_samples: int = MISSING
-    init_from: str | None = None
+    init_from: str | None = MISSING
 
 
 @dataclass
 class PreferenceStageConfig(StageTrainingConfig):
-    margin: float = 0.0
-    l2: float = 0.0
+    margin: float = MISSING
+    l2: float = MISSING
 
 
 @dataclass
@@ -308,7 +316,7 @@ class SplitsConfig:
     val: float = MISSING
     test: float = MISSING
     judge: float = MISSING
-    salt: str = ""
+    salt: str = MISSING
 
 
 @dataclass
@@ -319,13 +327,13 @@ class PathsConfig:
 
 @dataclass
 class CacheConfig:
-    code_version: str | None = None   # null: a digest of the pit package's source is part of every stage key
+    code_version: str | None = MISSING
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = 50          # training batches (PPO: iterations) between mid-stage checkpoints; 0: only at the end
-    keep_last: int = 2       # newest checkpoints kept per unfinished stage (an older one covers a damaged newest)
+    every: int = MISSING
+    keep_last: int = MISSING
 
 
 @dataclass
@@ -341,7 +349,7 @@ class RootConfig:
     peft: Any = MISSING
     experiment_name: str = MISSING
     seed: int = MISSING
-    log_rollouts_every: int = 25
+    log_rollouts_every: int = MISSING
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)

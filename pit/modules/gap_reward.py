@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pit.errors import ConfigError
 from pit.models.reward import RewardModel
 from pit.modules.preference import PreferenceModule
 from pit.modules.preference_losses import GAP_COMPARISONS, GAP_LOSSES
@@ -17,6 +16,5 @@ class GapRewardModule(PreferenceModule):
     """The four combinations of a pair in one forward pass; logs the accuracy of all five orderings of Eq. 2."""
 
     def __init__(self, reward_model: RewardModel, gap_loss: str, **training: Any):
-        if gap_loss not in GAP_LOSSES:
-            raise ConfigError(f"objective.gap_loss={gap_loss!r} is not trainable; choose one of {sorted(GAP_LOSSES)}")
+        """`gap_loss`: a key of `GAP_LOSSES` (`objective.gap_loss` is validated once, by `pit.pipeline.Objective`)."""
         super().__init__(reward_model, GAP_GROUPS, GAP_LOSSES[gap_loss], GAP_COMPARISONS, **training)
