@@ -70,12 +70,6 @@ def evaluation_report(prompts: list[str], chains: dict[str, list[list[str]]], ve
                 entry[m]["mean_score"] = mean(scores(prompts, chains[m][k]))
         per_iteration.append(entry)
 
-    names = list(variants)
-    games_by_prompt: list[list[tuple[str, str, float]]] = [[] for _ in prompts]
-    for a, b in combinations(names, 2):
-        for i, outcome in enumerate(verdicts.compare(prompts, variants[a], variants[b])):
-            games_by_prompt[i].append((a, b, outcome))
-    games = [g for games in games_by_prompt for g in games]
     report: dict[str, Any] = {
         "n": len(prompts), "iterations": iterations,
         "pairs": per_iteration[0]["pairs"] if per_iteration else {},
@@ -86,8 +80,21 @@ def evaluation_report(prompts: list[str], chains: dict[str, list[list[str]]], ve
     if scores is not None and prompts:
         report["policy_mean_score"] = mean(scores(prompts, initial))
         report["control_mean_score"] = {c: mean(scores(prompts, texts)) for c, texts in controls.items()}
-    if len(variants) > 1 and games:
-        report["elo"] = elo_ratings(games, names)
-        report["elo_ci"] = {v: list(ci) for v, ci in bootstrap_elo(games_by_prompt, names, elo_bootstrap,
-                                                                   seed).items()}
+    report.update(elo_report(verdicts, prompts, variants, elo_bootstrap, seed))
     return report
+
+
+def elo_report(verdicts: Verdicts, prompts: list[str], variants: dict[str, list[str]], resamples: int,
+               seed: int) -> dict[str, Any]:
+    """ELO of every variant from the games of all pairs, and 95 % intervals from a bootstrap over prompts (all
+    games of a prompt resampled together, since they are correlated)."""
+    names = list(variants)
+    by_prompt: list[list[tuple[str, str, float]]] = [[] for _ in prompts]
+    for a, b in combinations(names, 2):
+        for i, outcome in enumerate(verdicts.compare(prompts, variants[a], variants[b])):
+            by_prompt[i].append((a, b, outcome))
+    games = [g for games in by_prompt for g in games]
+    if len(names) < 2 or not games:
+        return {}
+    return {"elo": elo_ratings(games, names),
+            "elo_ci": {v: list(ci) for v, ci in bootstrap_elo(by_prompt, names, resamples, seed).items()}}

@@ -26,7 +26,7 @@ class FullWeights:
         return model
 
 
-class LoRA(FullWeights):
+class LoRA:
     """`peft=lora`: low-rank adapters of rank `r` (scale `alpha / r`) on `target_modules` (null: peft's default
     for the architecture, e.g. `c_attn` for GPT-2, `q_proj`/`v_proj` for Llama, `query`/`value` for BERT)."""
 
