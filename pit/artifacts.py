@@ -77,6 +77,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_problem(path: Path, size: int, sha256: str) -> str | None:
+    """What is wrong with `path` against the size and SHA-256 recorded when it was written, or None: the one check
+    of artifacts (their completion marker) and mid-stage checkpoints (their sidecar)."""
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != size:
+        return "truncated or grown"
+    if file_sha256(path) != sha256:
+        return "corrupted (checksum differs)"
+    return None
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """One JSON object per line (inside an artifact's temp dir, which is what makes it atomic)."""
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
@@ -149,10 +161,7 @@ class ArtifactStore:
             return False
         for name, expected in marker["files"].items():
             path = directory / name
-            size, digest = (expected, None) if isinstance(expected, int) else (expected["size"], expected["sha256"])
-            problem = ("missing" if not path.is_file() else "truncated or grown" if path.stat().st_size != size
-                       else "corrupted (checksum differs)" if digest and file_sha256(path) != digest else None)
-            if problem:
+            if problem := file_problem(path, expected["size"], expected["sha256"]):
                 log.warning("artifact %s is %s: rebuilding stage %s", path, problem, stage)
                 return False
         return True

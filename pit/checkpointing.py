@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pit.artifacts import file_sha256, write_json_atomic, writer_id
+from pit.artifacts import file_problem, file_sha256, write_json_atomic, writer_id
 from pit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -101,11 +101,12 @@ def latest_checkpoint(directory: Path) -> Resume | None:
             meta = json.loads(sidecar.read_text())
         except (OSError, json.JSONDecodeError):
             meta = None
-        problem = ("has an unreadable sidecar" if meta is None else "is missing" if not path.is_file()
-                   else "is truncated" if path.stat().st_size != meta["size"]
-                   else "is corrupted (checksum differs)" if file_sha256(path) != meta["sha256"] else None)
-        if problem is None:
+        if meta is None:
+            problem = "has an unreadable sidecar"
+        elif (found := file_problem(path, meta["size"], meta["sha256"])) is None:
             return Resume(path, meta["batches"])
+        else:
+            problem = f"is {found}"
         log.warning("checkpoint %s %s: not loading it, trying an older one", path, problem)
         path.unlink(missing_ok=True)
         sidecar.unlink(missing_ok=True)
