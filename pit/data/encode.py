@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from pit.modules.losses import IGNORE
+IGNORE = -100   # label of positions no loss reads (input, padding): PyTorch cross-entropy's default ignore_index
 
 
 @dataclass(frozen=True)

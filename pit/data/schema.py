@@ -18,7 +18,6 @@ class DataError(UserError):
         location = where if line is None else f"{where}:{line}"
         detail = f" field '{field_name}':" if field_name else ""
         super().__init__(f"{location}:{detail} {message}")
-        self.where, self.line, self.field_name = where, line, field_name
 
 
 @dataclass(frozen=True)
