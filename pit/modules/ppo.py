@@ -38,6 +38,7 @@ from pit.modules.ppo_math import (
     masked_whiten,
     token_logprobs,
 )
+from pit.tracking import TABLE_ROWS
 
 RewardFn = Callable[[list["Rollout"], list[str], list[list[int]]], torch.Tensor]   # (items, texts, token ids)
 TableFn = Callable[[str, list[str], list[list[Any]]], None]   # (key, columns, rows), e.g. Tracker.log_table
@@ -87,7 +88,7 @@ class PPOModule(L.LightningModule):
     def __init__(self, policy: PreTrainedModel, reference: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase,
                  reward_fn: RewardFn, sampling: Sampling, max_input_tokens: int, config: PPOConfig, prefix: str,
                  total_steps: int, scorers: tuple[nn.Module, ...] = (), log_table: TableFn | None = None,
-                 table_every: int = 0, table_rows: int = 16):
+                 table_every: int = 0, table_rows: int = TABLE_ROWS):
         super().__init__()
         self.automatic_optimization = False
         self.policy, self.reference, self.tokenizer, self.reward_fn = policy, reference, tokenizer, reward_fn
@@ -211,7 +212,9 @@ class PPOModule(L.LightningModule):
                     vf, vf_clipped = clipped_value_loss(values, r.old_values[chunk], r.returns[chunk], m,
                                                         cfg.value_clip)
                     loss = loss + cfg.value_coef * vf
-                    step.update(value_loss=vf, value_clip_fraction=vf_clipped)
+                    step["value_loss"] = vf
+                    if vf_clipped is not None:   # `value_clip: null` clips nothing: no fraction to log
+                        step["value_clip_fraction"] = vf_clipped
                 if not torch.isfinite(loss):
                     parts = ", ".join(f"{k} {step[k].item()}" for k in ("policy_loss", "value_loss") if k in step)
                     raise TrainingDiverged(f"{self.prefix}: non-finite PPO loss at iteration {batch_idx} ({parts}); "

@@ -18,14 +18,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """`(x - mean) / std` over masked positions (unbiased variance); masked-out positions become 0."""
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask) * mask.sum() / (mask.sum() - 1).clamp(min=1)
-    whitened = (x - mean) * torch.rsqrt(var + 1e-8)
-    if not shift_mean:
-        whitened = whitened + mean
-    return whitened * mask
+    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -101,11 +98,11 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
 
 
 def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-                       clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+                       clip: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`½·max((V − R)², (clip(V, V_old ± ε) − R)²)` over response tokens, and the fraction clipped; `clip=None` is
-    the plain squared error `½·(V − R)²`."""
+    the plain squared error `½·(V − R)²`, and no fraction (None: nothing is clipped, so there is none to report)."""
     if clip is None:
-        return 0.5 * masked_mean((values - returns) ** 2, mask), torch.zeros((), device=values.device)
+        return 0.5 * masked_mean((values - returns) ** 2, mask), None
     clipped_values = old_values + (values - old_values).clamp(-clip, clip)
     unclipped_error, clipped_error = (values - returns) ** 2, (clipped_values - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
