@@ -308,7 +308,6 @@ class EvaluateConfig:
     length_ratio: float = MISSING
     bootstrap: int = MISSING
     elo_bootstrap: int = MISSING
-    table_rows: int = MISSING
 
 
 @dataclass
@@ -350,6 +349,7 @@ class RootConfig:
     experiment_name: str = MISSING
     seed: int = MISSING
     log_rollouts_every: int = MISSING
+    table_rows: int = MISSING
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)

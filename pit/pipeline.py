@@ -304,7 +304,7 @@ class Pipeline:
             for stage, step in self.steps:
                 self._stage(ctx, stage, step)
             if ctx.has("evaluate"):
-                self.results["eval"] = publish_evaluation(self.artifacts["evaluate"], self.cfg.evaluate.table_rows,
+                self.results["eval"] = publish_evaluation(self.artifacts["evaluate"], self.cfg.table_rows,
                                                           self.tracker)
             if self.rank_zero:
                 publish_figures(self.results, self.artifacts, self.output_dir, self.tracker)

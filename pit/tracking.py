@@ -24,7 +24,6 @@ from pit.artifacts import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-TABLE_ROWS = 16   # example rows per logged table (samples, rollouts)
 SECRET_WORDS = {"apikey", "token", "secret", "password", "passwd", "credential", "credentials"}
 
 

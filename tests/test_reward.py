@@ -21,7 +21,7 @@ from pit.models.reward import (
     pool_last,
     pool_mean,
 )
-from pit.modules.gap_reward import GAP_GROUPS, GapRewardModule
+from pit.modules.preference import GAP_GROUPS, GapRewardModule, RewardModule
 from pit.modules.preference_losses import (
     GAP_COMPARISONS,
     GAP_LOSSES,
@@ -29,7 +29,6 @@ from pit.modules.preference_losses import (
     comparison_accuracy,
     comparison_loss,
 )
-from pit.modules.reward import RewardModule
 
 SP = lambda z: math.log1p(math.exp(-z))  # noqa: E731  -log sigmoid(z)
 

@@ -32,7 +32,7 @@ from pit.models.generate import Sampling, sample
 from pit.models.reward import CausalRewardSpec
 from pit.modules.ppo import PPOModule, Rollout
 from pit.modules.ppo_config import PPOConfig
-from pit.modules.reward import RewardModule
+from pit.modules.preference import RewardModule
 from pit.modules.sft import SFTModule
 
 SIZES = {"tiny": {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 256},

@@ -38,7 +38,6 @@ from pit.modules.ppo_math import (
     masked_whiten,
     token_logprobs,
 )
-from pit.tracking import TABLE_ROWS
 
 RewardFn = Callable[[list["Rollout"], list[str], list[list[int]]], torch.Tensor]   # (items, texts, token ids)
 TableFn = Callable[[str, list[str], list[list[Any]]], None]   # (key, columns, rows), e.g. Tracker.log_table
@@ -88,7 +87,7 @@ class PPOModule(L.LightningModule):
     def __init__(self, policy: PreTrainedModel, reference: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase,
                  reward_fn: RewardFn, sampling: Sampling, max_input_tokens: int, config: PPOConfig, prefix: str,
                  total_steps: int, scorers: tuple[nn.Module, ...] = (), log_table: TableFn | None = None,
-                 table_every: int = 0, table_rows: int = TABLE_ROWS):
+                 table_every: int = 0, table_rows: int = 0):
         super().__init__()
         self.automatic_optimization = False
         self.policy, self.reference, self.tokenizer, self.reward_fn = policy, reference, tokenizer, reward_fn

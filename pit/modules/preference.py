@@ -1,4 +1,5 @@
-"""One Lightning module for every scalar model trained on preference comparisons: R_P, R_PIT and the judge RM.
+"""The Lightning modules of every scalar model trained on preference comparisons: R_P and the judge RM
+(`RewardModule`, Bradley–Terry), R_PIT (`GapRewardModule`, Eq. 2 or one term of it).
 
 A batch holds several named groups of texts for the same examples (R_P: chosen `w`, rejected `l`;
 R_PIT: `wl`, `ww`, `ll`, `lw`), stacked group-major into one tensor so that a single forward pass
@@ -15,7 +16,17 @@ import torch
 from pit.models.factory import disable_dropout
 from pit.models.reward import RewardModel
 from pit.modules.optim import adamw_warmup_cosine
-from pit.modules.preference_losses import comparison_accuracy, comparison_loss
+from pit.modules.preference_losses import (
+    GAP_COMPARISONS,
+    GAP_LOSSES,
+    REWARD_COMPARISONS,
+    comparison_accuracy,
+    comparison_loss,
+)
+
+REWARD_GROUPS = ("w", "l")
+# (response, reference) of each group: "wl" scores y = y_w against y_ref = y_l.
+GAP_GROUPS = ("wl", "ww", "ll", "lw")
 
 
 def preference_training(hp: Any) -> dict[str, Any]:
@@ -80,3 +91,20 @@ class PreferenceModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return adamw_warmup_cosine(self.reward_model, self.lr, self.weight_decay, self.warmup_steps, self.total_steps)
+
+
+class RewardModule(PreferenceModule):
+    """R_P: r(x, y) trained with -log σ(r(x, y_w) - r(x, y_l)). Each batch stacks the chosen texts, then the
+    rejected ones; logs loss, accuracy, margin, reward mean/std."""
+
+    def __init__(self, reward_model: RewardModel, **training: Any):
+        super().__init__(reward_model, REWARD_GROUPS, REWARD_COMPARISONS, REWARD_COMPARISONS, **training)
+
+
+class GapRewardModule(PreferenceModule):
+    """R_PIT: g(x, y, y_ref) read through the improver template. The four combinations of a pair in one forward
+    pass; logs the accuracy of all five orderings of Eq. 2."""
+
+    def __init__(self, reward_model: RewardModel, gap_loss: str, **training: Any):
+        """`gap_loss`: a key of `GAP_LOSSES` (`objective.gap_loss` is validated once, by `pit.pipeline.Objective`)."""
+        super().__init__(reward_model, GAP_GROUPS, GAP_LOSSES[gap_loss], GAP_COMPARISONS, **training)

@@ -22,7 +22,7 @@ from pit.data.schema import Oracle, PreferenceExample, PreferenceSource
 from pit.errors import ConfigError
 from pit.models.factory import for_training, load_model, load_tokenizer, set_generation_cache
 from pit.models.generate import generate_texts
-from pit.tracking import TABLE_ROWS, Tracker
+from pit.tracking import Tracker
 from pit.training import StageFitter
 
 if TYPE_CHECKING:
@@ -175,6 +175,6 @@ class StageContext:
             metrics.update(val_oracle=mean(scores), val_oracle_reference=mean(ref_scores),
                            val_better_than_reference=mean(float(s > r)
                                                           for s, r in zip(scores, ref_scores, strict=True)))
-        shown = list(zip(inputs, refs, texts, scores or [None] * len(texts), strict=True))[:TABLE_ROWS]
+        shown = list(zip(inputs, refs, texts, scores or [None] * len(texts), strict=True))[: self.cfg.table_rows]
         self.tracker.log_table(f"{name}/samples", ["input", "reference", "sample", "oracle"], [list(r) for r in shown])
         return metrics

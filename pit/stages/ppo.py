@@ -25,7 +25,6 @@ from pit.models.reward import load_reward_model
 from pit.modules.ppo import PPOModule, RewardFn, Rollout
 from pit.modules.ppo_config import PPOConfig
 from pit.stages.context import StageContext
-from pit.tracking import TABLE_ROWS
 
 
 def build_rlhf_policy(ctx: StageContext, out: Path, metrics: dict[str, float], *, name: str, hp: DictConfig,
@@ -135,7 +134,7 @@ def train_ppo(ctx: StageContext, name: str, hp: DictConfig, init_from: str, refe
         if adapter is not None and not adapter.is_dir():
             raise ConfigError(f"{name} with peft=lora starts from {init_from}, which is neither its KL reference "
                               f"({reference}) nor a LoRA PPO round of it")
-        policy, frozen = adapters.wrap(ctx.trainable(ctx.load_stage_model(reference)), adapter), None
+        policy, frozen = adapters.wrap(ctx.trainable(ctx.load_stage_model(reference)), None), None
     else:
         policy, frozen = ctx.trainable(ctx.load_stage_model(init_from)), ctx.load_stage_model(reference)
     ppo = ppo_config(hp)
@@ -143,7 +142,7 @@ def train_ppo(ctx: StageContext, name: str, hp: DictConfig, init_from: str, refe
                         batch_size=hp.batch_size)
     module = PPOModule(policy, frozen, tokenizer, reward_fn, sampling, max_input_tokens, ppo, prefix=name,
                        total_steps=hp.iterations, scorers=scorers, log_table=ctx.tracker.log_table,
-                       table_every=ctx.cfg.log_rollouts_every, table_rows=TABLE_ROWS)
+                       table_every=ctx.cfg.log_rollouts_every, table_rows=ctx.cfg.table_rows)
     loader = DataLoader(rollouts, batch_size=ppo.inputs_per_iteration(hp.batch_size), shuffle=True, drop_last=True,
                         collate_fn=list, generator=torch.Generator().manual_seed(ctx.cfg.seed))
     trainer = ctx.fitter.fit_stream(module, loader, None, hp.iterations, metrics,

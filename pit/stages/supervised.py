@@ -18,10 +18,8 @@ from pit.errors import ConfigError
 from pit.models.factory import save_model
 from pit.models.gap import load_gap, reward_difference, save_gap
 from pit.models.reward import RewardModel, load_reward_model
-from pit.modules.gap_reward import GapRewardModule
-from pit.modules.preference import preference_training
+from pit.modules.preference import GapRewardModule, RewardModule, preference_training
 from pit.modules.preference_losses import GAP_COMPARISONS, comparison_accuracy
-from pit.modules.reward import RewardModule
 from pit.modules.sft import SFTModule
 from pit.stages.context import Adapters, RewardSpec, StageContext
 
