@@ -134,7 +134,7 @@ def train_ppo(ctx: StageContext, name: str, hp: DictConfig, init_from: str, refe
         if adapter is not None and not adapter.is_dir():
             raise ConfigError(f"{name} with peft=lora starts from {init_from}, which is neither its KL reference "
                               f"({reference}) nor a LoRA PPO round of it")
-        policy, frozen = adapters.wrap(ctx.trainable(ctx.load_stage_model(reference)), None), None
+        policy, frozen = adapters.wrap(ctx.trainable(ctx.load_stage_model(reference)), adapter), None
     else:
         policy, frozen = ctx.trainable(ctx.load_stage_model(init_from)), ctx.load_stage_model(reference)
     ppo = ppo_config(hp)
