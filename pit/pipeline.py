@@ -34,6 +34,7 @@ from pit.training import StageFitter
 log = logging.getLogger(__name__)
 
 CURRICULUM_SOURCES = ("dataset", "policy")   # where a pit_rl round takes its references y_ref from
+DATASET_REFERENCES = ("rejected", "chosen")   # which responses of a pair a `dataset` round uses as y_ref
 GAP_KINDS = (*GAP_LOSSES, "residual", "rp_difference")   # objective.gap_loss: trained (Eq. 2 or one term), R_P + h, R_P
 TRAINER_KEY_FIELDS = ("accelerator", "devices", "strategy", "precision", "gradient_clip_val")
 
@@ -126,10 +127,12 @@ class Plan:
         return OmegaConf.to_container(OmegaConf.select(self.cfg, path), resolve=True)
 
     def common(self, trains_with_peft: bool = True) -> dict[str, Any]:
-        """What every training step's key holds: the seed, the templates, the peft choice, the trainer's numerics."""
+        """What every step's key holds: the seed, the templates, the peft choice, the trainer's numerics, the decoding
+    of val samples."""
         peft = {"peft": self.sub("peft")} if trains_with_peft else {}
         return {"seed": self.cfg.seed, "templates": self.sub("dataset.templates"), **peft,
-                "trainer": {k: self.cfg.trainer[k] for k in TRAINER_KEY_FIELDS}}
+                "trainer": {k: self.cfg.trainer[k] for k in TRAINER_KEY_FIELDS},
+                "eval_sampling": self.sub("eval_sampling")}   # val samples (metrics) and M_P's references
 
     def after(self, stage: str, init_from: str | None) -> tuple[str, ...]:
         """Upstream steps: the tokenizer, and the stage whose weights this one starts from (which must be planned)."""
@@ -162,7 +165,7 @@ def plan_sft_policy(plan: Plan) -> list[Step]:
 def plan_reward(plan: Plan) -> list[Step]:
     """R_P: Bradley-Terry on (x, y_w > y_l)."""
     config = {**plan.common(), "reward_model": plan.sub("reward_model"), "train": plan.sub("train.reward")}
-    return [Step("reward", config, plan.after("reward", plan.reward_init_from))]
+    return [Step("reward", config, plan.after("reward", plan.reward_init_from), {"hp": plan.cfg.train.reward})]
 
 
 def plan_rlhf_policy(plan: Plan) -> list[Step]:
@@ -182,25 +185,32 @@ def plan_gap_reward(plan: Plan) -> list[Step]:
         plan.require("gap_reward", ["reward"], f"with objective.gap_loss={gap_loss} computes gaps with R_P")
     if gap_loss == "rp_difference":
         return [Step("gap_reward", {**plan.common(), "gap_loss": gap_loss}, ("reward",), {"gap_loss": gap_loss})]
+    hp = plan.cfg.train.gap_reward
+    if gap_loss == "residual" and hp.l2:
+        raise ConfigError("train.gap_reward.l2 penalises whole scores, which for gap_loss=residual include R_P's "
+                          "difference (it would train h to cancel it): set it to 0")
     config = {**plan.common(), "reward_model": plan.sub("reward_model"), "train": plan.sub("train.gap_reward"),
               "gap_loss": gap_loss}
     upstream = plan.after("gap_reward", plan.reward_init_from)
     return [Step("gap_reward", config, (*upstream, "reward") if gap_loss == "residual" else upstream,
-                 {"gap_loss": gap_loss})]
+                 {"gap_loss": gap_loss, "hp": hp})]
 
 
 def plan_pit_rl(plan: Plan) -> list[Step]:
     """One step per curriculum round, each starting from the last. A round's key holds its position, its reference
     source and the rounds before it, so an ablation that shares a prefix of the curriculum reuses those rounds."""
     plan.require("pit_rl", ["gap_reward"], "optimises M_PIT against R_PIT")
-    objective, steps = plan.objective, []
+    objective, steps, hp = plan.objective, [], plan.cfg.train.pit_rl
+    if bad := sorted(set(hp.dataset_references) - set(DATASET_REFERENCES)):
+        raise ConfigError(f"train.pit_rl.dataset_references: unknown {bad}; choose from {list(DATASET_REFERENCES)}")
     previous = objective.improver_base
     for name, source in objective.rounds:
         config = {**plan.common(), "train": plan.sub("train.pit_rl"), "source": source}
         policy = (objective.policy,) if source == "policy" else ()
         rp = ("reward",) if plan.has("reward") else ()   # R_P's oracle correlation is reported beside R_PIT's
         upstream = tuple(dict.fromkeys((objective.improver_base, "gap_reward", previous, *policy, *rp)))
-        steps.append(Step(name, config, upstream, {"name": name, "reference_source": source, "init_from": previous}))
+        steps.append(Step(name, config, upstream, {"name": name, "hp": hp, "reference_source": source,
+                                                  "init_from": previous}))
         previous = name
     return steps
 
@@ -223,7 +233,7 @@ def plan_control_rl(plan: Plan) -> list[Step]:
 def plan_judge(plan: Plan) -> list[Step]:
     # the judge trains full weights whatever `peft` says: runs that differ in peft are judged by one judge
     config = {**plan.common(trains_with_peft=False), "judge": plan.sub("judge"), "train": plan.sub("train.judge")}
-    return [Step("judge", config, ("tokenizer",))]
+    return [Step("judge", config, ("tokenizer",), {"hp": plan.cfg.train.judge})]
 
 
 def plan_evaluate(plan: Plan) -> list[Step]:
@@ -233,7 +243,8 @@ def plan_evaluate(plan: Plan) -> list[Step]:
     improver = (objective.improver,) if objective.improver and plan.has(objective.improver) else ()
     control = ("control_rl",) if plan.has("control_rl") else ()
     config = {**plan.common(), "evaluate": plan.sub("evaluate"), "baseline": plan.sub("baseline")}
-    return [Step("evaluate", config, ("tokenizer", "judge", objective.policy, *improver, *control))]
+    return [Step("evaluate", config, ("tokenizer", "judge", objective.policy, *improver, *control),
+                 {"hp": plan.cfg.evaluate})]
 
 
 STAGES: list[Stage] = [
@@ -256,7 +267,11 @@ def plan_run(cfg: DictConfig, objective: Objective, reward_init_from: str | None
     plan = Plan(cfg, objective, reward_init_from)
     for stage in STAGES:
         if stage.always or stage.name in objective.stages:
-            plan.steps += [(stage, step) for step in stage.plan(plan)]
+            for step in stage.plan(plan):
+                if missing := [u for u in step.upstream if not plan.has(u)]:
+                    raise ConfigError(f"{step.name} reads {missing}, which objective.stages does not run before it: "
+                                      f"add them")
+                plan.steps.append((stage, step))
     return plan.steps
 
 
@@ -300,7 +315,7 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         start = time.perf_counter()
         try:
-            ctx = self._context(self._load_data())
+            ctx = self._context()
             for stage, step in self.steps:
                 self._stage(ctx, stage, step)
             if ctx.has("evaluate"):
@@ -318,14 +333,11 @@ class Pipeline:
             self.tracker.finish()
             self.ledger.release()
 
-    def _load_data(self) -> LoadedData:
+    def _context(self) -> StageContext:
+        """Load and split the data, then what every stage body sees: the splits and the choices of the config."""
         loaded: LoadedData = self.source.load()
         data = {"dataset": self._sub("dataset"), "splits": self._sub("splits")}
         self.keys["data"] = self.config_keys["data"] = cache_key("data", data, {})
-        return loaded
-
-    def _context(self, loaded: LoadedData) -> StageContext:
-        """Split the data, then what every stage body sees: the splits and the choices of the config."""
         splits = split_examples(loaded.examples, **self._sub("splits"))
         counts = {name: len(rows) for name, rows in splits.items()}
         self.results["data"] = {"source": loaded.source, "counts": counts, "dropped": dict(loaded.dropped)}
@@ -337,10 +349,13 @@ class Pipeline:
         objective = self.objective
         graph = Graph(frozenset(step.name for _, step in self.steps), objective.policy, objective.improver_base,
                       objective.improver)
-        return StageContext(cfg=self.cfg, source=self.source, splits=splits, oracle=loaded.oracle, graph=graph,
+        return StageContext(source=self.source, splits=splits, oracle=loaded.oracle, graph=graph,
                             model_spec=self.model_spec, reward_spec=self.reward_spec, adapters=self.adapters,
                             judge=self.judge, baseline=self.baseline, fitter=self.fitter, tracker=self.tracker,
-                            artifacts=self.artifacts)
+                            artifacts=self.artifacts, seed=self.cfg.seed,
+                            eval_sampling=instantiate(self.cfg.eval_sampling),
+                            log_rollouts_every=self.cfg.log_rollouts_every, table_rows=self.cfg.table_rows,
+                            cache_dir=self.store.root)
 
     # ---- the cached-stage mechanism ----------------------------------------------------------------------------
     def _stage(self, ctx: StageContext, stage: Stage, step: Step) -> None:
@@ -361,7 +376,7 @@ class Pipeline:
                 because = self.store.rerun_reason(name, self.config_keys[name], self.code_version)
                 log.info("stage %s: running (key %s)%s", name, key, f"; {because}" if because else "")
                 self.fitter.start(name, self.store.checkpoints(name, key))
-                ctx.seed()   # a stage never depends on what ran before it in this process
+                ctx.reseed()   # a stage never depends on what ran before it in this process
                 provenance = {"config_key": self.config_keys[name], "code": self.code_version}
                 with self.store.write(name, key, self.rank_zero, provenance) as (out, metrics):
                     self.fitter.record_curves(out / CURVES)

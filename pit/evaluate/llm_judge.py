@@ -58,7 +58,7 @@ class LLMJudge:
                               f"(set judge.api_key_env=null for a server without keys)")
         return key
 
-    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
+    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
         val = ctx.splits["val"][: self.val_pairs]
         verdicts = self.verdicts(ctx, out, 0.0)
         outcomes = verdicts.compare([e.prompt for e in val], [e.chosen for e in val], [e.rejected for e in val])
@@ -66,7 +66,7 @@ class LLMJudge:
                        val_pairs=len(val), requests=verdicts.requests, no_verdicts=verdicts.no_verdicts)
 
     def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> LLMVerdicts:
-        return LLMVerdicts(self, Path(ctx.cfg.paths.cache_dir) / "llm_judge" / "verdicts.jsonl")
+        return LLMVerdicts(self, ctx.cache_dir / "llm_judge" / "verdicts.jsonl")
 
 
 def openai_module() -> Any:

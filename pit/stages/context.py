@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig
 
 from pit.data.schema import Oracle, PreferenceExample, PreferenceSource
 from pit.errors import ConfigError
 from pit.models.factory import for_training, load_model, load_tokenizer, set_generation_cache
-from pit.models.generate import generate_texts
+from pit.models.generate import Sampling, generate_texts
 from pit.tracking import Tracker
 from pit.training import StageFitter
 
@@ -39,11 +37,12 @@ class Verdicts(Protocol):
 
 
 class Judge(Protocol):
-    """A `judge=` choice: its `judge` stage body (fit or check it, report val agreement) and its verdicts."""
+    """A `judge=` choice: its `judge` stage body (fit with `train.judge` or check it, report val agreement) and its
+    verdicts."""
 
     name: str
 
-    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float]) -> None: ...
+    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None: ...
 
     def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> Verdicts: ...
 
@@ -103,9 +102,9 @@ class Graph:
 
 @dataclass(frozen=True)
 class StageContext:
-    """Everything a stage body reads: config, data, the objective's graph, finished artifacts, and how to train."""
+    """Everything a stage body reads besides its own `train.<stage>` settings (its `hp` argument): the data, the
+    objective's graph, the config's choices, finished artifacts, how to train and the few run-wide settings."""
 
-    cfg: DictConfig
     source: PreferenceSource
     splits: Mapping[str, list[PreferenceExample]]
     oracle: Oracle | None
@@ -118,6 +117,11 @@ class StageContext:
     fitter: StageFitter
     tracker: Tracker
     artifacts: Mapping[str, Path]   # finished stages' directories (filled as the run goes)
+    seed: int
+    eval_sampling: Sampling         # decoding of every stage's val samples
+    log_rollouts_every: int         # PPO iterations between logged rollout tables
+    table_rows: int                 # rows of every logged table
+    cache_dir: Path                 # the artifact cache's root (the LLM judge keeps its answers there)
 
     def has(self, stage: str) -> bool:
         """Whether this run's plan has `stage` (so a later body may read its artifact)."""
@@ -134,9 +138,9 @@ class StageContext:
     def improver_input_of_rejected(self, example: PreferenceExample) -> str:
         return self.source.templates.improver_input(example.prompt, example.rejected)
 
-    def seed(self) -> None:
+    def reseed(self) -> None:
         """Reset every random generator to the run's seed."""
-        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
+        L.seed_everything(self.seed, workers=True, verbose=False)
 
     @property
     def device(self) -> torch.device:
@@ -166,7 +170,7 @@ class StageContext:
     def sample_eval(self, name: str, model: Any, tokenizer: Any, inputs: list[str], rows: list[PreferenceExample],
                     refs: list[str], max_input_tokens: int) -> dict[str, float]:
         """Sample on val inputs; with an oracle, score the samples against the references (chosen or y_ref)."""
-        texts = generate_texts(model, tokenizer, inputs, instantiate(self.cfg.eval_sampling), max_input_tokens,
+        texts = generate_texts(model, tokenizer, inputs, self.eval_sampling, max_input_tokens,
                                f"{name} val samples")
         metrics = {"val_sample_words": mean(len(t.split()) for t in texts)}
         scores = [self.oracle(e.prompt, t) for e, t in zip(rows, texts, strict=True)] if self.oracle else None
@@ -175,6 +179,6 @@ class StageContext:
             metrics.update(val_oracle=mean(scores), val_oracle_reference=mean(ref_scores),
                            val_better_than_reference=mean(float(s > r)
                                                           for s, r in zip(scores, ref_scores, strict=True)))
-        shown = list(zip(inputs, refs, texts, scores or [None] * len(texts), strict=True))[: self.cfg.table_rows]
+        shown = list(zip(inputs, refs, texts, scores or [None] * len(texts), strict=True))[: self.table_rows]
         self.tracker.log_table(f"{name}/samples", ["input", "reference", "sample", "oracle"], [list(r) for r in shown])
         return metrics

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from pit.artifacts import write_json_atomic, write_jsonl
 from pit.errors import ConfigError
@@ -19,18 +20,19 @@ from pit.stages.context import StageContext
 from pit.tracking import Tracker
 
 
-def build_judge(ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
-    """The `judge=` choice fits (a reward model on the judge split) or checks itself, and reports val agreement."""
-    ctx.judge.build(ctx, out, metrics)
+def build_judge(ctx: StageContext, out: Path, metrics: dict[str, float], *, hp: DictConfig) -> None:
+    """The `judge=` choice fits (a reward model on the judge split, with `hp`) or checks itself, and reports its
+    val agreement."""
+    ctx.judge.build(ctx, out, metrics, hp)
 
 
-def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
+def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *, hp: DictConfig) -> None:
     """Generate every chain on the test split, judge it, and save `report.json` and `generations.jsonl`.
 
     y_0 and every improvement step use the same decoding (`evaluate.sampling`), so Δ compares methods, not
     temperatures. The compute-matched control (when the objective trains it) answers the same prompts alike.
     """
-    hp, source = ctx.cfg.evaluate, ctx.source
+    source = ctx.source
     rows = ctx.splits["test"][: hp.samples]
     if not rows:
         raise ConfigError("evaluate runs on the test split, which is empty (raise splits.test)")
@@ -58,7 +60,7 @@ def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float]) ->
                           "pit_rl) and baseline=none")
     verdicts = ctx.judge.verdicts(ctx, ctx.artifact("judge"), hp.tie_margin)
     report = evaluation_report(prompts, chains, verdicts, hp.length_ratio, hp.bootstrap, hp.elo_bootstrap,
-                               ctx.cfg.seed, controls)
+                               ctx.seed, controls)
     report["judge"] = ctx.judge.name
     write_json_atomic(out / "report.json", report)
     write_jsonl(out / "generations.jsonl", [{"prompt": p, POLICY: y, **{c: t[i] for c, t in controls.items()},

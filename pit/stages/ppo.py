@@ -46,25 +46,22 @@ def build_rlhf_policy(ctx: StageContext, out: Path, metrics: dict[str, float], *
                                    [e.chosen for e in val], source.max_prompt_tokens))
 
 
-def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, name: str, reference_source: str,
-                    init_from: str) -> None:
+def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, name: str, hp: DictConfig,
+                    reference_source: str, init_from: str) -> None:
     """One curriculum round: PPO of M_PIT against R_PIT(x, y, y_ref), KL-regularised towards M_PIT's start.
 
     References come from the dataset (`train.pit_rl.dataset_references`: the rejected response by default, the
     chosen one too when listed) or are samples of M_P on as many train prompts as PPO will use, drawn once and
     saved with the round as `references.jsonl`.
     """
-    hp, source, tokenizer = ctx.cfg.train.pit_rl, ctx.source, ctx.tokenizer()
+    source, tokenizer = ctx.source, ctx.tokenizer()
     gap = load_gap(ctx.artifact("gap_reward"), source.templates)
     train = ctx.splits["train"]
     if reference_source == "dataset":
-        fields = {"rejected": lambda e: e.rejected, "chosen": lambda e: e.chosen}
-        if bad := [f for f in hp.dataset_references if f not in fields]:
-            raise ConfigError(f"train.pit_rl.dataset_references: unknown {bad}; choose from {sorted(fields)}")
-        pairs = [(e, fields[f](e)) for e in train for f in hp.dataset_references]
+        pairs = [(e, getattr(e, field)) for e in train for field in hp.dataset_references]
     else:
         inputs = hp.iterations * ppo_config(hp).inputs_per_iteration(hp.batch_size)
-        used = random.Random(ctx.cfg.seed).sample(train, min(len(train), inputs))
+        used = random.Random(ctx.seed).sample(train, min(len(train), inputs))
         pairs = list(zip(used, policy_samples(ctx, used, hp.reference_temperature), strict=True))
         write_jsonl(out / "references.jsonl", [{"prompt": e.prompt, "reference": ref} for e, ref in pairs])
     rollouts = [Rollout(source.templates.improver_input(e.prompt, ref), e.prompt, ref) for e, ref in pairs]
@@ -90,7 +87,7 @@ def gap_calibration(ctx: StageContext, improver: Any, gap: TrainedGap, rows: lis
     source = ctx.source
     repeated = [e for e in rows for _ in range(samples)]
     sampling = Sampling(max_new_tokens=source.max_response_tokens, temperature=temperature or 1.0,
-                        batch_size=ctx.cfg.eval_sampling.batch_size)
+                        batch_size=ctx.eval_sampling.batch_size)
     texts = generate_texts(improver, ctx.tokenizer(), [ctx.improver_input_of_rejected(e) for e in repeated],
                            sampling, source.max_improver_tokens, "improver val samples")
     prompts, references = [e.prompt for e in repeated], [e.rejected for e in repeated]
@@ -108,7 +105,7 @@ def policy_samples(ctx: StageContext, rows: list[PreferenceExample], temperature
     """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device."""
     policy = ctx.load_stage_model(ctx.graph.policy).to(ctx.device)
     sampling = Sampling(max_new_tokens=ctx.source.max_response_tokens, temperature=temperature,
-                        batch_size=ctx.cfg.eval_sampling.batch_size)
+                        batch_size=ctx.eval_sampling.batch_size)
     return generate_texts(policy, ctx.tokenizer(), [ctx.policy_input(e) for e in rows], sampling,
                           ctx.source.max_prompt_tokens, "references from M_P")
 
@@ -127,7 +124,7 @@ def train_ppo(ctx: StageContext, name: str, hp: DictConfig, init_from: str, refe
     With LoRA the policy is the reference's weights plus adapters (fresh, or those of `init_from` when it is an
     earlier PPO round of the same reference) and the reference is that policy with its adapters off.
     """
-    ctx.seed()   # PPO starts from the same random state whether or not references were sampled before it
+    ctx.reseed()   # PPO starts from the same random state whether or not references were sampled before it
     adapters = ctx.adapters
     if adapters.enabled:
         adapter = None if init_from == reference else ctx.artifact(init_from) / ADAPTER_DIR
@@ -142,9 +139,9 @@ def train_ppo(ctx: StageContext, name: str, hp: DictConfig, init_from: str, refe
                         batch_size=hp.batch_size)
     module = PPOModule(policy, frozen, tokenizer, reward_fn, sampling, max_input_tokens, ppo, prefix=name,
                        total_steps=hp.iterations, scorers=scorers, log_table=ctx.tracker.log_table,
-                       table_every=ctx.cfg.log_rollouts_every, table_rows=ctx.cfg.table_rows)
+                       table_every=ctx.log_rollouts_every, table_rows=ctx.table_rows)
     loader = DataLoader(rollouts, batch_size=ppo.inputs_per_iteration(hp.batch_size), shuffle=True, drop_last=True,
-                        collate_fn=list, generator=torch.Generator().manual_seed(ctx.cfg.seed))
+                        collate_fn=list, generator=torch.Generator().manual_seed(ctx.seed))
     trainer = ctx.fitter.fit_stream(module, loader, None, hp.iterations, metrics,
                                     max_steps=hp.iterations * ppo.ppo_epochs * ppo.minibatches, val_every=None,
                                     gradient_clip_val=None)   # PPO clips its own gradients (ppo.max_grad_norm)

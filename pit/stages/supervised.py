@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 
 from pit.data.encode import collate_groups, collate_groups_with_offsets, collate_sft, encode_pairs
 from pit.data.schema import PreferenceExample
-from pit.errors import ConfigError
 from pit.models.factory import save_model
 from pit.models.gap import load_gap, reward_difference, save_gap
 from pit.models.reward import RewardModel, load_reward_model
@@ -63,10 +62,9 @@ def build_sft(ctx: StageContext, out: Path, metrics: dict[str, float], *, name: 
                                    max_input_tokens))
 
 
-def build_reward(ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
+def build_reward(ctx: StageContext, out: Path, metrics: dict[str, float], *, hp: DictConfig) -> None:
     """R_P on the train split."""
-    model = fit_reward_model(ctx, "reward", ctx.reward_spec, ctx.cfg.train.reward, ctx.splits["train"], metrics,
-                             ctx.adapters)
+    model = fit_reward_model(ctx, "reward", ctx.reward_spec, hp, ctx.splits["train"], metrics, ctx.adapters)
     model.save(out)
 
 
@@ -89,24 +87,22 @@ def reward_items(ctx: StageContext, model: RewardModel, rows: list[PreferenceExa
                     model.encode(inputs, [e.rejected for e in rows]), strict=True))
 
 
-def build_gap_reward(ctx: StageContext, out: Path, metrics: dict[str, float], *, gap_loss: str) -> None:
+def build_gap_reward(ctx: StageContext, out: Path, metrics: dict[str, float], *, gap_loss: str,
+                     hp: DictConfig | None = None) -> None:
     """R_PIT: R_P's difference (`rp_difference`, nothing to train) or a gap model trained on the train split."""
     if gap_loss == "rp_difference":
         record_gap_difference(ctx, out, metrics)
     else:
-        fit_gap_model(ctx, out, metrics, gap_loss)
+        fit_gap_model(ctx, out, metrics, gap_loss, hp)
 
 
-def fit_gap_model(ctx: StageContext, out: Path, metrics: dict[str, float], gap_loss: str) -> None:
+def fit_gap_model(ctx: StageContext, out: Path, metrics: dict[str, float], gap_loss: str, hp: DictConfig) -> None:
     """R_PIT trained with Eq. 2 (`full`, `residual`) or its single term (`single`).
 
     `residual` trains h in g = R_P(x, y) - R_P(x, y_ref) + h(x, y_ref, y): R_P's differences are fixed offsets
     of the four groups, and h's head starts at zero, so training starts from `rp_difference`.
     """
-    hp, residual = ctx.cfg.train.gap_reward, gap_loss == "residual"
-    if residual and hp.l2:
-        raise ConfigError("train.gap_reward.l2 penalises whole scores, which for gap_loss=residual include R_P's "
-                          "difference (it would train h to cancel it): set it to 0")
+    residual = gap_loss == "residual"
     model = ctx.new_reward_model(ctx.reward_spec, ctx.adapters)
     if residual:
         model.zero_head()
