@@ -6,7 +6,7 @@ import json
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "experiments" / "bench"))
 from bench import median_after, peak_tflops, training_flops_per_token  # noqa: E402
@@ -29,6 +29,7 @@ def test_known_peaks_and_median_after_warmup() -> None:
         median_after([1.0], warmup=2)
 
 
+@pytest.mark.slow
 def test_gpu_bench_dry_run_goes_through_every_workload(tmp_path) -> None:
     """experiments/bench/gpu.sh --dry-run: every workload of the GPU call at tiny sizes on CPU, so a typo fails here.
     Without TRL (our test environment) only its side may fail; `make bench-gpu BENCH_ARGS=--dry-run` runs it too."""

@@ -7,14 +7,15 @@ import logging
 import random
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, compose_config
+from helpers import CHECKPOINTED, compose_config, model_hashes
 from torch.utils.data import DataLoader
 
 from pit import checkpointing
-from pit.checkpointing import StepStream, latest_checkpoint, rng_state, set_rng_state
+from pit.checkpointing import StageCheckpoint, StepStream, latest_checkpoint, rng_state, set_rng_state
 from pit.run import run
 
 
@@ -85,15 +86,31 @@ def test_a_checkpoint_without_its_sidecar_is_not_complete(tmp_path: Path) -> Non
     assert latest_checkpoint(tmp_path) is None
 
 
-def model_hashes(cache: Path) -> dict[str, str]:
-    """SHA-256 of every weights file of every finished stage, from the completion markers."""
-    return {f"{marker.parent.parent.relative_to(cache)}/{name}": entry["sha256"]
-            for marker in cache.rglob("_COMPLETE.json")
-            for name, entry in json.loads(marker.read_text())["files"].items() if name.endswith(".safetensors")}
+class Line(L.LightningModule):
+    """The smallest module Lightning trains: one weight, a squared output as its loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Linear(1, 1)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self.weight(batch).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-CHECKPOINTED = [*FAST, "checkpoint.every=1", "train.sft_policy.max_steps=30", "train.rlhf_policy.iterations=4",
-                "train.pit_rl.iterations=3"]
+@pytest.mark.parametrize("every, keep_last, steps, kept", [(1, 2, 5, [4, 5]), (2, 3, 7, [4, 6, 7]), (3, 1, 4, [4])])
+def test_only_the_newest_keep_last_checkpoints_stay(tmp_path: Path, every: int, keep_last: int, steps: int,
+                                                    kept: list[int]) -> None:
+    """A checkpoint every `every` batches and one at the end of training; older ones go, with their sidecars."""
+    callback = StageCheckpoint(tmp_path, every=every, keep_last=keep_last)
+    L.Trainer(max_steps=steps, callbacks=[callback], logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, accelerator="cpu").fit(
+        Line(), DataLoader(torch.ones(steps, 1), batch_size=1))
+    names = [f"step-{n:08d}.{ext}" for n in kept for ext in ("ckpt", "json")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    assert latest_checkpoint(tmp_path).batches == steps
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +121,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict[
     return results, model_hashes(tmp / "cache")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage, batch", [("sft_policy", 27), ("reward", 2), ("rlhf_policy", 3),
                                           ("pit_rl/2_policy", 1)])
 def test_killed_inside_a_stage_resumes_bit_identically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -132,6 +150,7 @@ def test_killed_inside_a_stage_resumes_bit_identically(tmp_path: Path, monkeypat
         {k: v for k, v in reference["stages"][stage]["metrics"].items() if k not in timings}
 
 
+@pytest.mark.slow
 def test_nan_stops_the_stage_and_its_last_good_checkpoint_stays(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A NaN reward at RLHF iteration 3: one clear error, checkpoints 1-2 stay; the rerun resumes from 2."""

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import FAST, ROOT
+import pytest
+from helpers import FAST, ROOT
 
 HEAVY = ("torch", "lightning", "transformers", "pit.pipeline")
 
@@ -28,6 +29,7 @@ def test_help_lists_the_user_groups_without_loading_the_heavy_stack(tmp_path: Pa
     assert lines[-1] == "heavy: []"
 
 
+@pytest.mark.slow
 def test_error_inside_a_constructor_is_one_line_printed_once(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     """A UserError raised in a `_target_` constructor reaches the user unwrapped from Hydra's InstantiationException."""
     fast = [o for o in FAST if not o.startswith("dataset.")]

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, compose_config, stage_status
 from filelock import FileLock
+from helpers import CHECKPOINTED, FAST, ROOT, compose_config, model_hashes, stage_status
 
 import pit.pipeline
 from pit.artifacts import remove_abandoned, source_digest
@@ -32,6 +32,7 @@ def wait_for_line(log: Path, text: str, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_two_jobs_started_together_build_each_stage_once(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     """Same config, one cache, started at once: exactly one job trains each stage, the other waits and reuses."""
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
@@ -48,6 +49,7 @@ def test_two_jobs_started_together_build_each_stage_once(tmp_path: Path, subproc
     assert sorted([*stage_status(a).values(), *stage_status(b).values()]).count("ran") == 5
 
 
+@pytest.mark.slow
 def test_joblib_sweep_builds_shared_upstream_stages_once(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     """Two gap-loss points in parallel (`hydra/launcher=joblib`, 2 jobs): their common stages are built once."""
     overrides = [*FAST, "objective.stages=[sft_policy,reward,sft_pit,gap_reward]", "hydra/launcher=joblib",
@@ -64,11 +66,10 @@ def test_joblib_sweep_builds_shared_upstream_stages_once(tmp_path: Path, subproc
     assert len(list((tmp_path / "cache" / "sft_policy").glob("[0-9a-f]*"))) == 1
 
 
+@pytest.mark.slow
 def test_waiter_takes_over_from_a_killed_holder(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     """The holder is SIGKILLed mid-stage while a second job waits for its lock: the waiter resumes from the holder's
     last checkpoint and ends with the weights of a run that was never interrupted."""
-    from test_checkpointing import CHECKPOINTED, model_hashes
-
     config = [*CHECKPOINTED, "objective=sft_only"]
     reference = run(compose_config(config, tmp_path / "reference"))
     shared = [*config, f"paths.cache_dir={tmp_path / 'cache'}"]
@@ -106,6 +107,7 @@ def test_a_temp_dir_is_removed_only_when_its_writer_is_gone(tmp_path: Path) -> N
     assert not leftover.exists()
 
 
+@pytest.mark.slow
 def test_code_edits_change_the_keys_and_a_pin_keeps_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     """Editing a loss changes the source digest and so every stage key (the log says why a stage reran); with

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONF, compose_config
+from helpers import CONF, compose_config
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -44,7 +44,20 @@ def test_experiments_compose(experiment: str, tmp_path: Path) -> None:
 def test_hh_experiment_offline_overrides(tmp_path: Path) -> None:
     cfg = compose_config(["+experiment=hh_rlhf", "model=tiny", "dataset.path=some/file.jsonl.gz"], tmp_path)
     assert cfg.model._target_.endswith("TinyCausalLM") and cfg.dataset.path == "some/file.jsonl.gz"
-    assert cfg.trainer.accelerator == "auto" and cfg.trainer.precision == "32-true"   # no GPU here
+    assert cfg.trainer.accelerator == "auto"
+
+
+@pytest.mark.parametrize("cuda, bf16, precision", [(False, False, "32-true"), (True, True, "bf16-mixed"),
+                                                    (True, False, "16-mixed")])
+def test_auto_precision_follows_the_gpu(cuda: bool, bf16: bool, precision: str, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """trainer=auto: bf16 mixed precision on a GPU that has bfloat16, fp16 mixed on an older one, fp32 without one
+    (whatever this machine has: the GPU is set here)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert compose_config(["trainer=auto"], tmp_path).trainer.precision == precision
 
 
 def test_unknown_key_is_an_error(tmp_path: Path) -> None:

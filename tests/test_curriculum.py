@@ -14,6 +14,7 @@ from helpers import FAST, ROOT, compose_config, stage_status
 from pit.run import format_summary, run
 
 
+@pytest.mark.slow
 def test_curriculum_rounds_read_their_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Round 1 improves on y_l of every train pair (y_w too when asked); round 2 on saved M_P samples of as many
     train prompts as PPO uses (iterations x batch size)."""
@@ -49,6 +50,7 @@ def test_curriculum_rounds_read_their_references(tmp_path: Path, monkeypatch: py
     assert [r.reference for r in rollouts] == [y for e in train for y in (e.rejected, e.chosen)]
 
 
+@pytest.mark.slow
 def test_control_no_sft_and_residual_gap_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """objective=pit_control: a compute-matched RLHF control (SFT for sft_pit's steps, PPO for M_P's and both rounds'
     iterations) judged against y_0 and PIT at every k; objective=pit_no_sft starts the rounds from M_P's SFT;
@@ -85,6 +87,7 @@ def test_control_no_sft_and_residual_gap_through_the_pipeline(tmp_path: Path, mo
     assert set(no_sft["eval"]["pairs"]) == {"pit_vs_policy"}
 
 
+@pytest.mark.slow
 def test_curriculum_ablations_multirun_reuse_rounds(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     """`-m objective=pit,pit_round1_only,pit_round2_only,pit_no_rl`: shared prefixes of the curriculum are reused."""
     done = subprocess.run([sys.executable, "-m", "pit.run", "-m", *FAST,

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, HH_SLICE, ROOT, compose_config
+from helpers import FIXTURES, HH_SLICE, ROOT, compose_config
 
 from pit.data import tldr
 from pit.data.hh_rlhf import HHRLHFSource, split_transcript

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import combinations
 
 import pytest
 
@@ -52,17 +53,20 @@ def test_elo_from_bradley_terry_by_hand() -> None:
 
 
 def test_elo_bootstrap_resamples_prompts_not_games() -> None:
-    """Ten identical games per prompt are one piece of evidence, not ten: resampling prompts must give a wider
-    interval than treating each game as its own prompt (what resampling games did), and it is seeded."""
+    """A wins all 10 games of 6 prompts and loses all 10 of 4. A resample of the prompts holds K ~ Binomial(10, 0.6)
+    prompts won by A, so A's rating is 1000 + 200·log10(K / (10 - K)); K's 2.5 % and 97.5 % quantiles are 3 and 9
+    (P(K <= 2) = 0.012, P(K <= 3) = 0.055, P(K <= 8) = 0.954, P(K <= 9) = 0.994), so with 1000 resamples the 95 %
+    interval is [926.4, 1190.8], and B's its mirror. Treating each game as its own prompt (what resampling games did)
+    gives a much narrower one; the interval is seeded."""
     per_prompt = [[("A", "B", 1.0)] * 10] * 6 + [[("A", "B", 0.0)] * 10] * 4
     as_games = [[g] for games in per_prompt for g in games]
-    ratings = elo_ratings([g for games in per_prompt for g in games], ["A", "B"])
-    grouped = bootstrap_elo(per_prompt, ["A", "B"], rounds=200, seed=1)
-    flat = bootstrap_elo(as_games, ["A", "B"], rounds=200, seed=1)
-    low, high = grouped["A"]
-    assert low < ratings["A"] < high
-    assert (high - low) > 2 * (flat["A"][1] - flat["A"][0])
-    assert grouped == bootstrap_elo(per_prompt, ["A", "B"], rounds=200, seed=1)
+    grouped = bootstrap_elo(per_prompt, ["A", "B"], rounds=1000, seed=1)
+    rating = lambda k: 1000 + 200 * math.log10(k / (10 - k))  # noqa: E731
+    assert grouped["A"] == pytest.approx((rating(3), rating(9)), abs=0.5)
+    assert grouped["B"] == pytest.approx((2000 - rating(9), 2000 - rating(3)), abs=0.5)
+    flat = bootstrap_elo(as_games, ["A", "B"], rounds=100, seed=1)
+    assert (grouped["A"][1] - grouped["A"][0]) > 2 * (flat["A"][1] - flat["A"][0])
+    assert bootstrap_elo(per_prompt, ["A", "B"], rounds=20, seed=2) == bootstrap_elo(per_prompt, ["A", "B"], 20, 2)
 
 
 def test_paired_bootstrap_interval_of_delta_matches_the_normal_approximation() -> None:
@@ -152,3 +156,35 @@ def test_evaluation_report_by_hand() -> None:
     assert set(report["elo"]) == {"policy", "control", "pit@1", "pit@2", "self_refine@1", "self_refine@2"}
     assert report["elo"]["pit@1"] > report["elo"]["policy"] > report["elo"]["self_refine@2"]
     assert verdicts.memo[("p1", "aa")] == 2.0     # each (prompt, response) scored once
+
+
+class LengthVerdicts:
+    """A pairwise judge without scores: the longer response wins."""
+
+    def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]:
+        return outcomes_from_scores([len(t) for t in first], [len(t) for t in second])
+
+
+def test_elo_intervals_of_the_report_are_a_bootstrap_over_its_prompts() -> None:
+    """`elo_ci` holds, for every variant, the interval of `bootstrap_elo` over the games grouped by prompt (every pair
+    of variants plays once per prompt), with the report's resamples and seed; when every prompt holds the same texts,
+    each resample is the whole set of games again and every interval shrinks to the rating itself."""
+    prompts = [f"p{i}" for i in range(6)]
+    policy = ["aa", "b", "cccc", "dd", "e", "fff"]
+    chains = {"pit": [policy, ["aaa", "bb", "cc", "ddd", "ee", "f"], ["aaaa", "b", "ccccc", "dd", "eeee", "ffff"]]}
+    report = evaluation_report(prompts, chains, LengthVerdicts(), length_ratio=10.0, bootstrap=10, elo_bootstrap=30,
+                               seed=3)
+    variants = {"policy": policy, "pit@1": chains["pit"][1], "pit@2": chains["pit"][2]}
+    names = list(variants)
+    by_prompt = [[(a, b, LengthVerdicts().compare([p], [variants[a][i]], [variants[b][i]])[0])
+                  for a, b in combinations(names, 2)] for i, p in enumerate(prompts)]
+    expected = bootstrap_elo(by_prompt, names, rounds=30, seed=3)
+    assert set(report["elo_ci"]) == set(names)
+    for name in names:
+        assert report["elo_ci"][name] == pytest.approx(list(expected[name]), abs=1e-6), name
+    assert report["elo_ci"]["pit@2"][1] - report["elo_ci"]["pit@2"][0] > 10       # six prompts: a real spread
+
+    same = evaluation_report(prompts, {"pit": [["aa"] * 6, ["aaa"] * 6, ["a"] * 6]}, LengthVerdicts(),
+                             length_ratio=10.0, bootstrap=10, elo_bootstrap=30, seed=3)
+    for name, rating in same["elo"].items():
+        assert same["elo_ci"][name] == pytest.approx([rating, rating], abs=1e-6), name

@@ -2,62 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import FakeAPI
 
 from pit.errors import ConfigError, UserError
 from pit.evaluate.llm_judge import LLMJudge, LLMVerdicts
 
 KEY = "sk-test-0123456789abcdef"
-
-
-class FakeAPI:
-    """Answers "A" or "B" for the longer response (or always "A" when `biased`); fails the first `fail` requests."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.auth: list[str | None] = []
-        self.fail, self.fail_status, self.biased, self.replies = 0, 503, False, []   # replies: canned contents first
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                api.requests.append(body)
-                api.auth.append(self.headers.get("Authorization"))
-                if api.fail > 0:
-                    api.fail -= 1
-                    self._reply(api.fail_status, {"error": f"echo {self.headers.get('Authorization')}"})
-                    return
-                if api.replies:
-                    self._reply(200, {"choices": [{"message": {"role": "assistant", "content": api.replies.pop(0)}}]})
-                    return
-                text = body["messages"][0]["content"]
-                first, second = re.search(r"Response A:\n(.*)\n\nResponse B:\n(.*)\n\nBetter", text, re.S).groups()
-                answer = "A" if api.biased or len(first) > len(second) else "B"
-                self._reply(200, {"choices": [{"message": {"role": "assistant", "content": f" {answer}."}}]})
-
-            def _reply(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture

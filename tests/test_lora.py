@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import FAST, compose_config
+from helpers import CHECKPOINTED, FAST, compose_config, model_hashes
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from pit.data.encode import collate_sft, encode_pairs
@@ -79,25 +81,40 @@ def test_lora_ppo_reference_is_the_base_with_adapters_off() -> None:
     assert optimized == {id(p) for n, p in module.named_parameters() if "lora_" in n or n.startswith("value_head")}
 
 
-def test_lora_pipeline_end_to_end(tmp_path: Path) -> None:
-    """Every stage trains adapters; artifacts are plain merged models; round 2 continues round 1's adapters; the
-    judge is the same whatever `peft` says."""
-    lora = run(compose_config([*FAST, "peft=lora", "peft.r=4"], tmp_path))
+@pytest.mark.slow
+def test_lora_pipeline_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every stage trains adapters; artifacts are plain merged models; round 2 continues round 1's adapters (with its
+    learning rate at 0 here, it saves exactly round 1's; fresh adapters would have lora_B = 0); the judge is the same
+    whatever `peft` says."""
+    real_init = PPOModule.__init__
+
+    def round_2_does_not_move(self, *args, **kwargs) -> None:
+        real_init(self, *args, **kwargs)
+        if self.prefix == "pit_rl/2_policy":
+            self.config = dataclasses.replace(self.config, lr=0.0)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PPOModule, "__init__", round_2_does_not_move)
+        lora = run(compose_config([*FAST, "peft=lora", "peft.r=4"], tmp_path))
     assert {r["status"] for r in lora["stages"].values()} == {"ran"}
     cache = tmp_path / "cache"
     for stage in ("sft_policy", "rlhf_policy", "pit_rl/2_policy"):
         (artifact,) = (cache / stage).iterdir()
         load_model(artifact)                                             # a plain causal LM: adapters merged
     (round_1,) = (cache / "pit_rl" / "1_dataset").iterdir()
+    (round_2,) = (cache / "pit_rl" / "2_policy").iterdir()
     assert json.loads((round_1 / ADAPTER_DIR / "adapter_config.json").read_text())["r"] == 4
+    trained, continued = (load_file(r / ADAPTER_DIR / "adapter_model.safetensors") for r in (round_1, round_2))
+    assert set(trained) == set(continued) and any("lora_B" in k for k in trained)
+    assert all(trained[k].abs().max() > 0 for k in trained if "lora_B" in k)        # round 1 moved every lora_B
+    assert [k for k in trained if not torch.equal(trained[k], continued[k])] == []    # round 2 = round 1's
     full = run(compose_config(FAST, tmp_path))
     assert full["stages"]["judge"]["status"] == "reused"
     assert full["stages"]["sft_policy"]["status"] == "ran"                # peft is part of a trained stage's key
 
 
+@pytest.mark.slow
 def test_lora_ppo_killed_mid_stage_resumes_bit_identically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_checkpointing import CHECKPOINTED, model_hashes
-
     from pit import checkpointing
 
     overrides = [*CHECKPOINTED, "peft=lora", "peft.r=4"]

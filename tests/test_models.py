@@ -90,7 +90,18 @@ def test_generation_inputs_are_cut_to_fit_the_context() -> None:
     tokenizer = spec.tokenizer(["a b c d e f g h"] * 20)
     model = spec.model(tokenizer)
     assert input_budget(model, 100, 8) == 24 and input_budget(model, 10, 8) == 10
-    texts = generate_texts(model, tokenizer, [" ".join("abcdefgh") * 20], Sampling(max_new_tokens=8), 100)
+    text = " ".join("abcdefgh" * 5 + "hgfedcba")                   # 48 tokens; its start and its end differ
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 48 and ids[:24] != ids[-24:]
+    seen, generate = [], model.generate
+
+    def spy(input_ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        seen.append(input_ids.tolist())
+        return generate(input_ids=input_ids, **kwargs)
+
+    model.generate = spy
+    texts = generate_texts(model, tokenizer, [text], Sampling(max_new_tokens=8, temperature=0.0), 100)
+    assert seen == [[ids[-24:]]]                  # the last 24 tokens: the end holds the turn to answer
     assert len(texts) == 1
     with pytest.raises(ConfigError, match="cannot hold 40 new tokens"):
         input_budget(model, 10, 40)

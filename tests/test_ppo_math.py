@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from pit.models.generate import response_mask
+from pit.data.encode import pad_rows
+from pit.models.generate import Sampling, sample
 from pit.modules.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
@@ -65,14 +66,23 @@ def test_kl_penalty_and_score_at_last_response_token() -> None:
 
 
 def test_masks_from_left_padded_prompts_and_early_eos() -> None:
-    """The response slice after left-padded prompts starts at column 0; masking follows EOS, not the prompt."""
-    eos = 0
-    response = torch.tensor([[5, 0, 7, 7], [5, 6, 7, 8]])
-    mask = response_mask(response, eos).float()
+    """Prompts left-padded with pad = EOS (GPT-2's tokenizer has no pad token): the response is the slice after the
+    padded width, its mask follows its own first EOS, never the prompt's pads, and what follows EOS becomes pad."""
+    eos = pad = 0
+    prompt_ids, prompt_mask = pad_rows([[3, 4, 9], [9]], pad, left=True)
+    assert prompt_ids.tolist() == [[3, 4, 9], [0, 0, 9]]          # row 1's pads are EOS ids
+    generated = torch.tensor([[5, 0, 7, 7], [5, 6, 7, 8]])         # row 0 ends early; generate fills in after it
+
+    class Scripted(torch.nn.Module):
+        def generate(self, input_ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            return torch.cat([input_ids, generated], 1)
+
+    response, mask = sample(Scripted(), prompt_ids, prompt_mask, Sampling(max_new_tokens=4), eos, pad)
+    assert response.tolist() == [[5, 0, 0, 0], [5, 6, 7, 8]]
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
     logits = torch.zeros(2, 4, 10)
     logits[0, 2:] = 50.0 * torch.nn.functional.one_hot(torch.tensor(3), 10)  # garbage after EOS must not count
-    entropy = masked_entropy(logits, mask)
+    entropy = masked_entropy(logits, mask.float())
     assert entropy.item() == pytest.approx(math.log(10), rel=1e-5)
     assert token_logprobs(logits, response)[1].tolist() == pytest.approx([-math.log(10)] * 4, rel=1e-5)
 
@@ -102,9 +112,16 @@ def test_clipped_value_loss_hand_values() -> None:
 
 
 def test_whiten_and_explained_variance() -> None:
-    x, mask = torch.tensor([[1.0, 2.0, 3.0, 100.0]]), torch.tensor([[1.0, 1.0, 1.0, 0.0]])
-    assert torch.allclose(masked_whiten(x, mask), torch.tensor([[-1.0, 0.0, 1.0, 0.0]]), atol=1e-4)
-    returns = torch.tensor([[1.0, 2.0, 3.0, 50.0]])
+    """Masked values 2, 4, 12 (the 100 is masked out): mean 6, unbiased variance (16 + 4 + 36) / 2 = 28, so the
+    whitened values are (-4, -2, 6) / sqrt(28); a std of 1 (e.g. 1, 2, 3) would hide a missing or biased division."""
+    x, mask = torch.tensor([[2.0, 4.0, 12.0, 100.0]]), torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    std = math.sqrt(28.0)
+    expected = torch.tensor([[-4.0 / std, -2.0 / std, 6.0 / std, 0.0]])
+    torch.testing.assert_close(masked_whiten(x, mask), expected)
+    # returns 0, 4, 8 (biased variance 32/3) against values 1, 4, 6: residuals -1, 0, 2 (biased variance 14/9), so
+    # the explained variance is 1 - (14/9) / (32/3) = 41/48; the masked 50 and 9 count nowhere
+    returns, values = torch.tensor([[0.0, 4.0, 8.0, 50.0]]), torch.tensor([[1.0, 4.0, 6.0, 9.0]])
+    assert explained_variance(values, returns, mask).item() == pytest.approx(41 / 48)
     assert explained_variance(returns, returns, mask).item() == pytest.approx(1.0)
     assert explained_variance(torch.full((1, 4), 2.0), returns, mask).item() == pytest.approx(0.0, abs=1e-6)
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import wandb
-from conftest import CONF, FAST, compose_config
-from wandb_records import history_keys
+from helpers import CONF, FAST, compose_config, history_keys
 
 from pit.run import run
 from pit.tracking import RunLedger, WandbTracker, run_identity
@@ -28,6 +27,7 @@ def logged(run_dir: Path) -> set[str]:
     return history_keys(run_file)
 
 
+@pytest.mark.slow
 def test_unreachable_server_at_start_gives_an_offline_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
@@ -45,6 +45,7 @@ def test_unreachable_server_at_start_gives_an_offline_run(tmp_path: Path, monkey
     assert "stage/metric" in logged(offline)
 
 
+@pytest.mark.slow
 def test_wandb_failing_mid_run_does_not_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     """From the 5th `log` call on, W&B raises: the pipeline finishes; later numbers land in fallback.jsonl."""
