@@ -107,7 +107,7 @@ def test_objective_rejects_unknown_stage() -> None:
     from pit.pipeline import Objective
 
     with pytest.raises(ValueError, match="unknown stages"):
-        Objective(name="x", stages=["sft_policy", "sft_polcy"])
+        Objective(name="x", stages=["sft_policy", "sft_polcy"], gap_loss="residual", curriculum=["dataset"])
 
 
 def test_find_secrets() -> None:

@@ -18,17 +18,17 @@ from pit.run import format_summary, run
 def test_curriculum_rounds_read_their_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Round 1 improves on y_l of every train pair (y_w too when asked); round 2 on saved M_P samples of as many
     train prompts as PPO uses (iterations x batch size)."""
-    from pit.stages import ppo as rl_stages
     from pit.pipeline import Pipeline
+    from pit.stages import ppo
 
     seen: dict[str, list] = {}
-    real = rl_stages.train_ppo
+    real = ppo.train_ppo
 
     def spy(pipeline, name, hp, init_from, reference, tokenizer, rollouts, *args):
         seen[name] = [init_from, reference, rollouts, pipeline.splits["train"]]
         return real(pipeline, name, hp, init_from, reference, tokenizer, rollouts, *args)
 
-    monkeypatch.setattr(rl_stages, "train_ppo", spy)
+    monkeypatch.setattr(ppo, "train_ppo", spy)
     cfg = compose_config(FAST, tmp_path)
     results = run(cfg)
     templates = Pipeline(cfg).source.templates
@@ -55,16 +55,16 @@ def test_control_no_sft_and_residual_gap_through_the_pipeline(tmp_path: Path, mo
     """objective=pit_control: a compute-matched RLHF control (SFT for sft_pit's steps, PPO for M_P's and both rounds'
     iterations) judged against y_0 and PIT at every k; objective=pit_no_sft starts the rounds from M_P's SFT;
     gap_loss=residual trains h on top of R_P's difference. Every Δ carries its interval."""
-    from pit.stages import ppo as rl_stages
+    from pit.stages import ppo
 
     seen: dict[str, tuple] = {}
-    real = rl_stages.train_ppo
+    real = ppo.train_ppo
 
     def spy(pipeline, name, hp, init_from, reference, *args):
         seen[name] = (hp.iterations, init_from, reference)
         return real(pipeline, name, hp, init_from, reference, *args)
 
-    monkeypatch.setattr(rl_stages, "train_ppo", spy)
+    monkeypatch.setattr(ppo, "train_ppo", spy)
     results = run(compose_config([*FAST, "objective=pit_control", "objective.gap_loss=residual", "baseline=none",
                                   "train.rlhf_policy.iterations=3"], tmp_path))
     stages = results["stages"]

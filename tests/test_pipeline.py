@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from statistics import mean
 
@@ -121,23 +122,22 @@ def test_pipeline_runs_then_reuses(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_stage_resumes_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pit.pipeline import Pipeline
+    from pit import pipeline
 
-    real = Pipeline._build_sft
+    table = pipeline.STAGES
 
-    def dies_in_sft_pit(self, name, *args, **kwargs):
-        if name == "sft_pit":
-            raise KeyboardInterrupt("killed inside sft_pit")
-        return real(self, name, *args, **kwargs)
+    def dies_in_sft_pit(*args, **kwargs):
+        raise KeyboardInterrupt("killed inside sft_pit")
 
-    monkeypatch.setattr(Pipeline, "_build_sft", dies_in_sft_pit)
+    monkeypatch.setattr(pipeline, "STAGES", [replace(s, build=dies_in_sft_pit) if s.name == "sft_pit" else s
+                                             for s in table])
     with pytest.raises(KeyboardInterrupt):
         run(compose_config(FAST, tmp_path))
     partial = json.loads((tmp_path / "out" / "results.json").read_text())
     assert stage_status(partial) == {"tokenizer": "ran", "sft_policy": "ran", "reward": "ran",
                                      "rlhf_policy": "ran"}
     assert not [p for p in (tmp_path / "cache" / "sft_pit").iterdir()]     # nothing half-written survives
-    monkeypatch.setattr(Pipeline, "_build_sft", real)
+    monkeypatch.setattr(pipeline, "STAGES", table)
     resumed = run(compose_config(FAST, tmp_path))
     assert stage_status(resumed)["sft_policy"] == "reused" and stage_status(resumed)["reward"] == "reused"
     assert stage_status(resumed)["sft_pit"] == "ran" and stage_status(resumed)["gap_reward"] == "ran"
@@ -348,21 +348,21 @@ def test_same_config_same_numbers_on_cpu(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sft_stages_train_on_the_templated_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """M_P reads exactly `policy_input(x)` and M_PIT `improver_input(x, y_l)`, with y_w as the target."""
-    import pit.pipeline
+    import pit.stages.supervised
 
     seen: list[tuple[list[str], list[str]]] = []
-    real = pit.pipeline.encode_pairs
+    real = pit.stages.supervised.encode_pairs
 
     def spy(tokenizer, inputs, responses, *args):
         seen.append((list(inputs), list(responses)))
         return real(tokenizer, inputs, responses, *args)
 
-    monkeypatch.setattr(pit.pipeline, "encode_pairs", spy)
+    monkeypatch.setattr(pit.stages.supervised, "encode_pairs", spy)
     cfg = compose_config([*FAST, "objective=sft_only"], tmp_path)
     run(cfg)
     from pit.data.synthetic import SyntheticSource
 
-    train = pit.pipeline.split_examples(SyntheticSource(n_pairs=300).load().examples, **cfg.splits)["train"]
+    train = split_examples(SyntheticSource(n_pairs=300).load().examples, **cfg.splits)["train"]
     policy_inputs, policy_targets = seen[0]
     assert policy_inputs == [f"{e.prompt} ->" for e in train] and policy_targets == [e.chosen for e in train]
     improver_inputs, improver_targets = seen[2]
