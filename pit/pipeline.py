@@ -181,11 +181,12 @@ def plan_sft_pit(plan: Plan) -> list[Step]:
 def plan_gap_reward(plan: Plan) -> list[Step]:
     """R_PIT(x, y, y_ref): trained with `objective.gap_loss`, or R_P's difference (plus a trained residual)."""
     gap_loss = plan.objective.gap_loss
+    hp = plan.cfg.train.gap_reward
     if gap_loss in ("rp_difference", "residual"):
         plan.require("gap_reward", ["reward"], f"with objective.gap_loss={gap_loss} computes gaps with R_P")
     if gap_loss == "rp_difference":
-        return [Step("gap_reward", {**plan.common(), "gap_loss": gap_loss}, ("reward",), {"gap_loss": gap_loss})]
-    hp = plan.cfg.train.gap_reward
+        return [Step("gap_reward", {**plan.common(), "gap_loss": gap_loss}, ("reward",),
+                     {"gap_loss": gap_loss, "hp": hp})]
     if gap_loss == "residual" and hp.l2:
         raise ConfigError("train.gap_reward.l2 penalises whole scores, which for gap_loss=residual include R_P's "
                           "difference (it would train h to cancel it): set it to 0")
@@ -240,7 +241,7 @@ def plan_evaluate(plan: Plan) -> list[Step]:
     """y_0 of M_P, K steps of M_PIT (and the baseline), the control's answers: judged on the test split."""
     plan.require("evaluate", ["judge"], "needs the judge")
     objective = plan.objective
-    improver = (objective.improver,) if objective.improver and plan.has(objective.improver) else ()
+    improver = (objective.improver,) if objective.improver else ()
     control = ("control_rl",) if plan.has("control_rl") else ()
     config = {**plan.common(), "evaluate": plan.sub("evaluate"), "baseline": plan.sub("baseline")}
     return [Step("evaluate", config, ("tokenizer", "judge", objective.policy, *improver, *control),
@@ -306,8 +307,7 @@ class Pipeline:
                                 write=self.rank_zero)
         if self.ledger.resumed and self.rank_zero:
             log.info("continuing the interrupted run %s (tracker run id %s)", self.ledger.path.stem, self.ledger.run_id)
-        self.tracker: Tracker = (instantiate(cfg.logger, run_id=self.ledger.run_id) if self.rank_zero
-                                 else Tracker())
+        self.tracker: Tracker = instantiate(cfg.logger, run_id=self.ledger.run_id) if self.rank_zero else Tracker()
         self.fitter = StageFitter(cfg.trainer, cfg.checkpoint, cfg.seed, self.tracker.lightning_logger,
                                   self.output_dir / "lightning")
         self.tracker.log_config(config)

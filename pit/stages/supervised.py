@@ -88,7 +88,7 @@ def reward_items(ctx: StageContext, model: RewardModel, rows: list[PreferenceExa
 
 
 def build_gap_reward(ctx: StageContext, out: Path, metrics: dict[str, float], *, gap_loss: str,
-                     hp: DictConfig | None = None) -> None:
+                     hp: DictConfig) -> None:
     """R_PIT: R_P's difference (`rp_difference`, nothing to train) or a gap model trained on the train split."""
     if gap_loss == "rp_difference":
         record_gap_difference(ctx, out, metrics)
