@@ -23,7 +23,7 @@ from pit.data.splits import split_examples
 from pit.distributed import barrier, is_rank_zero, single_process
 from pit.errors import ConfigError
 from pit.evaluate.figures import CURVES, publish_figures
-from pit.modules.preference_losses import GAP_LOSSES
+from pit.modules.preference_losses import COMBINED_GAPS, GAP_LOSSES
 from pit.stages.context import Graph, StageContext
 from pit.stages.evaluate import build_evaluation, build_judge, publish_evaluation
 from pit.stages.ppo import build_pit_round, build_rlhf_policy
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 CURRICULUM_SOURCES = ("dataset", "policy")   # where a pit_rl round takes its references y_ref from
 DATASET_REFERENCES = ("rejected", "chosen")   # which responses of a pair a `dataset` round uses as y_ref
-GAP_KINDS = (*GAP_LOSSES, "residual", "rp_difference")   # objective.gap_loss: trained (Eq. 2 or one term), R_P + h, R_P
+GAP_KINDS = (*GAP_LOSSES, *COMBINED_GAPS, "rp_difference")   # objective.gap_loss: trained, trained with R_P, R_P
 TRAINER_KEY_FIELDS = ("accelerator", "devices", "strategy", "precision", "gradient_clip_val")
 
 
@@ -182,7 +182,7 @@ def plan_gap_reward(plan: Plan) -> list[Step]:
     """R_PIT(x, y, y_ref): trained with `objective.gap_loss`, or R_P's difference (plus a trained residual)."""
     gap_loss = plan.objective.gap_loss
     hp = plan.cfg.train.gap_reward
-    if gap_loss in ("rp_difference", "residual"):
+    if gap_loss in ("rp_difference", *COMBINED_GAPS):
         plan.require("gap_reward", ["reward"], f"with objective.gap_loss={gap_loss} computes gaps with R_P")
     if gap_loss == "rp_difference":
         return [Step("gap_reward", {**plan.common(), "gap_loss": gap_loss}, ("reward",),
@@ -193,7 +193,7 @@ def plan_gap_reward(plan: Plan) -> list[Step]:
     config = {**plan.common(), "reward_model": plan.sub("reward_model"), "train": plan.sub("train.gap_reward"),
               "gap_loss": gap_loss}
     upstream = plan.after("gap_reward", plan.reward_init_from)
-    return [Step("gap_reward", config, (*upstream, "reward") if gap_loss == "residual" else upstream,
+    return [Step("gap_reward", config, (*upstream, "reward") if gap_loss in COMBINED_GAPS else upstream,
                  {"gap_loss": gap_loss, "hp": hp})]
 
 

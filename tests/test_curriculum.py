@@ -54,7 +54,8 @@ def test_curriculum_rounds_read_their_references(tmp_path: Path, monkeypatch: py
 def test_control_no_sft_and_residual_gap_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """objective=pit_control: a compute-matched RLHF control (SFT for sft_pit's steps, PPO for M_P's and both rounds'
     iterations) judged against y_0 and PIT at every k; objective=pit_no_sft starts the rounds from M_P's SFT;
-    gap_loss=residual trains h on top of R_P's difference. Every Δ carries its interval."""
+    gap_loss=residual trains h on top of R_P's difference, gap_loss=ensemble averages R_P's difference with a
+    trained R_PIT. Every Δ carries its interval; the critics are calibrated before and after each round."""
     from pit.stages import ppo
 
     seen: dict[str, tuple] = {}
@@ -77,7 +78,8 @@ def test_control_no_sft_and_residual_gap_through_the_pipeline(tmp_path: Path, mo
     for pair in report["pairs"].values():
         low, high = pair["delta_ci"]
         assert low <= pair["delta"] <= high
-    assert {"val_gap_oracle_corr", "val_rp_oracle_corr"} <= set(stages["pit_rl/2_policy"]["metrics"])
+    calibration = {"val_gap_oracle_corr", "val_rp_oracle_corr", "val_gap_oracle_corr_start", "val_rp_oracle_corr_start"}
+    assert calibration <= set(stages["pit_rl/2_policy"]["metrics"])
     assert "control (compute-matched RLHF): Δ vs y_0" in format_summary(results)
 
     no_sft = run(compose_config([*FAST, "objective=pit_no_sft", "objective.gap_loss=residual", "baseline=none"],
@@ -85,6 +87,12 @@ def test_control_no_sft_and_residual_gap_through_the_pipeline(tmp_path: Path, mo
     assert "sft_pit" not in no_sft["stages"] and seen["pit_rl/1_dataset"][1:] == ("sft_policy", "sft_policy")
     assert no_sft["stages"]["pit_rl/1_dataset"]["key"] != stages["pit_rl/1_dataset"]["key"]
     assert set(no_sft["eval"]["pairs"]) == {"pit_vs_policy"}
+
+    ensemble = run(compose_config([*FAST, "objective=pit_round1_only", "objective.gap_loss=ensemble",
+                                   "baseline=none"], tmp_path))["stages"]
+    assert ensemble["sft_pit"]["status"] == "reused" and ensemble["gap_reward"]["status"] == "ran"
+    assert {"val_acc_wl_gt_lw", "ensemble_val_acc_wl_gt_lw"} <= set(ensemble["gap_reward"]["metrics"])
+    assert calibration <= set(ensemble["pit_rl/1_dataset"]["metrics"])
 
 
 @pytest.mark.slow

@@ -213,7 +213,7 @@ def test_residual_gap_starts_as_the_reward_difference_and_trains_with_offsets(tm
     residual, _ = tiny_causal_reward()
     residual.zero_head()
     reward.save(tmp_path / "reward")
-    save_gap(tmp_path / "gap", residual, reward_dir=tmp_path / "reward")
+    save_gap(tmp_path / "gap", "residual", residual, reward_dir=tmp_path / "reward")
     templates = Templates(improver="{prompt} | {reference} ->")
     gap = load_gap(tmp_path / "gap", templates)
     assert len(gap.models) == 2
@@ -232,3 +232,27 @@ def test_residual_gap_starts_as_the_reward_difference_and_trains_with_offsets(tm
         scores = module._scores(batch)
     assert scores["wl"].tolist() == [0.5, 2.0] and scores["lw"].tolist() == [-0.5, -2.0]   # h = 0 at the start
     assert scores["ww"].tolist() == [0.0, 0.0]
+
+
+def test_ensemble_gap_is_the_mean_of_the_reward_difference_and_the_trained_gap(tmp_path: Path) -> None:
+    """`ensemble`: g = (R_P(x, y) - R_P(x, y_ref) + R_PIT(x, y, y_ref)) / 2, with R_PIT scored alone as `full` would
+    (reading the improver input), and the saved artifact loads back as that mean."""
+    from pit.data.templates import Templates
+    from pit.models.gap import RewardDifferenceGap, TrainedGap, load_gap, save_gap
+
+    reward, examples = tiny_causal_reward()
+    trained, _ = tiny_causal_reward()
+    with torch.no_grad():   # a trained gap model unlike R_P, so the mean differs from both
+        for p in trained.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    reward.save(tmp_path / "reward")
+    save_gap(tmp_path / "gap", "ensemble", trained, reward_dir=tmp_path / "reward")
+    templates = Templates(improver="{prompt} | {reference} ->")
+    gap = load_gap(tmp_path / "gap", templates)
+    rows = examples[:6]
+    args = ([e.prompt for e in rows], [e.chosen for e in rows], [e.rejected for e in rows])
+    difference = RewardDifferenceGap(load_reward_model(tmp_path / "reward"), templates).score(*args)
+    alone = TrainedGap(load_reward_model(tmp_path / "gap"), templates).score(*args)
+    assert (difference - alone).abs().max() > 1e-2
+    assert torch.allclose(gap.score(*args), (difference + alone) / 2, atol=1e-5)
+    assert len(gap.models) == 2

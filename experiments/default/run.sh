@@ -10,7 +10,7 @@ PY=${PY:-.venv/bin/python}
 one_seed() {
   local seed=$1
   export OMP_NUM_THREADS=1 PIT_CACHE_DIR="$RUNS/cache-$seed"   # one cache per seed: the seeds share no stage
-  for gap in rp_difference residual full; do
+  for gap in rp_difference residual full ensemble; do
     for objective in pit_control pit_no_rl pit_round1_only pit_round2_only pit_no_sft; do
       local out="$RUNS/seed$seed/$gap/$objective"
       [ -f "$out/results.json" ] && grep -q wall_seconds "$out/results.json" && continue

@@ -14,7 +14,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-GAPS = ("rp_difference", "residual", "full")
+GAPS = ("rp_difference", "residual", "full", "ensemble")
 ABLATIONS = (("pit_no_rl", "no RL (M_PIT's SFT)"), ("pit_round1_only", "round 1 only"),
              ("pit_round2_only", "round 2 only"), ("pit_control", "both rounds (PIT)"),
              ("pit_no_sft", "both rounds, no SFT of M_PIT"))
@@ -39,6 +39,10 @@ def delta(pair: dict[str, Any]) -> str:
     return f"{pair['delta']:+.3f} [{low:+.2f}, {high:+.2f}]"
 
 
+def per_seed(values: list[float], spec: str) -> str:
+    return " / ".join(format(v, spec) for v in values) + f" (mean {format(mean(values), spec)})"
+
+
 def metric(results: dict[str, Any], stage: str, name: str) -> float:
     return results["stages"][stage]["metrics"].get(name, float("nan"))
 
@@ -55,17 +59,20 @@ def selection(found: dict, seeds: list[int]) -> tuple[str, list[str], dict[str, 
         round1 = [metric(runs[s], "pit_rl/1_dataset", "val_oracle") for s in seeds]
         corr = [metric(runs[s], "pit_rl/2_policy", "val_gap_oracle_corr") for s in seeds]
         rp = [metric(runs[s], "pit_rl/2_policy", "val_rp_oracle_corr") for s in seeds]
+        corr_start = [metric(runs[s], "pit_rl/1_dataset", "val_gap_oracle_corr_start") for s in seeds]
+        rp_start = [metric(runs[s], "pit_rl/1_dataset", "val_rp_oracle_corr_start") for s in seeds]
         numbers[gap] = {"val_oracle_round2": oracle, "val_oracle_round1": round1, "val_gap_oracle_corr": corr,
-                        "val_rp_oracle_corr": rp}
-        rows.append(f"| `{gap}` | {' / '.join(f'{v:.3f}' for v in round1)} | {' / '.join(f'{v:.3f}' for v in oracle)}"
-                    f" (mean {mean(oracle):.3f}) | {' / '.join(f'{v:+.2f}' for v in corr)} (mean {mean(corr):+.3f})"
-                    f" | {' / '.join(f'{v:+.2f}' for v in rp)} (mean {mean(rp):+.3f}) |")
+                        "val_rp_oracle_corr": rp, "val_gap_oracle_corr_start": corr_start,
+                        "val_rp_oracle_corr_start": rp_start}
+        rows.append(f"| `{gap}` | {per_seed(round1, '.3f')} | {per_seed(oracle, '.3f')} | {per_seed(corr, '+.3f')} | "
+                    f"{per_seed(rp, '+.3f')} | {per_seed(corr_start, '+.3f')} | {per_seed(rp_start, '+.3f')} |")
     best = max(mean(n["val_oracle_round2"]) for n in numbers.values())
     close = [g for g, n in numbers.items() if mean(n["val_oracle_round2"]) >= best - 0.01]
     chosen = max(close, key=lambda g: mean(numbers[g]["val_gap_oracle_corr"]))
     header = ["| gap loss | val oracle after round 1 (seeds " + "/".join(map(str, seeds)) + ") | after round 2 |"
-              " R_PIT within-prompt oracle corr. (round-2 samples) | R_P difference, same samples |",
-              "|---|---|---|---|---|"]
+              " R_PIT within-prompt oracle corr. (round-2 samples) | R_P difference, same samples |"
+              " R_PIT corr. before round 1 (M_PIT's SFT samples) | R_P difference, same samples |",
+              "|---|---|---|---|---|---|---|"]
     return chosen, header + rows, numbers
 
 

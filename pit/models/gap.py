@@ -1,4 +1,5 @@
-"""The gap reward R_PIT(x, y, y_ref) as a scorer of texts: a trained model, R_P's difference, or both (residual).
+"""The gap reward R_PIT(x, y, y_ref) as a scorer of texts: a trained model, R_P's difference, or both (the sum of
+R_P's difference and a residual trained on top of it, or the mean of R_P's difference and an R_PIT trained alone).
 
 Every gap scorer exposes the networks it runs as `.models`, so a trainer can move them to its device, and says
 whether it can read a policy's token ids directly (`reads_tokens_of`).
@@ -60,6 +61,18 @@ class ResidualGap(TrainedGap):
         return difference + super().score(prompts, responses, references, response_ids)
 
 
+class EnsembleGap(ResidualGap):
+    """`objective.gap_loss=ensemble`: the mean of R_P's difference and an R_PIT trained with Eq. 2 on its own.
+
+    Two critics trained differently (one scores y alone, one reads y_ref) err differently, so PPO must fool both to
+    gain reward; the mean keeps the scale (and so the KL coefficient's meaning) of either.
+    """
+
+    def score(self, prompts: list[str], responses: list[str], references: list[str],
+              response_ids: list[list[int]] | None = None) -> torch.Tensor:
+        return super().score(prompts, responses, references, response_ids) / 2
+
+
 def reward_difference(reward: RewardModel, templates: Templates, prompts: list[str], responses: list[str],
                       references: list[str], response_ids: list[list[int]] | None = None) -> torch.Tensor:
     """`R_P(x, y) - R_P(x, y_ref)` for each row (responses may come as the policy's ids; references are text)."""
@@ -70,20 +83,21 @@ def reward_difference(reward: RewardModel, templates: Templates, prompts: list[s
     return both[: len(prompts)] - both[len(prompts):]
 
 
-def save_gap(directory: Path, model: RewardModel | None, reward_dir: Path | None) -> None:
-    """A gap model's files: the trained model (`full`, `single`, `residual`) and/or the R_P artifact it adds."""
+def save_gap(directory: Path, gap_loss: str, model: RewardModel | None, reward_dir: Path | None) -> None:
+    """A gap model's files: the trained model (all but `rp_difference`), and which R_P artifact it combines with."""
     if model is not None:
         model.save(directory)
-    (directory / GAP_META).write_text(json.dumps({"reward_dir": str(reward_dir) if reward_dir else None,
-                                                  "trained": model is not None}))
+    (directory / GAP_META).write_text(json.dumps({"gap_loss": gap_loss,
+                                                  "reward_dir": str(reward_dir) if reward_dir else None}))
 
 
 def load_gap(directory: Path, templates: Templates) -> TrainedGap:
     """The gap scorer a `gap_reward` stage saved."""
     meta = json.loads((directory / GAP_META).read_text())
-    reward = load_reward_model(Path(meta["reward_dir"])) if meta["reward_dir"] is not None else None
-    if reward is None:
+    if meta["reward_dir"] is None:
         return TrainedGap(load_reward_model(directory), templates)
-    if not meta.get("trained", False):   # artifacts from before `residual` existed are R_P differences
+    reward = load_reward_model(Path(meta["reward_dir"]))
+    if meta["gap_loss"] == "rp_difference":
         return RewardDifferenceGap(reward, templates)
-    return ResidualGap(load_reward_model(directory), reward, templates)
+    combined = EnsembleGap if meta["gap_loss"] == "ensemble" else ResidualGap
+    return combined(load_reward_model(directory), reward, templates)

@@ -71,9 +71,12 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
         return gap.score([item.prompt for item in batch], responses, [item.reference or "" for item in batch],
                          ids if same_tokens else None)
 
+    val = ctx.splits["val"][: hp.eval_samples]
+    if ctx.oracle is not None:   # the critics on the samples PPO starts from, before it can exploit either
+        start = gap_calibration(ctx, ctx.load_stage_model(init_from).to(ctx.device), gap, val, hp.temperature)
+        metrics.update({f"{key}_start": value for key, value in start.items()})
     model = train_ppo(ctx, name, hp, init_from, ctx.graph.improver_base, tokenizer, rollouts, reward_fn,
                       gap.models, source.max_improver_tokens, out, metrics)
-    val = ctx.splits["val"][: hp.eval_samples]
     metrics.update(ctx.sample_eval(name, model, tokenizer, [ctx.improver_input_of_rejected(e) for e in val], val,
                                    [e.rejected for e in val], source.max_improver_tokens))
     if ctx.oracle is not None:
@@ -83,7 +86,8 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
 def gap_calibration(ctx: StageContext, improver: Any, gap: TrainedGap, rows: list[PreferenceExample],
                     temperature: float, samples: int = 4) -> dict[str, float]:
     """How well R_PIT (and R_P's difference) rank the improver's own samples: within-prompt correlation with the
-    oracle of `samples` responses per val prompt (reference y_l), the signal PPO climbs."""
+    oracle of `samples` responses per val prompt (reference y_l), the signal PPO climbs. Measured after a round it
+    is depressed by what PPO learned to exploit; before the first round (`_start`) no PPO has seen either critic."""
     source = ctx.source
     repeated = [e for e in rows for _ in range(samples)]
     sampling = Sampling(max_new_tokens=source.max_response_tokens, temperature=temperature or 1.0,

@@ -18,7 +18,7 @@ from pit.models.factory import save_model
 from pit.models.gap import load_gap, reward_difference, save_gap
 from pit.models.reward import RewardModel, load_reward_model
 from pit.modules.preference import GapRewardModule, RewardModule, preference_training
-from pit.modules.preference_losses import GAP_COMPARISONS, comparison_accuracy
+from pit.modules.preference_losses import COMBINED_GAPS, GAP_COMPARISONS, comparison_accuracy
 from pit.modules.sft import SFTModule
 from pit.stages.context import Adapters, RewardSpec, StageContext
 
@@ -97,16 +97,18 @@ def build_gap_reward(ctx: StageContext, out: Path, metrics: dict[str, float], *,
 
 
 def fit_gap_model(ctx: StageContext, out: Path, metrics: dict[str, float], gap_loss: str, hp: DictConfig) -> None:
-    """R_PIT trained with Eq. 2 (`full`, `residual`) or its single term (`single`).
+    """R_PIT trained with Eq. 2 (`full`, `residual`, `ensemble`) or its single term (`single`).
 
     `residual` trains h in g = R_P(x, y) - R_P(x, y_ref) + h(x, y_ref, y): R_P's differences are fixed offsets
-    of the four groups, and h's head starts at zero, so training starts from `rp_difference`.
+    of the four groups, and h's head starts at zero, so training starts from `rp_difference`. `ensemble` trains
+    R_PIT as `full` does and scores with the mean of it and R_P's difference.
     """
     residual = gap_loss == "residual"
     model = ctx.new_reward_model(ctx.reward_spec, ctx.adapters)
     if residual:
         model.zero_head()
-    module = GapRewardModule(model, "full" if residual else gap_loss, prefix="gap_reward", **preference_training(hp))
+    loss = "full" if gap_loss in COMBINED_GAPS else gap_loss
+    module = GapRewardModule(model, loss, prefix="gap_reward", **preference_training(hp))
     pad_id = model.pad_id()
     if residual:
         reward = load_reward_model(ctx.artifact("reward"))
@@ -119,18 +121,25 @@ def fit_gap_model(ctx: StageContext, out: Path, metrics: dict[str, float], gap_l
         items, collate = partial(gap_items, ctx, model), partial(collate_groups, pad_id=pad_id)
     ctx.fitter.fit(module, hp, items(ctx.splits["train"]), items(ctx.splits["val"]), collate, metrics)
     model.backbone = ctx.adapters.merged(model.backbone)
-    save_gap(out, model, reward_dir=ctx.artifact("reward") if residual else None)
+    save_gap(out, gap_loss, model, reward_dir=ctx.artifact("reward") if gap_loss in COMBINED_GAPS else None)
+    if gap_loss == "ensemble":   # the trained part's val metrics are above; these are of the mean the PPO uses
+        metrics.update({f"ensemble_{k}": v for k, v in gap_ordering(ctx, out).items()})
 
 
 def record_gap_difference(ctx: StageContext, out: Path, metrics: dict[str, float]) -> None:
     """`rp_difference`: nothing to train; record how R_P's differences order the four combinations on val."""
-    save_gap(out, None, reward_dir=ctx.artifact("reward"))
+    save_gap(out, "rp_difference", None, reward_dir=ctx.artifact("reward"))
+    metrics.update(gap_ordering(ctx, out))
+
+
+def gap_ordering(ctx: StageContext, out: Path) -> dict[str, float]:
+    """`val_acc_*`: how the gap scorer saved in `out` orders the four (response, reference) combinations on val."""
     gap = load_gap(out, ctx.source.templates)
     val = ctx.splits["val"]
     prompts, chosen, rejected = [e.prompt for e in val], [e.chosen for e in val], [e.rejected for e in val]
     scores = {"wl": gap.score(prompts, chosen, rejected), "ww": gap.score(prompts, chosen, chosen),
               "ll": gap.score(prompts, rejected, rejected), "lw": gap.score(prompts, rejected, chosen)}
-    metrics.update({f"val_{k}": v for k, v in comparison_accuracy(scores, GAP_COMPARISONS).items()})
+    return {f"val_{k}": v for k, v in comparison_accuracy(scores, GAP_COMPARISONS).items()}
 
 
 def gap_items(ctx: StageContext, model: RewardModel, rows: list[PreferenceExample]) -> list[tuple[list[int], ...]]:
