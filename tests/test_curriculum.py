@@ -51,11 +51,13 @@ def test_curriculum_rounds_read_their_references(tmp_path: Path, monkeypatch: py
 
 
 @pytest.mark.slow
-def test_control_no_sft_and_residual_gap_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_control_no_sft_and_combined_gaps_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """objective=pit_control: a compute-matched RLHF control (SFT for sft_pit's steps, PPO for M_P's and both rounds'
     iterations) judged against y_0 and PIT at every k; objective=pit_no_sft starts the rounds from M_P's SFT;
     gap_loss=residual trains h on top of R_P's difference, gap_loss=ensemble averages R_P's difference with a
     trained R_PIT. Every Δ carries its interval; the critics are calibrated before and after each round."""
+    from pit.data.templates import Templates
+    from pit.models.gap import EnsembleGap, load_gap
     from pit.stages import ppo
 
     seen: dict[str, tuple] = {}
@@ -78,8 +80,11 @@ def test_control_no_sft_and_residual_gap_through_the_pipeline(tmp_path: Path, mo
     for pair in report["pairs"].values():
         low, high = pair["delta_ci"]
         assert low <= pair["delta"] <= high
-    calibration = {"val_gap_oracle_corr", "val_rp_oracle_corr", "val_gap_oracle_corr_start", "val_rp_oracle_corr_start"}
-    assert calibration <= set(stages["pit_rl/2_policy"]["metrics"])
+    critics = {"val_gap_oracle_corr", "val_trained_oracle_corr", "val_rp_oracle_corr"}
+    first_round = stages["pit_rl/1_dataset"]["metrics"]
+    assert critics | {f"{name}_start" for name in critics} <= set(first_round)
+    assert critics <= set(stages["pit_rl/2_policy"]["metrics"])
+    assert not [name for name in stages["pit_rl/2_policy"]["metrics"] if name.endswith("_start")]   # = round 1's
     assert "control (compute-matched RLHF): Δ vs y_0" in format_summary(results)
 
     no_sft = run(compose_config([*FAST, "objective=pit_no_sft", "objective.gap_loss=residual", "baseline=none"],
@@ -92,7 +97,17 @@ def test_control_no_sft_and_residual_gap_through_the_pipeline(tmp_path: Path, mo
                                    "baseline=none"], tmp_path))["stages"]
     assert ensemble["sft_pit"]["status"] == "reused" and ensemble["gap_reward"]["status"] == "ran"
     assert {"val_acc_wl_gt_lw", "ensemble_val_acc_wl_gt_lw"} <= set(ensemble["gap_reward"]["metrics"])
-    assert calibration <= set(ensemble["pit_rl/1_dataset"]["metrics"])
+    calibrated = ensemble["pit_rl/1_dataset"]["metrics"]
+    assert critics | {f"{name}_start" for name in critics} <= set(calibrated)
+    # before round 1 every gap loss sees the same seeded samples of M_PIT's SFT, and ensemble's trained part is the
+    # R_PIT that full trains (same loss, data and seed): each critic is measured identically across gap losses
+    full = run(compose_config([*FAST, "objective=pit_round1_only", "objective.gap_loss=full", "baseline=none"],
+                              tmp_path))["stages"]["pit_rl/1_dataset"]["metrics"]
+    assert calibrated["val_rp_oracle_corr_start"] == first_round["val_rp_oracle_corr_start"] == \
+        full["val_rp_oracle_corr_start"]
+    assert calibrated["val_trained_oracle_corr_start"] == full["val_gap_oracle_corr_start"]
+    assert isinstance(load_gap(tmp_path / "cache" / "gap_reward" / ensemble["gap_reward"]["key"], Templates()),
+                      EnsembleGap)
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The pre-registered default experiment (experiments/README.md): for each seed, each gap loss with the
 # compute-matched control, and the curriculum / no-SFT ablations; then the tables.
-#   bash experiments/default/run.sh [runs_dir]      (about 20 min on 2 cores with the three seeds in parallel)
+#   bash experiments/default/run.sh [runs_dir [tables]]   (about 35 min on 2 cores, the three seeds in parallel)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-multirun/default}
@@ -23,4 +23,4 @@ one_seed() {
 
 for seed in 0 1 2; do one_seed "$seed" & done
 wait
-"$PY" experiments/default/summarize.py "$RUNS" experiments/default/results
+"$PY" experiments/default/summarize.py "$RUNS" "${2:-experiments/default/results}"

@@ -9,6 +9,7 @@ rule fixed before the runs, on validation metrics only; test numbers are reporte
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from statistics import mean
@@ -40,6 +41,8 @@ def delta(pair: dict[str, Any]) -> str:
 
 
 def per_seed(values: list[float], spec: str) -> str:
+    if all(math.isnan(v) for v in values):   # a metric this variant does not have (no trained part)
+        return "n/a"
     return " / ".join(format(v, spec) for v in values) + f" (mean {format(mean(values), spec)})"
 
 
@@ -50,30 +53,36 @@ def metric(results: dict[str, Any], stage: str, name: str) -> float:
 def selection(found: dict, seeds: list[int]) -> tuple[str, list[str], dict[str, Any]]:
     """The rule fixed before the runs: the highest mean val oracle of M_PIT after its last round (improving y_l on
     val); within 0.01 of the best, the higher mean within-prompt correlation of R_PIT with the oracle."""
-    rows, numbers = [], {}
+    rows, critics, numbers = [], [], {}
     for gap in GAPS:
         runs = found.get(gap, {}).get("pit_control", {})
         if not all(s in runs for s in seeds):
-            continue
+            raise SystemExit(f"{gap}: pit_control did not finish for every seed {seeds}")
         oracle = [metric(runs[s], "pit_rl/2_policy", "val_oracle") for s in seeds]
         round1 = [metric(runs[s], "pit_rl/1_dataset", "val_oracle") for s in seeds]
-        corr = [metric(runs[s], "pit_rl/2_policy", "val_gap_oracle_corr") for s in seeds]
-        rp = [metric(runs[s], "pit_rl/2_policy", "val_rp_oracle_corr") for s in seeds]
-        corr_start = [metric(runs[s], "pit_rl/1_dataset", "val_gap_oracle_corr_start") for s in seeds]
-        rp_start = [metric(runs[s], "pit_rl/1_dataset", "val_rp_oracle_corr_start") for s in seeds]
-        numbers[gap] = {"val_oracle_round2": oracle, "val_oracle_round1": round1, "val_gap_oracle_corr": corr,
-                        "val_rp_oracle_corr": rp, "val_gap_oracle_corr_start": corr_start,
-                        "val_rp_oracle_corr_start": rp_start}
-        rows.append(f"| `{gap}` | {per_seed(round1, '.3f')} | {per_seed(oracle, '.3f')} | {per_seed(corr, '+.3f')} | "
-                    f"{per_seed(rp, '+.3f')} | {per_seed(corr_start, '+.3f')} | {per_seed(rp_start, '+.3f')} |")
+        numbers[gap] = {"val_oracle_round2": oracle, "val_oracle_round1": round1}
+        for stage, suffix in (("pit_rl/2_policy", ""), ("pit_rl/1_dataset", "_start")):
+            for critic in ("gap", "trained", "rp"):
+                name = f"val_{critic}_oracle_corr{suffix}"
+                numbers[gap][name] = [metric(runs[s], stage, name) for s in seeds]
+        n = numbers[gap]
+        rows.append(f"| `{gap}` | {per_seed(round1, '.3f')} | {per_seed(oracle, '.3f')} | "
+                    f"{per_seed(n['val_gap_oracle_corr'], '+.3f')} | {per_seed(n['val_rp_oracle_corr'], '+.3f')} |")
+        critics.append(f"| `{gap}` | {per_seed(n['val_gap_oracle_corr_start'], '+.3f')} | "
+                       f"{per_seed(n['val_trained_oracle_corr_start'], '+.3f')} | "
+                       f"{per_seed(n['val_rp_oracle_corr_start'], '+.3f')} | "
+                       f"{per_seed(n['val_trained_oracle_corr'], '+.3f')} |")
     best = max(mean(n["val_oracle_round2"]) for n in numbers.values())
     close = [g for g, n in numbers.items() if mean(n["val_oracle_round2"]) >= best - 0.01]
     chosen = max(close, key=lambda g: mean(numbers[g]["val_gap_oracle_corr"]))
     header = ["| gap loss | val oracle after round 1 (seeds " + "/".join(map(str, seeds)) + ") | after round 2 |"
-              " R_PIT within-prompt oracle corr. (round-2 samples) | R_P difference, same samples |"
-              " R_PIT corr. before round 1 (M_PIT's SFT samples) | R_P difference, same samples |",
-              "|---|---|---|---|---|---|---|"]
-    return chosen, header + rows, numbers
+              " R_PIT within-prompt oracle corr. (round-2 samples) | R_P difference, same samples |",
+              "|---|---|---|---|---|"]
+    critic_header = ["", "Within-prompt oracle correlation of each critic before round 1, on M_PIT's SFT samples (the "
+                     "same seeded samples for every gap loss), and of the trained part alone after round 2:", "",
+                     "| gap loss | R_PIT (as PPO uses it) | its trained part alone | R_P difference | trained part, "
+                     "round-2 samples |", "|---|---|---|---|---|"]
+    return chosen, header + rows + critic_header + critics, numbers
 
 
 def headline(found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:

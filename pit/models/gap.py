@@ -64,8 +64,9 @@ class ResidualGap(TrainedGap):
 class EnsembleGap(ResidualGap):
     """`objective.gap_loss=ensemble`: the mean of R_P's difference and an R_PIT trained with Eq. 2 on its own.
 
-    Two critics trained differently (one scores y alone, one reads y_ref) err differently, so PPO must fool both to
-    gain reward; the mean keeps the scale (and so the KL coefficient's meaning) of either.
+    Two critics trained differently (R_P scores each response on its own, R_PIT reads y with y_ref) err
+    differently, so an error of either moves the reward half as much; the raw mean keeps their scale when their
+    spreads are alike (`val_score_std` of each stage says whether they are).
     """
 
     def score(self, prompts: list[str], responses: list[str], references: list[str],
@@ -92,12 +93,16 @@ def save_gap(directory: Path, gap_loss: str, model: RewardModel | None, reward_d
 
 
 def load_gap(directory: Path, templates: Templates) -> TrainedGap:
-    """The gap scorer a `gap_reward` stage saved."""
+    """The gap scorer a `gap_reward` stage saved (metadata written before `gap_loss` was recorded included)."""
     meta = json.loads((directory / GAP_META).read_text())
     if meta["reward_dir"] is None:
         return TrainedGap(load_reward_model(directory), templates)
+    kind = meta.get("gap_loss") or ("residual" if meta.get("trained") else "rp_difference")
     reward = load_reward_model(Path(meta["reward_dir"]))
-    if meta["gap_loss"] == "rp_difference":
+    if kind == "rp_difference":
         return RewardDifferenceGap(reward, templates)
-    combined = EnsembleGap if meta["gap_loss"] == "ensemble" else ResidualGap
-    return combined(load_reward_model(directory), reward, templates)
+    combined = {"residual": ResidualGap, "ensemble": EnsembleGap}
+    if kind not in combined:
+        raise ValueError(f"{directory / GAP_META}: gap_loss={kind!r} with a reward_dir is none of "
+                         f"rp_difference, {', '.join(combined)}")
+    return combined[kind](load_reward_model(directory), reward, templates)

@@ -18,7 +18,7 @@ from pit.data.schema import PreferenceExample
 from pit.errors import ConfigError
 from pit.evaluate.metrics import within_prompt_correlation
 from pit.models.factory import save_model
-from pit.models.gap import TrainedGap, load_gap, reward_difference
+from pit.models.gap import ResidualGap, RewardDifferenceGap, TrainedGap, load_gap
 from pit.models.generate import Sampling, generate_texts
 from pit.models.lora import ADAPTER_DIR
 from pit.models.reward import load_reward_model
@@ -72,7 +72,7 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
                          ids if same_tokens else None)
 
     val = ctx.splits["val"][: hp.eval_samples]
-    if ctx.oracle is not None:   # the critics on the samples PPO starts from, before it can exploit either
+    if ctx.oracle is not None and init_from == ctx.graph.improver_base:   # the critics before any PPO of M_PIT
         start = gap_calibration(ctx, ctx.load_stage_model(init_from).to(ctx.device), gap, val, hp.temperature)
         metrics.update({f"{key}_start": value for key, value in start.items()})
     model = train_ppo(ctx, name, hp, init_from, ctx.graph.improver_base, tokenizer, rollouts, reward_fn,
@@ -87,21 +87,32 @@ def gap_calibration(ctx: StageContext, improver: Any, gap: TrainedGap, rows: lis
                     temperature: float, samples: int = 4) -> dict[str, float]:
     """How well R_PIT (and R_P's difference) rank the improver's own samples: within-prompt correlation with the
     oracle of `samples` responses per val prompt (reference y_l), the signal PPO climbs. Measured after a round it
-    is depressed by what PPO learned to exploit; before the first round (`_start`) no PPO has seen either critic."""
-    source = ctx.source
+    is on samples PPO drew towards what that R_PIT rewards; before round 1 (`_start`) no PPO has seen either critic.
+
+    The samples are drawn from the run's seed, so every gap loss is measured on the same samples of the same model.
+    For `residual` and `ensemble`, `val_trained_oracle_corr` is the trained part alone.
+    """
+    source, device = ctx.source, next(improver.parameters()).device
     repeated = [e for e in rows for _ in range(samples)]
     sampling = Sampling(max_new_tokens=source.max_response_tokens, temperature=temperature or 1.0,
                         batch_size=ctx.eval_sampling.batch_size)
+    ctx.reseed()
     texts = generate_texts(improver, ctx.tokenizer(), [ctx.improver_input_of_rejected(e) for e in repeated],
                            sampling, source.max_improver_tokens, "improver val samples")
     prompts, references = [e.prompt for e in repeated], [e.rejected for e in repeated]
     oracle = [ctx.oracle(p, t) for p, t in zip(prompts, texts, strict=True)]
-    found = {"val_gap_oracle_corr": within_prompt_correlation(gap.score(prompts, texts, references).tolist(), oracle,
-                                                              samples)}
+    for model in gap.models:
+        model.to(device)
+
+    def correlation(scorer: TrainedGap) -> float:
+        return within_prompt_correlation(scorer.score(prompts, texts, references).tolist(), oracle, samples)
+
+    found = {"val_gap_oracle_corr": correlation(gap)}
+    if isinstance(gap, ResidualGap):
+        found["val_trained_oracle_corr"] = correlation(TrainedGap(gap.model, source.templates))
     if ctx.has("reward"):
-        reward = load_reward_model(ctx.artifact("reward")).to(next(improver.parameters()).device)
-        difference = reward_difference(reward, source.templates, prompts, texts, references)
-        found["val_rp_oracle_corr"] = within_prompt_correlation(difference.tolist(), oracle, samples)
+        found["val_rp_oracle_corr"] = correlation(
+            RewardDifferenceGap(load_reward_model(ctx.artifact("reward")).to(device), source.templates))
     return found
 
 
