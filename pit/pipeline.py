@@ -179,7 +179,7 @@ def plan_sft_pit(plan: Plan) -> list[Step]:
 
 
 def plan_gap_reward(plan: Plan) -> list[Step]:
-    """R_PIT(x, y, y_ref): trained with `objective.gap_loss`, or R_P's difference (plus a trained residual)."""
+    """R_PIT(x, y, y_ref): trained with `objective.gap_loss`, R_P's difference, or both (residual, ensemble)."""
     gap_loss = plan.objective.gap_loss
     hp = plan.cfg.train.gap_reward
     if gap_loss in ("rp_difference", *COMBINED_GAPS):
