@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
+from pit.config import register_configs
 from pit.data.splits import split_examples
-from pit.data.synthetic import SyntheticSource, score
-from pit.data.templates import Templates
 from pit.evaluate.metrics import within_prompt_correlation
 from pit.models.factory import load_model, load_tokenizer
 from pit.models.gap import RewardDifferenceGap, load_gap
@@ -24,11 +25,16 @@ from pit.models.generate import Sampling, generate_texts
 from pit.models.reward import load_reward_model
 
 SAMPLES = 8   # per val prompt, at temperature 1, reference y_l
-TEMPLATES = Templates(policy="{prompt} ->", improver="{prompt} | draft {reference} | better ->")   # dataset=synthetic
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def main(runs: Path, seeds: list[int]) -> None:
-    val = split_examples(SyntheticSource().load().examples, 0.05, 0.1, 0.1)["val"]
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config")   # the default's dataset, templates and splits, as the protocol ran them
+    source = instantiate(cfg.dataset)
+    loaded, templates = source.load(), source.templates
+    val = split_examples(loaded.examples, **cfg.splits)["val"]
     rows = [e for e in val for _ in range(SAMPLES)]
     prompts, references = [e.prompt for e in rows], [e.rejected for e in rows]
     for seed in seeds:
@@ -37,16 +43,17 @@ def main(runs: Path, seeds: list[int]) -> None:
         path = {(gap, stage): runs / f"cache-{seed}" / stage / record["key"]
                 for gap, named in stages.items() for stage, record in named.items()}
 
-        critics = {"R_P difference": RewardDifferenceGap(load_reward_model(path["residual", "reward"]), TEMPLATES),
-                   "residual": load_gap(path["residual", "gap_reward"], TEMPLATES),
-                   "full": load_gap(path["full", "gap_reward"], TEMPLATES)}
+        critics = {"R_P difference": RewardDifferenceGap(load_reward_model(path["residual", "reward"]), templates),
+                   "residual": load_gap(path["residual", "gap_reward"], templates),
+                   "full": load_gap(path["full", "gap_reward"], templates)}
         for label, stage in (("M_PIT's SFT", "sft_pit"), ("after round 2", "pit_rl/2_policy")):
             torch.manual_seed(1)
             model, tokenizer = load_model(path["residual", stage]), load_tokenizer(path["residual", "tokenizer"])
             texts = generate_texts(model, tokenizer,
-                                   [TEMPLATES.improver_input(p, r) for p, r in zip(prompts, references, strict=True)],
-                                   Sampling(max_new_tokens=16, temperature=1.0, batch_size=256), 48, label)
-            oracle = [score(p, t) for p, t in zip(prompts, texts, strict=True)]
+                                   [templates.improver_input(p, r) for p, r in zip(prompts, references, strict=True)],
+                                   Sampling(max_new_tokens=source.max_response_tokens, temperature=1.0, batch_size=256),
+                                   source.max_improver_tokens, label)
+            oracle = [loaded.oracle(p, t) for p, t in zip(prompts, texts, strict=True)]
             scores = {name: critic.score(prompts, texts, references) for name, critic in critics.items()}
             scores["mean of R_P difference and full"] = (scores["R_P difference"] + scores["full"]) / 2
             print(f"seed {seed}, {label}: " + ", ".join(
