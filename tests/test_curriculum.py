@@ -58,16 +58,22 @@ def test_control_no_sft_and_combined_gaps_through_the_pipeline(tmp_path: Path, m
     trained R_PIT. Every Δ carries its interval; the critics are calibrated before and after each round."""
     from pit.data.templates import Templates
     from pit.models.gap import EnsembleGap, load_gap
-    from pit.stages import ppo
+    from pit.stages import context, ppo
 
     seen: dict[str, tuple] = {}
-    real = ppo.train_ppo
+    real, real_generate = ppo.train_ppo, context.generate_texts
 
     def spy(pipeline, name, hp, init_from, reference, *args):
         seen[name] = (hp.iterations, init_from, reference)
         return real(pipeline, name, hp, init_from, reference, *args)
 
+    def generate_spy(model, tokenizer, inputs, *args):
+        texts = real_generate(model, tokenizer, inputs, *args)
+        seen[args[-1]] = (inputs, texts)   # by label
+        return texts
+
     monkeypatch.setattr(ppo, "train_ppo", spy)
+    monkeypatch.setattr(context, "generate_texts", generate_spy)
     results = run(compose_config([*FAST, "objective=pit_control", "objective.gap_loss=residual", "baseline=none",
                                   "train.rlhf_policy.iterations=3"], tmp_path))
     stages = results["stages"]
@@ -85,6 +91,17 @@ def test_control_no_sft_and_combined_gaps_through_the_pipeline(tmp_path: Path, m
     assert critics | {f"{name}_start" for name in critics} <= set(first_round)
     assert critics <= set(stages["pit_rl/2_policy"]["metrics"])
     assert not [name for name in stages["pit_rl/2_policy"]["metrics"] if name.endswith("_start")]   # = round 1's
+    # the val mirror of the test Δ: M_PIT before and after each round on M_P's greedy val samples as drafts
+    drafts = ("val_draft_oracle", "val_draft_oracle_reference", "val_draft_better_than_reference")
+    assert {*drafts, *(f"{name}_start" for name in drafts)} <= set(first_round)
+    assert first_round["val_draft_oracle_reference_start"] == first_round["val_draft_oracle_reference"] == \
+        stages["pit_rl/2_policy"]["metrics"]["val_draft_oracle_reference"] == \
+        stages["rlhf_policy"]["metrics"]["val_oracle"]
+    policy_texts = seen["rlhf_policy val samples"][1]
+    for label in ("pit_rl/1_dataset/start/drafts", "pit_rl/1_dataset/drafts", "pit_rl/2_policy/drafts"):
+        draft_inputs = seen[f"{label} val samples"][0]
+        assert len(draft_inputs) == len(policy_texts)
+        assert all(f"| draft {text} |" in line for line, text in zip(draft_inputs, policy_texts, strict=True))
     assert "control (compute-matched RLHF): Δ vs y_0" in format_summary(results)
 
     no_sft = run(compose_config([*FAST, "objective=pit_no_sft", "objective.gap_loss=residual", "baseline=none"],

@@ -1,9 +1,10 @@
-"""Tables of the pre-registered default experiment from its job dirs: `<runs>/seed<s>/<gap_loss>/<objective>/`.
+"""Tables of the pre-registered default experiment from its job dirs: `<runs>/seed<s>/<arm>/<objective>/`.
 
     python experiments/default/summarize.py multirun/default experiments/default/results
 
-Writes `<out>.md` (the tables) and `<out>.json` (every number they show). The default gap loss is chosen by the
-rule fixed before the runs, on validation metrics only; test numbers are reported for every variant.
+Writes `<out>.md` (the tables) and `<out>.json` (every number they show). The default arm (gap loss, KL β of the
+rounds) is chosen by the rule fixed before the runs, on validation metrics only; test numbers are reported for every
+arm (experiments/README.md).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-GAPS = ("rp_difference", "residual", "full", "ensemble")
+ARMS = {"residual": "`residual`, β 0.2", "full": "`full` (Eq. 2), β 0.2",   # run.sh's arms: gap loss, rounds' KL β
+        "residual_beta1": "`residual`, β 1.0", "full_beta1": "`full` (Eq. 2), β 1.0"}
 ABLATIONS = (("pit_no_rl", "no RL (M_PIT's SFT)"), ("pit_round1_only", "round 1 only"),
              ("pit_round2_only", "round 2 only"), ("pit_control", "both rounds (PIT)"),
              ("pit_no_sft", "both rounds, no SFT of M_PIT"))
@@ -24,14 +26,14 @@ FINAL_ROUND = {"pit_control": "pit_rl/2_policy", "pit_round1_only": "pit_rl/1_da
 
 
 def load(runs: Path) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
-    """results.json of every finished job: found[gap][objective][seed]."""
+    """results.json of every finished job: found[arm][objective][seed]."""
     found: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
     for path in sorted(runs.glob("seed*/*/*/results.json")):
         results = json.loads(path.read_text())
         if "wall_seconds" not in results:
             continue
-        seed, gap, objective = int(path.parts[-4].removeprefix("seed")), path.parts[-3], path.parts[-2]
-        found.setdefault(gap, {}).setdefault(objective, {})[seed] = results
+        seed, arm, objective = int(path.parts[-4].removeprefix("seed")), path.parts[-3], path.parts[-2]
+        found.setdefault(arm, {}).setdefault(objective, {})[seed] = results
     return found
 
 
@@ -51,47 +53,53 @@ def metric(results: dict[str, Any], stage: str, name: str) -> float:
 
 
 def selection(found: dict, seeds: list[int]) -> tuple[str, list[str], dict[str, Any]]:
-    """The rule fixed before the runs: the highest mean val oracle of M_PIT after its last round (improving y_l on
-    val); within 0.01 of the best, the higher mean within-prompt correlation of R_PIT with the oracle."""
+    """The rule fixed before the runs: the highest mean val score of M_PIT after its last round on M_P's own greedy
+    drafts of val prompts (the val mirror of the test Δ); within 0.01 of the best, the higher mean within-prompt
+    correlation of R_PIT with the oracle on round-2 samples."""
     rows, critics, numbers = [], [], {}
-    for gap in GAPS:
-        runs = found.get(gap, {}).get("pit_control", {})
+    for arm, label in ARMS.items():
+        runs = found.get(arm, {}).get("pit_control", {})
         if not all(s in runs for s in seeds):
-            raise SystemExit(f"{gap}: pit_control did not finish for every seed {seeds}")
-        oracle = [metric(runs[s], "pit_rl/2_policy", "val_oracle") for s in seeds]
-        round1 = [metric(runs[s], "pit_rl/1_dataset", "val_oracle") for s in seeds]
-        numbers[gap] = {"val_oracle_round2": oracle, "val_oracle_round1": round1}
+            raise SystemExit(f"{arm}: pit_control did not finish for every seed {seeds}")
+        numbers[arm] = n = {
+            "val_draft_no_rl": [metric(runs[s], "pit_rl/1_dataset", "val_draft_oracle_start") for s in seeds],
+            "val_draft_round1": [metric(runs[s], "pit_rl/1_dataset", "val_draft_oracle") for s in seeds],
+            "val_draft_round2": [metric(runs[s], "pit_rl/2_policy", "val_draft_oracle") for s in seeds],
+            "val_draft_reference": [metric(runs[s], "pit_rl/2_policy", "val_draft_oracle_reference") for s in seeds],
+            "val_oracle_round2": [metric(runs[s], "pit_rl/2_policy", "val_oracle") for s in seeds],
+            "kl_round2": [metric(runs[s], "pit_rl/2_policy", "final_kl") for s in seeds]}
         for stage, suffix in (("pit_rl/2_policy", ""), ("pit_rl/1_dataset", "_start")):
             for critic in ("gap", "trained", "rp"):
                 name = f"val_{critic}_oracle_corr{suffix}"
-                numbers[gap][name] = [metric(runs[s], stage, name) for s in seeds]
-        n = numbers[gap]
-        rows.append(f"| `{gap}` | {per_seed(round1, '.3f')} | {per_seed(oracle, '.3f')} | "
+                n[name] = [metric(runs[s], stage, name) for s in seeds]
+        rows.append(f"| {label} | {per_seed(n['val_draft_reference'], '.3f')} | {per_seed(n['val_draft_no_rl'], '.3f')}"
+                    f" | {per_seed(n['val_draft_round1'], '.3f')} | {per_seed(n['val_draft_round2'], '.3f')} | "
+                    f"{per_seed(n['val_oracle_round2'], '.3f')} | {per_seed(n['kl_round2'], '.2f')} | "
                     f"{per_seed(n['val_gap_oracle_corr'], '+.3f')} | {per_seed(n['val_rp_oracle_corr'], '+.3f')} |")
-        critics.append(f"| `{gap}` | {per_seed(n['val_gap_oracle_corr_start'], '+.3f')} | "
+        critics.append(f"| {label} | {per_seed(n['val_gap_oracle_corr_start'], '+.3f')} | "
                        f"{per_seed(n['val_trained_oracle_corr_start'], '+.3f')} | "
                        f"{per_seed(n['val_rp_oracle_corr_start'], '+.3f')} | "
                        f"{per_seed(n['val_trained_oracle_corr'], '+.3f')} |")
-    best = max(mean(n["val_oracle_round2"]) for n in numbers.values())
-    close = [g for g, n in numbers.items() if mean(n["val_oracle_round2"]) >= best - 0.01]
-    chosen = max(close, key=lambda g: mean(numbers[g]["val_gap_oracle_corr"]))
-    header = ["| gap loss | val oracle after round 1 (seeds " + "/".join(map(str, seeds)) + ") | after round 2 |"
-              " R_PIT within-prompt oracle corr. (round-2 samples) | R_P difference, same samples |",
-              "|---|---|---|---|---|"]
+    best = max(mean(n["val_draft_round2"]) for n in numbers.values())
+    close = [a for a, n in numbers.items() if mean(n["val_draft_round2"]) >= best - 0.01]
+    chosen = max(close, key=lambda a: mean(numbers[a]["val_gap_oracle_corr"]))
+    header = ["| arm | M_P's val drafts (seeds " + "/".join(map(str, seeds)) + ") | M_PIT on them: no RL | after round"
+              " 1 | after round 2 | M_PIT on val y_l after round 2 | KL after round 2 (nats) | R_PIT within-prompt "
+              "oracle corr. (round-2 samples) | R_P difference, same samples |", "|---" * 9 + "|"]
     critic_header = ["", "Within-prompt oracle correlation of each critic before round 1, on M_PIT's SFT samples (the "
-                     "same seeded samples for every gap loss), and of the trained part alone after round 2:", "",
-                     "| gap loss | R_PIT (as PPO uses it) | its trained part alone | R_P difference | trained part, "
+                     "same seeded samples for every arm), and of the trained part alone after round 2:", "",
+                     "| arm | R_PIT (as PPO uses it) | its trained part alone | R_P difference | trained part, "
                      "round-2 samples |", "|---|---|---|---|---|"]
     return chosen, header + rows + critic_header + critics, numbers
 
 
 def headline(found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:
-    rows = ["| gap loss | seed | y_0 (M_P) | PIT@1 | Δ PIT@1 vs y_0 [95 % CI] | Δ@2 | Δ@3 | control | "
+    rows = ["| arm | seed | y_0 (M_P) | PIT@1 | Δ PIT@1 vs y_0 [95 % CI] | Δ@2 | Δ@3 | control | "
             "Δ PIT@1 vs control | Δ control vs y_0 |", "|---|---|---|---|---|---|---|---|---|---|"]
     numbers: dict[str, Any] = {}
-    for gap in GAPS:
+    for arm, label in ARMS.items():
         for seed in seeds:
-            results = found.get(gap, {}).get("pit_control", {}).get(seed)
+            results = found.get(arm, {}).get("pit_control", {}).get(seed)
             if results is None:
                 continue
             report = results["eval"]
@@ -108,8 +116,8 @@ def headline(found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:
                          results["stages"]["rlhf_policy"]["metrics"].get("final_explained_variance"),
                      "rlhf_kl": metric(results, "rlhf_policy", "final_kl"),
                      "wall_seconds": results["wall_seconds"]}
-            numbers.setdefault(gap, {})[seed] = entry
-            rows.append(f"| `{gap}` | {seed} | {entry['y0']:.3f} | {entry['pit@1']:.3f} | "
+            numbers.setdefault(arm, {})[seed] = entry
+            rows.append(f"| {label} | {seed} | {entry['y0']:.3f} | {entry['pit@1']:.3f} | "
                         f"{delta(report['pairs']['pit_vs_policy'])} | {entry['delta@k'][1]:+.3f} | "
                         f"{entry['delta@k'][2]:+.3f} | {entry['control']:.3f} | "
                         f"{delta(report['pairs']['pit_vs_control'])} | {delta(report['controls']['control'])} |")
@@ -117,23 +125,23 @@ def headline(found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:
 
 
 def ablations(found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:
-    rows = ["| gap loss | M_PIT | " + " | ".join(f"seed {s}: score, Δ vs y_0 [95 % CI]" for s in seeds) + " |",
+    rows = ["| arm | M_PIT | " + " | ".join(f"seed {s}: score, Δ vs y_0 [95 % CI]" for s in seeds) + " |",
             "|---|---|" + "---|" * len(seeds)]
     numbers: dict[str, Any] = {}
-    for gap in GAPS:
+    for arm, arm_label in ARMS.items():
         for objective, label in ABLATIONS:
-            runs = found.get(gap, {}).get(objective, {})
+            runs = found.get(arm, {}).get(objective, {})
             if not all(s in runs for s in seeds):
                 continue
             cells = []
             for seed in seeds:
                 report = runs[seed]["eval"]
                 score = report["per_iteration"][0]["pit"]["mean_score"]
-                numbers.setdefault(gap, {}).setdefault(objective, {})[seed] = {
+                numbers.setdefault(arm, {}).setdefault(objective, {})[seed] = {
                     "score": score, "delta": report["pairs"]["pit_vs_policy"]["delta"],
                     "delta_ci": report["pairs"]["pit_vs_policy"]["delta_ci"]}
                 cells.append(f"{score:.3f}, {delta(report['pairs']['pit_vs_policy'])}")
-            rows.append(f"| `{gap}` | {label} | " + " | ".join(cells) + " |")
+            rows.append(f"| {arm_label} | {label} | " + " | ".join(cells) + " |")
     return rows, numbers
 
 
@@ -143,14 +151,14 @@ def main(runs: Path, out: Path) -> None:
     chosen, select_rows, select = selection(found, seeds)
     head_rows, head = headline(found, seeds)
     ablation_rows, ablation = ablations(found, seeds)
-    lines = ["## Choosing the default gap loss (validation only)", "", *select_rows, "",
-             f"Rule fixed before the runs: highest mean val oracle after the last round; within 0.01 of it, the "
-             f"highest mean R_PIT correlation. Chosen: `{chosen}`.", "",
+    lines = ["## Choosing the default arm (validation only)", "", *select_rows, "",
+             f"Rule fixed before the runs: highest mean val score of M_PIT on M_P's drafts after the last round; "
+             f"within 0.01 of it, the highest mean R_PIT correlation. Chosen: `{chosen}`.", "",
              "## PIT against y_0 and against the compute-matched control (test split, oracle, 95 % paired "
              "bootstrap intervals)", "", *head_rows, "",
              "## Curriculum and SFT ablations (paper Table 2; test split, k = 1)", "", *ablation_rows, ""]
     out.with_suffix(".md").write_text("\n".join(lines))
-    out.with_suffix(".json").write_text(json.dumps({"seeds": seeds, "chosen_gap_loss": chosen, "selection": select,
+    out.with_suffix(".json").write_text(json.dumps({"seeds": seeds, "chosen_arm": chosen, "selection": select,
                                                     "headline": head, "ablations": ablation}, indent=1))
     print("\n".join(lines))
 

@@ -62,7 +62,9 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
     else:
         inputs = hp.iterations * ppo_config(hp).inputs_per_iteration(hp.batch_size)
         used = random.Random(ctx.seed).sample(train, min(len(train), inputs))
-        pairs = list(zip(used, policy_samples(ctx, used, hp.reference_temperature), strict=True))
+        sampling = Sampling(max_new_tokens=source.max_response_tokens, temperature=hp.reference_temperature,
+                            batch_size=ctx.eval_sampling.batch_size)
+        pairs = list(zip(used, policy_samples(ctx, used, sampling), strict=True))
         write_jsonl(out / "references.jsonl", [{"prompt": e.prompt, "reference": ref} for e, ref in pairs])
     rollouts = [Rollout(source.templates.improver_input(e.prompt, ref), e.prompt, ref) for e, ref in pairs]
     same_tokens = gap.reads_tokens_of(tokenizer)
@@ -72,15 +74,29 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
                          ids if same_tokens else None)
 
     val = ctx.splits["val"][: hp.eval_samples]
-    if ctx.oracle is not None and init_from == ctx.graph.improver_base:   # the critics before any PPO of M_PIT
-        start = gap_calibration(ctx, ctx.load_stage_model(init_from).to(ctx.device), gap, val, hp.temperature)
+    drafts = policy_samples(ctx, val, ctx.eval_sampling) if ctx.oracle is not None else []
+    if drafts and init_from == ctx.graph.improver_base:   # the improver and the critics before any PPO of M_PIT
+        improver = ctx.load_stage_model(init_from).to(ctx.device)
+        start = {**draft_eval(ctx, f"{name}/start", improver, val, drafts),
+                 **gap_calibration(ctx, improver, gap, val, hp.temperature)}
         metrics.update({f"{key}_start": value for key, value in start.items()})
     model = train_ppo(ctx, name, hp, init_from, ctx.graph.improver_base, tokenizer, rollouts, reward_fn,
                       gap.models, source.max_improver_tokens, out, metrics)
     metrics.update(ctx.sample_eval(name, model, tokenizer, [ctx.improver_input_of_rejected(e) for e in val], val,
                                    [e.rejected for e in val], source.max_improver_tokens))
-    if ctx.oracle is not None:
-        metrics.update(gap_calibration(ctx, model, gap, val, hp.temperature))
+    if drafts:
+        metrics.update({**draft_eval(ctx, name, model, val, drafts), **gap_calibration(ctx, model, gap, val,
+                                                                                         hp.temperature)})
+
+
+def draft_eval(ctx: StageContext, name: str, improver: Any, rows: list[PreferenceExample],
+               drafts: list[str]) -> dict[str, float]:
+    """`val_draft_*`: the improver on M_P's own drafts of val prompts, decoded as every val sample is: the val
+    mirror of the test Δ (evaluate improves y_0 = M_P(x)), where `val_oracle` improves the dataset's y_l."""
+    inputs = [ctx.source.templates.improver_input(e.prompt, d) for e, d in zip(rows, drafts, strict=True)]
+    found = ctx.sample_eval(f"{name}/drafts", improver, ctx.tokenizer(), inputs, rows, drafts,
+                            ctx.source.max_improver_tokens)
+    return {key.replace("val_", "val_draft_", 1): value for key, value in found.items()}
 
 
 def gap_calibration(ctx: StageContext, improver: Any, gap: TrainedGap, rows: list[PreferenceExample],
@@ -116,11 +132,9 @@ def gap_calibration(ctx: StageContext, improver: Any, gap: TrainedGap, rows: lis
     return found
 
 
-def policy_samples(ctx: StageContext, rows: list[PreferenceExample], temperature: float) -> list[str]:
+def policy_samples(ctx: StageContext, rows: list[PreferenceExample], sampling: Sampling) -> list[str]:
     """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device."""
     policy = ctx.load_stage_model(ctx.graph.policy).to(ctx.device)
-    sampling = Sampling(max_new_tokens=ctx.source.max_response_tokens, temperature=temperature,
-                        batch_size=ctx.eval_sampling.batch_size)
     return generate_texts(policy, ctx.tokenizer(), [ctx.policy_input(e) for e in rows], sampling,
                           ctx.source.max_prompt_tokens, "references from M_P")
 
