@@ -16,6 +16,9 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from pit.data.synthetic import score
+from pit.evaluate.metrics import bootstrap_delta_ci, outcomes_from_scores, win_rates
+
 ARMS = {"residual": "`residual`, β 0.2", "full": "`full` (Eq. 2), β 0.2",   # run.sh's arms: gap loss, rounds' KL β
         "residual_beta1": "`residual`, β 1.0", "full_beta1": "`full` (Eq. 2), β 1.0"}
 ABLATIONS = (("pit_no_rl", "no RL (M_PIT's SFT)"), ("pit_round1_only", "round 1 only"),
@@ -145,21 +148,53 @@ def ablations(found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]
     return rows, numbers
 
 
+def generations(runs: Path, seed: int, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The evaluate stage's test generations of one job, from its seed's cache (run.sh's layout)."""
+    path = runs / f"cache-{seed}" / "evaluate" / results["stages"]["evaluate"]["key"] / "generations.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def rl_against_sft(runs: Path, found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:
+    """Does RL add to M_PIT's SFT? PIT@1 after both rounds against no RL on the same test drafts y_0, paired over
+    prompts, judged by the oracle."""
+    rows = ["| arm | " + " | ".join(f"seed {s}: Δ both rounds vs no RL [95 % CI]" for s in seeds) + " |",
+            "|---|" + "---|" * len(seeds)]
+    numbers: dict[str, Any] = {}
+    for arm, label in ARMS.items():
+        cells = []
+        for seed in seeds:
+            rl, sft = (generations(runs, seed, found[arm][objective][seed])
+                       for objective in ("pit_control", "pit_no_rl"))
+            if [(r["prompt"], r["policy"]) for r in rl] != [(r["prompt"], r["policy"]) for r in sft]:
+                raise SystemExit(f"{arm}, seed {seed}: pit_control and pit_no_rl improved different test drafts")
+            outcomes = outcomes_from_scores([score(r["prompt"], r["pit"][0]) for r in rl],
+                                            [score(r["prompt"], r["pit"][0]) for r in sft])
+            pair = {"delta": win_rates(outcomes)["delta"], "delta_ci": bootstrap_delta_ci(outcomes, 1000)}
+            numbers.setdefault(arm, {})[seed] = pair
+            cells.append(delta(pair))
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return rows, numbers
+
+
 def main(runs: Path, out: Path) -> None:
     found = load(runs)
     seeds = sorted({s for gaps in found.values() for objs in gaps.values() for s in objs})
     chosen, select_rows, select = selection(found, seeds)
     head_rows, head = headline(found, seeds)
     ablation_rows, ablation = ablations(found, seeds)
+    rl_rows, rl = rl_against_sft(runs, found, seeds)
     lines = ["## Choosing the default arm (validation only)", "", *select_rows, "",
              f"Rule fixed before the runs: highest mean val score of M_PIT on M_P's drafts after the last round; "
              f"within 0.01 of it, the highest mean R_PIT correlation. Chosen: `{chosen}`.", "",
              "## PIT against y_0 and against the compute-matched control (test split, oracle, 95 % paired "
              "bootstrap intervals)", "", *head_rows, "",
-             "## Curriculum and SFT ablations (paper Table 2; test split, k = 1)", "", *ablation_rows, ""]
+             "## Curriculum and SFT ablations (paper Table 2; test split, k = 1)", "", *ablation_rows, "",
+             "## Does RL add to M_PIT's SFT? (test split, k = 1, both rounds against no RL on the same y_0, oracle, "
+             "95 % paired bootstrap intervals)", "", *rl_rows, ""]
     out.with_suffix(".md").write_text("\n".join(lines))
     out.with_suffix(".json").write_text(json.dumps({"seeds": seeds, "chosen_arm": chosen, "selection": select,
-                                                    "headline": head, "ablations": ablation}, indent=1))
+                                                    "headline": head, "ablations": ablation,
+                                                    "rl_vs_no_rl": rl}, indent=1))
     print("\n".join(lines))
 
 
