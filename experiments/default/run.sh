@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-multirun/default}
 PY=${PY:-.venv/bin/python}
-ARMS=("residual objective.gap_loss=residual"
-      "full objective.gap_loss=full"
+ARMS=("residual objective.gap_loss=residual train.pit_rl.ppo.init_beta=0.2"   # the rounds' β before the third run
+      "full objective.gap_loss=full train.pit_rl.ppo.init_beta=0.2"
       "residual_beta1 objective.gap_loss=residual train.pit_rl.ppo.init_beta=1.0"
       "full_beta1 objective.gap_loss=full train.pit_rl.ppo.init_beta=1.0")
 

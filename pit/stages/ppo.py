@@ -64,7 +64,7 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
         used = random.Random(ctx.seed).sample(train, min(len(train), inputs))
         sampling = Sampling(max_new_tokens=source.max_response_tokens, temperature=hp.reference_temperature,
                             batch_size=ctx.eval_sampling.batch_size)
-        pairs = list(zip(used, policy_samples(ctx, used, sampling), strict=True))
+        pairs = list(zip(used, policy_samples(ctx, used, sampling, "references from M_P"), strict=True))
         write_jsonl(out / "references.jsonl", [{"prompt": e.prompt, "reference": ref} for e, ref in pairs])
     rollouts = [Rollout(source.templates.improver_input(e.prompt, ref), e.prompt, ref) for e, ref in pairs]
     same_tokens = gap.reads_tokens_of(tokenizer)
@@ -74,7 +74,7 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
                          ids if same_tokens else None)
 
     val = ctx.splits["val"][: hp.eval_samples]
-    drafts = policy_samples(ctx, val, ctx.eval_sampling) if ctx.oracle is not None else []
+    drafts = policy_samples(ctx, val, ctx.eval_sampling, "M_P's val drafts") if ctx.oracle is not None else []
     if drafts and init_from == ctx.graph.improver_base:   # the improver and the critics before any PPO of M_PIT
         improver = ctx.load_stage_model(init_from).to(ctx.device)
         start = {**draft_eval(ctx, f"{name}/start", improver, val, drafts),
@@ -91,8 +91,9 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
 
 def draft_eval(ctx: StageContext, name: str, improver: Any, rows: list[PreferenceExample],
                drafts: list[str]) -> dict[str, float]:
-    """`val_draft_*`: the improver on M_P's own drafts of val prompts, decoded as every val sample is: the val
-    mirror of the test Δ (evaluate improves y_0 = M_P(x)), where `val_oracle` improves the dataset's y_l."""
+    """`val_draft_*`: the improver on M_P's own drafts of val prompts, decoded as every val sample is
+    (`eval_sampling`, greedy like `evaluate.sampling` by default): the val mirror of the test Δ (evaluate improves
+    y_0 = M_P(x)), where `val_oracle` improves the dataset's y_l."""
     inputs = [ctx.source.templates.improver_input(e.prompt, d) for e, d in zip(rows, drafts, strict=True)]
     found = ctx.sample_eval(f"{name}/drafts", improver, ctx.tokenizer(), inputs, rows, drafts,
                             ctx.source.max_improver_tokens)
@@ -132,11 +133,11 @@ def gap_calibration(ctx: StageContext, improver: Any, gap: TrainedGap, rows: lis
     return found
 
 
-def policy_samples(ctx: StageContext, rows: list[PreferenceExample], sampling: Sampling) -> list[str]:
+def policy_samples(ctx: StageContext, rows: list[PreferenceExample], sampling: Sampling, label: str) -> list[str]:
     """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device."""
     policy = ctx.load_stage_model(ctx.graph.policy).to(ctx.device)
     return generate_texts(policy, ctx.tokenizer(), [ctx.policy_input(e) for e in rows], sampling,
-                          ctx.source.max_prompt_tokens, "references from M_P")
+                          ctx.source.max_prompt_tokens, label)
 
 
 def ppo_config(hp: DictConfig) -> PPOConfig:
