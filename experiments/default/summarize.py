@@ -154,6 +154,17 @@ def generations(runs: Path, seed: int, results: dict[str, Any]) -> list[dict[str
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def pit_scores(rows: list[dict[str, Any]]) -> list[float]:
+    """The oracle's score of PIT@1 (the first improvement step) on each test prompt of `generations`."""
+    return [score(r["prompt"], r["pit"][0]) for r in rows]
+
+
+def paired(first: list[float], second: list[float]) -> dict[str, Any]:
+    """Δ = win − lose of `first` over `second` (oracle scores on the same prompts) and its 95 % paired interval."""
+    outcomes = outcomes_from_scores(first, second)
+    return {"delta": win_rates(outcomes)["delta"], "delta_ci": bootstrap_delta_ci(outcomes, 1000)}
+
+
 def rl_against_sft(runs: Path, found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:
     """Does RL add to M_PIT's SFT? PIT@1 after both rounds against no RL on the same test drafts y_0, paired over
     prompts, judged by the oracle."""
@@ -167,9 +178,7 @@ def rl_against_sft(runs: Path, found: dict, seeds: list[int]) -> tuple[list[str]
                        for objective in ("pit_control", "pit_no_rl"))
             if [(r["prompt"], r["policy"]) for r in rl] != [(r["prompt"], r["policy"]) for r in sft]:
                 raise SystemExit(f"{arm}, seed {seed}: pit_control and pit_no_rl improved different test drafts")
-            outcomes = outcomes_from_scores([score(r["prompt"], r["pit"][0]) for r in rl],
-                                            [score(r["prompt"], r["pit"][0]) for r in sft])
-            pair = {"delta": win_rates(outcomes)["delta"], "delta_ci": bootstrap_delta_ci(outcomes, 1000)}
+            pair = paired(pit_scores(rl), pit_scores(sft))
             numbers.setdefault(arm, {})[seed] = pair
             cells.append(delta(pair))
         rows.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -1,0 +1,55 @@
+"""The two checks registered after the third protocol (experiments/README.md): seeds 3 and 4 of the default arm,
+and the control at the rounds' β 1.0 against the default arm's PIT@1, paired on the same test prompts.
+
+    python experiments/default/checks.py multirun/default3 multirun/default3_extra
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from summarize import delta, generations, load, paired, pit_scores
+
+from pit.data.synthetic import score
+
+DEFAULT_ARM = "residual_beta1"
+
+
+def extra_seeds(runs: Path) -> list[str]:
+    """y_0, PIT@1 against y_0 and against the control, and both rounds against no RL, for each extra seed."""
+    found = load(runs)[DEFAULT_ARM]
+    rows = ["| seed | y_0 | PIT@1 | Δ PIT@1 vs y_0 | control | Δ PIT@1 vs control | Δ both rounds vs no RL |",
+            "|---|---|---|---|---|---|---|"]
+    for seed in sorted(found["pit_control"]):
+        report = found["pit_control"][seed]["eval"]
+        rl, sft = (generations(runs, seed, found[o][seed]) for o in ("pit_control", "pit_no_rl"))
+        rounds = paired(pit_scores(rl), pit_scores(sft))
+        pit_score = report["per_iteration"][0]["pit"]["mean_score"]
+        rows.append(f"| {seed} | {report['policy_mean_score']:.3f} | {pit_score:.3f} | "
+                    f"{delta(report['pairs']['pit_vs_policy'])} | {report['control_mean_score']['control']:.3f} | "
+                    f"{delta(report['pairs']['pit_vs_control'])} | {delta(rounds)} |")
+    return rows
+
+
+def control_at_beta1(runs: Path) -> list[str]:
+    """The default arm's PIT@1 against the control trained at β 1.0 (job `control_beta1`), and that control's score."""
+    found = load(runs)
+    rows = ["| seed | control β 1.0 | Δ PIT@1 vs control β 1.0 | control β 0.2 | Δ PIT@1 vs control β 0.2 |",
+            "|---|---|---|---|---|"]
+    for seed, results in sorted(found["control_beta1"]["pit_control"].items()):
+        pit = generations(runs, seed, found[DEFAULT_ARM]["pit_control"][seed])
+        control = generations(runs, seed, results)
+        if [r["prompt"] for r in pit] != [r["prompt"] for r in control]:
+            raise SystemExit(f"seed {seed}: the two jobs judged different test prompts")
+        control_scores = [score(r["prompt"], r["control"]) for r in control]
+        old = found[DEFAULT_ARM]["pit_control"][seed]["eval"]
+        rows.append(f"| {seed} | {sum(control_scores) / len(control_scores):.3f} | "
+                    f"{delta(paired(pit_scores(pit), control_scores))} | {old['control_mean_score']['control']:.3f} | "
+                    f"{delta(old['pairs']['pit_vs_control'])} |")
+    return rows
+
+
+if __name__ == "__main__":
+    print("\n".join(["Control at β 1.0:", "", *control_at_beta1(Path(sys.argv[1])), "",
+                     "Seeds 3 and 4 of the default arm:", "", *extra_seeds(Path(sys.argv[2]))]))
