@@ -1,5 +1,6 @@
-"""The two checks registered after the third protocol (experiments/README.md): seeds 3 and 4 of the default arm,
-and the control at the rounds' β 1.0 against the default arm's PIT@1, paired on the same test prompts.
+"""The checks registered after the third protocol (experiments/README.md): the control at β 1.0 against the
+third run's chosen arm, paired on the same test prompts; the tables of β 1.0 in every PPO stage (job dirs
+`all_beta1`, the default since); seeds 3 and 4 of the chosen arm.
 
     python experiments/default/checks.py multirun/default3 multirun/default3_extra
 """
@@ -9,11 +10,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from summarize import delta, generations, load, paired, pit_scores
+from summarize import ablations, delta, generations, headline, load, paired, pit_scores, rl_against_sft
 
 from pit.data.synthetic import score
 
-DEFAULT_ARM = "residual_beta1"
+DEFAULT_ARM = "residual_beta1"   # the third run's choice: M_P and the control at β 0.2
+ALL_BETA1 = {"all_beta1": "`residual`, β 1.0 in every PPO stage"}
 
 
 def extra_seeds(runs: Path) -> list[str]:
@@ -33,11 +35,11 @@ def extra_seeds(runs: Path) -> list[str]:
 
 
 def control_at_beta1(runs: Path) -> list[str]:
-    """The default arm's PIT@1 against the control trained at β 1.0 (job `control_beta1`), and that control's score."""
+    """The third run's PIT@1 against the control trained at β 1.0 (the `all_beta1` jobs), and that control's score."""
     found = load(runs)
     rows = ["| seed | control β 1.0 | Δ PIT@1 vs control β 1.0 | control β 0.2 | Δ PIT@1 vs control β 0.2 |",
             "|---|---|---|---|---|"]
-    for seed, results in sorted(found["control_beta1"]["pit_control"].items()):
+    for seed, results in sorted(found["all_beta1"]["pit_control"].items()):
         pit = generations(runs, seed, found[DEFAULT_ARM]["pit_control"][seed])
         control = generations(runs, seed, results)
         if [r["prompt"] for r in pit] != [r["prompt"] for r in control]:
@@ -50,6 +52,14 @@ def control_at_beta1(runs: Path) -> list[str]:
     return rows
 
 
+def beta1_everywhere(runs: Path) -> list[str]:
+    """The tables of summarize.py for β 1.0 in every PPO stage."""
+    found, seeds = load(runs), [0, 1, 2]
+    return [*headline(found, seeds, ALL_BETA1)[0], "", *ablations(found, seeds, ALL_BETA1)[0], "",
+            *rl_against_sft(runs, found, seeds, ALL_BETA1)[0]]
+
+
 if __name__ == "__main__":
     print("\n".join(["Control at β 1.0:", "", *control_at_beta1(Path(sys.argv[1])), "",
-                     "Seeds 3 and 4 of the default arm:", "", *extra_seeds(Path(sys.argv[2]))]))
+                     "β 1.0 in every PPO stage:", "", *beta1_everywhere(Path(sys.argv[1])), "",
+                     "Seeds 3 and 4 of the third run's arm:", "", *extra_seeds(Path(sys.argv[2]))]))

@@ -96,11 +96,11 @@ def selection(found: dict, seeds: list[int]) -> tuple[str, list[str], dict[str, 
     return chosen, header + rows + critic_header + critics, numbers
 
 
-def headline(found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:
+def headline(found: dict, seeds: list[int], arms: dict[str, str] = ARMS) -> tuple[list[str], dict[str, Any]]:
     rows = ["| arm | seed | y_0 (M_P) | PIT@1 | Δ PIT@1 vs y_0 [95 % CI] | Δ@2 | Δ@3 | control | "
             "Δ PIT@1 vs control | Δ control vs y_0 |", "|---|---|---|---|---|---|---|---|---|---|"]
     numbers: dict[str, Any] = {}
-    for arm, label in ARMS.items():
+    for arm, label in arms.items():
         for seed in seeds:
             results = found.get(arm, {}).get("pit_control", {}).get(seed)
             if results is None:
@@ -127,11 +127,11 @@ def headline(found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:
     return rows, numbers
 
 
-def ablations(found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:
+def ablations(found: dict, seeds: list[int], arms: dict[str, str] = ARMS) -> tuple[list[str], dict[str, Any]]:
     rows = ["| arm | M_PIT | " + " | ".join(f"seed {s}: score, Δ vs y_0 [95 % CI]" for s in seeds) + " |",
             "|---|---|" + "---|" * len(seeds)]
     numbers: dict[str, Any] = {}
-    for arm, arm_label in ARMS.items():
+    for arm, arm_label in arms.items():
         for objective, label in ABLATIONS:
             runs = found.get(arm, {}).get(objective, {})
             if not all(s in runs for s in seeds):
@@ -165,13 +165,14 @@ def paired(first: list[float], second: list[float]) -> dict[str, Any]:
     return {"delta": win_rates(outcomes)["delta"], "delta_ci": bootstrap_delta_ci(outcomes, 1000)}
 
 
-def rl_against_sft(runs: Path, found: dict, seeds: list[int]) -> tuple[list[str], dict[str, Any]]:
+def rl_against_sft(runs: Path, found: dict, seeds: list[int],
+                   arms: dict[str, str] = ARMS) -> tuple[list[str], dict[str, Any]]:
     """Does RL add to M_PIT's SFT? PIT@1 after both rounds against no RL on the same test drafts y_0, paired over
     prompts, judged by the oracle."""
     rows = ["| arm | " + " | ".join(f"seed {s}: Δ both rounds vs no RL [95 % CI]" for s in seeds) + " |",
             "|---|" + "---|" * len(seeds)]
     numbers: dict[str, Any] = {}
-    for arm, label in ARMS.items():
+    for arm, label in arms.items():
         cells = []
         for seed in seeds:
             rl, sft = (generations(runs, seed, found[arm][objective][seed])
