@@ -10,12 +10,24 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from summarize import ablations, delta, generations, headline, load, paired, pit_scores, rl_against_sft
+from summarize import (
+    ablations,
+    delta,
+    generations,
+    headline,
+    load,
+    metric,
+    paired,
+    per_seed,
+    pit_scores,
+    rl_against_sft,
+)
 
 from pit.data.synthetic import score
 
 DEFAULT_ARM = "residual_beta1"   # the third run's choice: M_P and the control at β 0.2
-ALL_BETA1 = {"all_beta1": "`residual`, β 1.0 in every PPO stage"}
+ALL_BETA1 = {"all_beta1": "`residual`, β 1.0 in every PPO stage",
+             "all_beta1_full": "`full` (Eq. 2), β 1.0 in every PPO stage"}
 
 
 def extra_seeds(runs: Path) -> list[str]:
@@ -53,10 +65,17 @@ def control_at_beta1(runs: Path) -> list[str]:
 
 
 def beta1_everywhere(runs: Path) -> list[str]:
-    """The tables of summarize.py for β 1.0 in every PPO stage."""
+    """The tables of summarize.py for β 1.0 in every PPO stage, and the critics on round-2 samples."""
     found, seeds = load(runs), [0, 1, 2]
+    critics = ["| arm | R_PIT within-prompt oracle corr. (round-2 samples) | R_P difference, same samples |",
+               "|---|---|---|"]
+    for arm, label in ALL_BETA1.items():
+        runs_of_arm = [found[arm]["pit_control"][s] for s in seeds]
+        critics.append(f"| {label} | " + " | ".join(
+            per_seed([metric(r, "pit_rl/2_policy", f"val_{critic}_oracle_corr") for r in runs_of_arm], "+.3f")
+            for critic in ("gap", "rp")) + " |")
     return [*headline(found, seeds, ALL_BETA1)[0], "", *ablations(found, seeds, ALL_BETA1)[0], "",
-            *rl_against_sft(runs, found, seeds, ALL_BETA1)[0]]
+            *rl_against_sft(runs, found, seeds, ALL_BETA1)[0], "", *critics]
 
 
 if __name__ == "__main__":
