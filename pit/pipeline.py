@@ -207,9 +207,9 @@ def plan_pit_rl(plan: Plan) -> list[Step]:
     previous = objective.improver_base
     for name, source in objective.rounds:
         config = {**plan.common(), "train": plan.sub("train.pit_rl"), "source": source}
-        policy = (objective.policy,) if source == "policy" else ()
         rp = ("reward",) if plan.has("reward") else ()   # R_P's oracle correlation is reported beside R_PIT's
-        upstream = tuple(dict.fromkeys((objective.improver_base, "gap_reward", previous, *policy, *rp)))
+        # M_P: every round is scored on its val drafts (`val_draft_*`), and a `policy` round samples its references
+        upstream = tuple(dict.fromkeys((objective.improver_base, "gap_reward", previous, objective.policy, *rp)))
         steps.append(Step(name, config, upstream, {"name": name, "hp": hp, "reference_source": source,
                                                   "init_from": previous}))
         previous = name

@@ -61,3 +61,11 @@ def test_a_missing_upstream_stage_fails_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="rlhf_policy optimises sft_policy against R_P: add \\['reward'\\]"):
         Pipeline(cfg)
     assert not (tmp_path / "cache" / "tokenizer").exists()
+
+
+@pytest.mark.parametrize("objective", ["pit", "pit_no_sft", "pit_round1_only"])
+def test_every_curriculum_round_is_keyed_on_m_p(tmp_path: Path, objective: str) -> None:
+    """Each round scores M_PIT on M_P's val drafts, so a round cached for one M_P must not be reused for another."""
+    plan = Pipeline(compose_config([*FAST, f"objective={objective}"], tmp_path))
+    rounds = [step for stage, step in plan.steps if stage.name == "pit_rl"]
+    assert rounds and all(plan.objective.policy in step.upstream for step in rounds)
