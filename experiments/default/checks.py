@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from statistics import mean
 
 from summarize import (
+    ORACLE,
     ablations,
     delta,
     generations,
@@ -19,11 +21,8 @@ from summarize import (
     metric,
     paired,
     per_seed,
-    pit_scores,
     rl_against_sft,
 )
-
-from pit.data.synthetic import score
 
 DEFAULT_ARM = "residual_beta1"   # the third run's choice: M_P and the control at β 0.2
 ALL_BETA1 = {"all_beta1": "`residual`, β 1.0 in every PPO stage",
@@ -38,7 +37,7 @@ def extra_seeds(runs: Path) -> list[str]:
     for seed in sorted(found["pit_control"]):
         report = found["pit_control"][seed]["eval"]
         rl, sft = (generations(runs, seed, found[o][seed]) for o in ("pit_control", "pit_no_rl"))
-        rounds = paired(pit_scores(rl), pit_scores(sft))
+        rounds = paired([r["prompt"] for r in rl], [r["pit"][0] for r in rl], [r["pit"][0] for r in sft])
         pit_score = report["per_iteration"][0]["pit"]["mean_score"]
         rows.append(f"| {seed} | {report['policy_mean_score']:.3f} | {pit_score:.3f} | "
                     f"{delta(report['pairs']['pit_vs_policy'])} | {report['control_mean_score']['control']:.3f} | "
@@ -56,10 +55,11 @@ def control_at_beta1(runs: Path) -> list[str]:
         control = generations(runs, seed, results)
         if [r["prompt"] for r in pit] != [r["prompt"] for r in control]:
             raise SystemExit(f"seed {seed}: the two jobs judged different test prompts")
-        control_scores = [score(r["prompt"], r["control"]) for r in control]
+        prompts, control_texts = [r["prompt"] for r in control], [r["control"] for r in control]
         old = found[DEFAULT_ARM]["pit_control"][seed]["eval"]
-        rows.append(f"| {seed} | {sum(control_scores) / len(control_scores):.3f} | "
-                    f"{delta(paired(pit_scores(pit), control_scores))} | {old['control_mean_score']['control']:.3f} | "
+        rows.append(f"| {seed} | {mean(ORACLE.scores(prompts, control_texts)):.3f} | "
+                    f"{delta(paired(prompts, [r['pit'][0] for r in pit], control_texts))} | "
+                    f"{old['control_mean_score']['control']:.3f} | "
                     f"{delta(old['pairs']['pit_vs_control'])} |")
     return rows
 

@@ -17,7 +17,8 @@ from statistics import mean
 from typing import Any
 
 from pit.data.synthetic import score
-from pit.evaluate.metrics import bootstrap_delta_ci, outcomes_from_scores, win_rates
+from pit.evaluate.judges import ScoreVerdicts
+from pit.evaluate.report import compare_pair
 
 ARMS = {"residual": "`residual`, β 0.2", "full": "`full` (Eq. 2), β 0.2",   # run.sh's arms: gap loss, rounds' KL β
         "residual_beta1": "`residual`, β 1.0", "full_beta1": "`full` (Eq. 2), β 1.0"}
@@ -139,11 +140,11 @@ def ablations(found: dict, seeds: list[int], arms: dict[str, str] = ARMS) -> tup
             cells = []
             for seed in seeds:
                 report = runs[seed]["eval"]
-                score = report["per_iteration"][0]["pit"]["mean_score"]
+                pit_score = report["per_iteration"][0]["pit"]["mean_score"]
                 numbers.setdefault(arm, {}).setdefault(objective, {})[seed] = {
-                    "score": score, "delta": report["pairs"]["pit_vs_policy"]["delta"],
+                    "score": pit_score, "delta": report["pairs"]["pit_vs_policy"]["delta"],
                     "delta_ci": report["pairs"]["pit_vs_policy"]["delta_ci"]}
-                cells.append(f"{score:.3f}, {delta(report['pairs']['pit_vs_policy'])}")
+                cells.append(f"{pit_score:.3f}, {delta(report['pairs']['pit_vs_policy'])}")
             rows.append(f"| {arm_label} | {label} | " + " | ".join(cells) + " |")
     return rows, numbers
 
@@ -154,15 +155,13 @@ def generations(runs: Path, seed: int, results: dict[str, Any]) -> list[dict[str
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def pit_scores(rows: list[dict[str, Any]]) -> list[float]:
-    """The oracle's score of PIT@1 (the first improvement step) on each test prompt of `generations`."""
-    return [score(r["prompt"], r["pit"][0]) for r in rows]
+ORACLE = ScoreVerdicts(lambda prompts, texts: [score(p, t) for p, t in zip(prompts, texts, strict=True)])
 
 
-def paired(first: list[float], second: list[float]) -> dict[str, Any]:
-    """Δ = win − lose of `first` over `second` (oracle scores on the same prompts) and its 95 % paired interval."""
-    outcomes = outcomes_from_scores(first, second)
-    return {"delta": win_rates(outcomes)["delta"], "delta_ci": bootstrap_delta_ci(outcomes, 1000)}
+def paired(prompts: list[str], first: list[str], second: list[str]) -> dict[str, Any]:
+    """Δ = win − lose of `first` over `second` under the oracle, with its 95 % paired-bootstrap interval (evaluate's
+    comparison, bootstrap seed 0)."""
+    return compare_pair(ORACLE, prompts, first, second, length_ratio=1.25, bootstrap=1000, seed=0)
 
 
 def rl_against_sft(runs: Path, found: dict, seeds: list[int],
@@ -179,8 +178,8 @@ def rl_against_sft(runs: Path, found: dict, seeds: list[int],
                        for objective in ("pit_control", "pit_no_rl"))
             if [(r["prompt"], r["policy"]) for r in rl] != [(r["prompt"], r["policy"]) for r in sft]:
                 raise SystemExit(f"{arm}, seed {seed}: pit_control and pit_no_rl improved different test drafts")
-            pair = paired(pit_scores(rl), pit_scores(sft))
-            numbers.setdefault(arm, {})[seed] = pair
+            pair = paired([r["prompt"] for r in rl], [r["pit"][0] for r in rl], [r["pit"][0] for r in sft])
+            numbers.setdefault(arm, {})[seed] = {"delta": pair["delta"], "delta_ci": pair["delta_ci"]}
             cells.append(delta(pair))
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return rows, numbers
