@@ -47,6 +47,7 @@ class SyntheticDatasetConfig(DatasetConfig):
     max_length: int = MISSING
     ordered: bool = MISSING
     slip_prob: float = MISSING
+    slips: list[str] = MISSING
     filler: str | None = MISSING
     chosen_corruptions: list[int] = MISSING
     rejected_corruptions: list[int] = MISSING

@@ -104,6 +104,26 @@ def test_synthetic_slips_by_hand() -> None:
     assert cut == "cat hat red cup box" and score(prompt, cut) == pytest.approx(4 / 6)
     both = _slip(perfect, {"echo", "cut"}, ["dog", "owl"], ["cat", "red", "sun"])
     assert both == "dog cat red cup box" and score(prompt, both) == pytest.approx(3 / 6)
+    repeat = _slip(perfect, {"repeat"}, ["dog", "owl"], ["cat", "red", "sun"])
+    assert repeat == "cat hat cat cup box key sun" and score(prompt, repeat) == pytest.approx(5 / 6)
+    every = _slip(perfect, {"echo", "cut", "repeat"}, ["dog", "owl"], ["cat", "red", "sun"])
+    assert every == "dog cat cat cup box" and score(prompt, every) == pytest.approx(2 / 6)
+
+
+def test_synthetic_slip_choice() -> None:
+    """`slips` picks which slips the annotators make; the rejected response keeps the chosen's; a typo is an error."""
+    from pit.errors import ConfigError
+
+    examples = SyntheticSource(n_pairs=1000, seed=0, slips=("echo", "cut", "repeat")).load().examples
+    for slip in ("echo", "cut", "repeat"):
+        assert 0.6 < sum(slip in e.meta["slips"] for e in examples) / 1000 < 0.7
+    repeated = [e for e in examples if "repeat" in e.meta["slips"]]
+    second = [e.prompt.split(" with ")[1].split()[1] for e in repeated]
+    assert all(w not in e.chosen.split() and w not in e.rejected.split() for e, w in zip(repeated, second, strict=True))
+    only = SyntheticSource(n_pairs=200, seed=0, slips=("repeat",)).load().examples
+    assert {tuple(e.meta["slips"]) for e in only} == {(), ("repeat",)}
+    with pytest.raises(ConfigError, match=r"unknown slips \['typo'\]"):
+        SyntheticSource(slips=("echo", "typo"))
 
 
 # ---- HH-RLHF --------------------------------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
     python experiments/default/summarize.py multirun/default experiments/default/results
 
-Writes `<out>.md` (the tables) and `<out>.json` (every number they show). The default arm (gap loss, KL β of the
-rounds) is chosen by the rule fixed before the runs, on validation metrics only; test numbers are reported for every
-arm (experiments/README.md).
+Writes `<out>.md` (the tables) and `<out>.json` (every number they show). The default arm (the gap loss) is
+chosen by the rule fixed before the runs, on validation metrics only; test numbers are reported for every arm
+(experiments/README.md).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from pit.data.synthetic import score
 from pit.evaluate.judges import ScoreVerdicts
 from pit.evaluate.report import compare_pair
 
-ARMS = {"residual": "`residual`, β 0.2", "full": "`full` (Eq. 2), β 0.2",   # run.sh's arms: gap loss, rounds' KL β
-        "residual_beta1": "`residual`, β 1.0", "full_beta1": "`full` (Eq. 2), β 1.0"}
+ARMS = {"residual": "`residual`", "full": "`full` (Eq. 2)"}   # run.sh's arms (the fourth protocol): the gap loss
 ABLATIONS = (("pit_no_rl", "no RL (M_PIT's SFT)"), ("pit_round1_only", "round 1 only"),
              ("pit_round2_only", "round 2 only"), ("pit_control", "both rounds (PIT)"),
              ("pit_no_sft", "both rounds, no SFT of M_PIT"))

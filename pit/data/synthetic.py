@@ -36,7 +36,7 @@ WORDS = (
 ).split()
 
 PROMPT_RE = re.compile(r"^write (\d+) words with (\w+(?: \w+)*?)( in order)?(?: without (\w+(?: \w+)*))?$")
-SLIPS = ("echo", "cut")
+SLIPS = ("echo", "cut", "repeat")
 
 
 def score(prompt: str, response: str) -> float:
@@ -59,7 +59,7 @@ class SyntheticSource(PreferenceSource):
 
     def __init__(self, n_pairs: int = 4000, seed: int = 0, n_required: int = 3, n_banned: int = 2,
                  min_length: int = 7, max_length: int = 9, ordered: bool = False, slip_prob: float = 0.65,
-                 filler: str | None = "la",
+                 filler: str | None = "la", slips: tuple[str, ...] = ("echo", "cut"),
                  chosen_corruptions: tuple[int, ...] = (0, 1), rejected_corruptions: tuple[int, ...] = (1, 2),
                  name: str = "synthetic", **presentation: Any):
         super().__init__(name, **presentation)
@@ -69,10 +69,13 @@ class SyntheticSource(PreferenceSource):
             raise ConfigError("synthetic: need 0 < n_required <= min_length <= max_length")
         if filler is not None and (filler in WORDS or not re.fullmatch(r"[a-z]+", filler)):
             raise ConfigError(f"synthetic: filler={filler!r} must be one lowercase word outside the vocabulary")
+        if unknown := sorted(set(slips) - set(SLIPS)):
+            raise ConfigError(f"synthetic: unknown slips {unknown}; choose from {list(SLIPS)}")
         if not 0.0 <= slip_prob <= 1.0:
             raise ConfigError(f"synthetic: slip_prob={slip_prob} must be a probability in [0, 1]")
         self.n_pairs, self.seed, self.name, self.slip_prob, self.filler = n_pairs, seed, name, slip_prob, filler
         self.n_required, self.n_banned, self.ordered = n_required, n_banned, ordered
+        self.slips = tuple(s for s in SLIPS if s in slips)   # a fixed order keeps the random stream per choice
         self.lengths = range(min_length, max_length + 1)
         self.chosen_corruptions, self.rejected_corruptions = tuple(chosen_corruptions), tuple(rejected_corruptions)
 
@@ -100,10 +103,11 @@ class SyntheticSource(PreferenceSource):
         prompt = f"write {length} words with {' '.join(required)}{order}{avoid}"
         fillers = [w for w in WORDS if w not in picked]
         perfect = self._perfect(required, fillers, length, rng)
-        slips = {s for s in SLIPS if rng.random() < self.slip_prob and (s != "echo" or banned)}
+        applicable = [s for s in self.slips if (s != "echo" or banned) and (s != "repeat" or len(required) > 1)]
+        slips = {s for s in applicable if rng.random() < self.slip_prob}
         while True:
             base = _corrupt(perfect, rng.choice(self.chosen_corruptions), required, banned, fillers, rng)
-            missing = [s for s in SLIPS if s not in slips and (s != "echo" or banned)]
+            missing = [s for s in applicable if s not in slips]
             extra = {rng.choice(missing)} if missing else set()
             worse = _corrupt(base, rng.choice(self.rejected_corruptions), required, banned, fillers, rng)
             chosen, rejected = _slip(base, slips, banned, required), _slip(worse, slips | extra, banned, required)
@@ -122,13 +126,16 @@ class SyntheticSource(PreferenceSource):
 
 
 def _slip(words: list[str], slips: set[str], banned: list[str], required: list[str]) -> str:
-    """Apply the systematic slips: `echo` puts the first banned word first, `cut` drops the last two words."""
+    """Apply the systematic slips: `echo` puts the first banned word first, `repeat` writes the first required word
+    again in place of the second, `cut` drops the last two words."""
     words = list(words)
     if "echo" in slips:
         fillers = [i for i, w in enumerate(words) if w not in required and w not in banned]
         if fillers:
             del words[fillers[0]]
         words.insert(0, banned[0])
+    if "repeat" in slips:
+        words = [required[0] if w == required[1] else w for w in words]
     if "cut" in slips:
         words = words[:-2]
     return " ".join(words)

@@ -1,0 +1,45 @@
+#!/bin/bash
+# Step 1 of the fourth protocol (experiments/README.md): which task variant becomes the default, on validation only.
+# Runs every candidate's stages up to M_PIT's rounds (no control, no judge, no evaluate: no test number exists), then
+# prints each candidate's val numbers against the rule fixed before the runs.
+#   bash experiments/default/task.sh [runs_dir]   (about 7 min per candidate on 2 cores, the seeds in parallel)
+set -euo pipefail
+set -f   # overrides such as dataset.slips=[echo,cut] are not globs
+cd "$(dirname "$0")/../.."
+RUNS=${1:-multirun/default4}
+PY=${PY:-.venv/bin/python}
+CANDIDATES=("repeat dataset.slips=[echo,cut,repeat]"   # in the order of least change; the first that passes wins
+            "slip_prob_0.8 dataset.slip_prob=0.8")
+STAGES="objective.stages=[sft_policy,reward,rlhf_policy,sft_pit,gap_reward,pit_rl]"
+
+for candidate in "${CANDIDATES[@]}"; do
+  set -- $candidate
+  name=$1
+  shift
+  for seed in 0 1 2; do
+    out="$RUNS/task/$name/seed$seed"
+    [ -f "$out/results.json" ] && grep -q wall_seconds "$out/results.json" && continue
+    mkdir -p "$out"
+    OMP_NUM_THREADS=1 PIT_CACHE_DIR="$RUNS/cache-$seed" "$PY" -m pit.run seed="$seed" "$STAGES" "$@" logger=none \
+      trainer.enable_progress_bar=false hydra.run.dir="$out" > "$out.log" 2>&1 &
+  done
+  wait
+  "$PY" - "$RUNS/task/$name" <<'PY' && exit 0   # the first candidate that passes is the task; later ones do not run
+import json, sys
+from pathlib import Path
+from statistics import mean
+runs = [json.loads((Path(sys.argv[1]) / f"seed{s}" / "results.json").read_text())["stages"] for s in (0, 1, 2)]
+m_p = [r["rlhf_policy"]["metrics"]["val_oracle"] for r in runs]
+first = [r["pit_rl/1_dataset"]["metrics"] for r in runs]
+lift = [f["val_draft_oracle_start"] - f["val_draft_oracle_reference_start"] for f in first]
+after = [r["pit_rl/2_policy"]["metrics"]["val_draft_oracle"] for r in runs]
+passed = max(m_p) <= 0.70 and mean(lift) >= 0.15
+print(f"{Path(sys.argv[1]).name}: M_P val oracle after RLHF {' / '.join(f'{v:.3f}' for v in m_p)} (every seed <= 0.70);"
+      f" M_PIT's SFT lifts M_P's val drafts by {' / '.join(f'{v:+.3f}' for v in lift)} (mean {mean(lift):+.3f},"
+      f" >= +0.15); M_PIT after round 2 on them {' / '.join(f'{v:.3f}' for v in after)}: "
+      f"{'passes' if passed else 'fails'}")
+sys.exit(0 if passed else 1)
+PY
+done
+echo "no candidate passes: the task stays as it is" >&2
+exit 1
