@@ -15,6 +15,7 @@ from summarize import (
     ORACLE,
     ablations,
     delta,
+    extra_seeds,
     generations,
     headline,
     load,
@@ -27,22 +28,6 @@ from summarize import (
 DEFAULT_ARM = "residual_beta1"   # the third run's choice: M_P and the control at β 0.2
 ALL_BETA1 = {"all_beta1": "`residual`, β 1.0 in every PPO stage",
              "all_beta1_full": "`full` (Eq. 2), β 1.0 in every PPO stage"}
-
-
-def extra_seeds(runs: Path) -> list[str]:
-    """y_0, PIT@1 against y_0 and against the control, and both rounds against no RL, for each extra seed."""
-    found = load(runs)[DEFAULT_ARM]
-    rows = ["| seed | y_0 | PIT@1 | Δ PIT@1 vs y_0 | control | Δ PIT@1 vs control | Δ both rounds vs no RL |",
-            "|---|---|---|---|---|---|---|"]
-    for seed in sorted(found["pit_control"]):
-        report = found["pit_control"][seed]["eval"]
-        rl, sft = (generations(runs, seed, found[o][seed]) for o in ("pit_control", "pit_no_rl"))
-        rounds = paired([r["prompt"] for r in rl], [r["pit"][0] for r in rl], [r["pit"][0] for r in sft])
-        pit_score = report["per_iteration"][0]["pit"]["mean_score"]
-        rows.append(f"| {seed} | {report['policy_mean_score']:.3f} | {pit_score:.3f} | "
-                    f"{delta(report['pairs']['pit_vs_policy'])} | {report['control_mean_score']['control']:.3f} | "
-                    f"{delta(report['pairs']['pit_vs_control'])} | {delta(rounds)} |")
-    return rows
 
 
 def control_at_beta1(runs: Path) -> list[str]:
@@ -81,4 +66,4 @@ def beta1_everywhere(runs: Path) -> list[str]:
 if __name__ == "__main__":
     print("\n".join(["Control at β 1.0:", "", *control_at_beta1(Path(sys.argv[1])), "",
                      "β 1.0 in every PPO stage:", "", *beta1_everywhere(Path(sys.argv[1])), "",
-                     "Seeds 3 and 4 of the third run's arm:", "", *extra_seeds(Path(sys.argv[2]))]))
+                     "Seeds 3 and 4 of the third run's arm:", "", *extra_seeds(Path(sys.argv[2]), DEFAULT_ARM)]))

@@ -184,6 +184,26 @@ def rl_against_sft(runs: Path, found: dict, seeds: list[int],
     return rows, numbers
 
 
+def extra_seeds(runs: Path, arm: str) -> list[str]:
+    """A replication on more seeds of one arm: y_0, PIT@1 against y_0 and against the control, both rounds against
+    no RL on the same drafts, and the critics on round-2 samples (val), for each seed."""
+    found = load(runs)[arm]
+    rows = ["| seed | y_0 | PIT@1 | Δ PIT@1 vs y_0 | control | Δ PIT@1 vs control | Δ both rounds vs no RL | "
+            "R_PIT corr. | R_P corr. |", "|---|---|---|---|---|---|---|---|---|"]
+    for seed in sorted(found["pit_control"]):
+        results = found["pit_control"][seed]
+        report = results["eval"]
+        rl, sft = (generations(runs, seed, found[o][seed]) for o in ("pit_control", "pit_no_rl"))
+        rounds = paired([r["prompt"] for r in rl], [r["pit"][0] for r in rl], [r["pit"][0] for r in sft])
+        pit_score = report["per_iteration"][0]["pit"]["mean_score"]
+        critics = (metric(results, "pit_rl/2_policy", f"val_{c}_oracle_corr") for c in ("gap", "rp"))
+        rows.append(f"| {seed} | {report['policy_mean_score']:.3f} | {pit_score:.3f} | "
+                    f"{delta(report['pairs']['pit_vs_policy'])} | {report['control_mean_score']['control']:.3f} | "
+                    f"{delta(report['pairs']['pit_vs_control'])} | {delta(rounds)} | "
+                    + " | ".join(f"{c:+.3f}" for c in critics) + " |")
+    return rows
+
+
 def main(runs: Path, out: Path) -> None:
     found = load(runs)
     seeds = sorted({s for gaps in found.values() for objs in gaps.values() for s in objs})
@@ -207,4 +227,7 @@ def main(runs: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    if sys.argv[1] == "--replication":   # summarize.py --replication <runs> <arm>: more seeds of the chosen arm
+        print("\n".join(extra_seeds(Path(sys.argv[2]), sys.argv[3])))
+    else:
+        main(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -12,13 +12,14 @@ words are random and their places too, and greedy decoding of such a high-entrop
 repeated required words rather than the data's mode.
 
 Pairs imitate annotators with habits. The chosen
-response is the perfect one with each *slip* made independently with probability `slip_prob`, plus a few
-random corruptions: `echo` starts the answer with the first banned word (one filler replaced), `cut` stops it
-two words early (losing the final required word and the length). With `slip_prob > 0.5` the most likely
-chosen response, which greedy decoding of an SFT policy copies, has both slips (oracle 0.5 with 3 required and
-2 banned words), so a draft carries visible, local, fixable flaws. The rejected response is an edit of the
-chosen one: the same words with a slip the chosen lacks and more corruptions, so each pair contrasts exactly
-those flaws near the top of the quality scale (always oracle(chosen) > oracle(rejected)).
+response is the perfect one with each *slip* of `slips` made independently with probability `slip_prob`, plus a
+few random corruptions: `echo` starts the answer with the first banned word (one filler replaced), `cut` stops it
+two words early (losing the final required word and the length), `repeat` (not in the default) writes the first
+required word again in place of the second. With `slip_prob > 0.5` the most likely chosen response, which greedy
+decoding of an SFT policy copies, has every slip (oracle 0.5 with the default's two, 3 required and 2 banned
+words), so a draft carries visible, local, fixable flaws. The rejected response is an edit of the chosen one: the
+same words with a slip the chosen lacks and more corruptions, so each pair contrasts exactly those flaws near the
+top of the quality scale (always oracle(chosen) > oracle(rejected)).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class SyntheticSource(PreferenceSource):
     """Deterministic, seeded generator of constrained-writing preference pairs with systematic slips."""
 
     def __init__(self, n_pairs: int = 4000, seed: int = 0, n_required: int = 3, n_banned: int = 2,
-                 min_length: int = 7, max_length: int = 9, ordered: bool = False, slip_prob: float = 0.65,
+                 min_length: int = 7, max_length: int = 9, ordered: bool = False, slip_prob: float = 0.8,
                  filler: str | None = "la", slips: tuple[str, ...] = ("echo", "cut"),
                  chosen_corruptions: tuple[int, ...] = (0, 1), rejected_corruptions: tuple[int, ...] = (1, 2),
                  name: str = "synthetic", **presentation: Any):
@@ -71,6 +72,8 @@ class SyntheticSource(PreferenceSource):
             raise ConfigError(f"synthetic: filler={filler!r} must be one lowercase word outside the vocabulary")
         if unknown := sorted(set(slips) - set(SLIPS)):
             raise ConfigError(f"synthetic: unknown slips {unknown}; choose from {list(SLIPS)}")
+        if not any(rejected_corruptions):   # a chosen response with every slip would have no worse edit: no pair
+            raise ConfigError(f"synthetic: rejected_corruptions={list(rejected_corruptions)} must allow at least one")
         if not 0.0 <= slip_prob <= 1.0:
             raise ConfigError(f"synthetic: slip_prob={slip_prob} must be a probability in [0, 1]")
         self.n_pairs, self.seed, self.name, self.slip_prob, self.filler = n_pairs, seed, name, slip_prob, filler
