@@ -137,7 +137,7 @@ def test_secret_in_config_is_refused_before_any_logging(tmp_path: Path, subproce
     (["objective.curriculum=[dataset,humans]"], "objective.curriculum: unknown sources ['humans']"),
     (["judge=llm", "judge.api_key_env=PIT_UNSET_KEY"], "reads its API key from $PIT_UNSET_KEY, which is not set"),
     (["train.sft_policy.batch_size=100000"],
-     "stage sft_policy: 3006 training examples do not fill one batch of 100000"),
+     "stage sft_policy: 3010 training examples do not fill one batch of 100000"),
 ])
 def test_bad_input_is_one_clear_line(overrides: list[str], message: str, tmp_path: Path,
                                      subprocess_env: dict[str, str]) -> None:

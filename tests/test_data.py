@@ -68,11 +68,11 @@ def test_synthetic_is_deterministic_and_ordered() -> None:
 
 
 def test_synthetic_slips_are_systematic_and_the_mode_of_the_chosen_data() -> None:
-    """Each slip in about 80 % of chosen responses (so greedy SFT copies both), and the rejected response is the
+    """Each slip in about 65 % of chosen responses (so greedy SFT copies both), and the rejected response is the
     chosen one's edit: it keeps the chosen's slips."""
     examples = SyntheticSource(n_pairs=2000, seed=0).load().examples
     for slip in ("echo", "cut"):
-        assert 0.75 < sum(slip in e.meta["slips"] for e in examples) / 2000 < 0.85
+        assert 0.6 < sum(slip in e.meta["slips"] for e in examples) / 2000 < 0.7
     banned = [e.prompt.split(" without ")[1].split()[0] for e in examples]
     echoed = [e for e, b in zip(examples, banned, strict=True) if "echo" in e.meta["slips"]]
     assert all(e.chosen.split()[0] == e.rejected.split()[0] == e.prompt.split(" without ")[1].split()[0]
@@ -114,7 +114,7 @@ def test_synthetic_slip_choice() -> None:
     """`slips` picks which slips the annotators make; the rejected response keeps the chosen's; a typo is an error."""
     from pit.errors import ConfigError
 
-    examples = SyntheticSource(n_pairs=1000, seed=0, slips=("echo", "cut", "repeat"), slip_prob=0.65).load().examples
+    examples = SyntheticSource(n_pairs=1000, seed=0, slips=("echo", "cut", "repeat")).load().examples
     for slip in ("echo", "cut", "repeat"):
         assert 0.6 < sum(slip in e.meta["slips"] for e in examples) / 1000 < 0.7
     repeated = [e for e in examples if "repeat" in e.meta["slips"]]

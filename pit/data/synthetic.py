@@ -59,7 +59,7 @@ class SyntheticSource(PreferenceSource):
     """Deterministic, seeded generator of constrained-writing preference pairs with systematic slips."""
 
     def __init__(self, n_pairs: int = 4000, seed: int = 0, n_required: int = 3, n_banned: int = 2,
-                 min_length: int = 7, max_length: int = 9, ordered: bool = False, slip_prob: float = 0.8,
+                 min_length: int = 7, max_length: int = 9, ordered: bool = False, slip_prob: float = 0.65,
                  filler: str | None = "la", slips: tuple[str, ...] = ("echo", "cut"),
                  chosen_corruptions: tuple[int, ...] = (0, 1), rejected_corruptions: tuple[int, ...] = (1, 2),
                  name: str = "synthetic", **presentation: Any):
