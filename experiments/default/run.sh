@@ -5,6 +5,7 @@
 #   SEEDS="3 4 5" OBJECTIVES="pit_control pit_no_rl" ONLY_ARM=residual bash experiments/default/run.sh <runs_dir>
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source experiments/default/job.sh
 RUNS=${1:-multirun/default}
 PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-0 1 2}
@@ -22,10 +23,7 @@ one_seed() {
       [ -n "$ONLY_ARM" ] && [ "$1" != "$ONLY_ARM" ] && continue
       local out="$RUNS/seed$seed/$1/$objective"
       shift
-      [ -f "$out/results.json" ] && grep -q wall_seconds "$out/results.json" && continue
-      mkdir -p "$(dirname "$out")"
-      "$PY" -m pit.run seed="$seed" objective="$objective" "$@" logger=none trainer.enable_progress_bar=false \
-        hydra.run.dir="$out" > "$out.log" 2>&1
+      run_job "$out" seed="$seed" objective="$objective" "$@"
     done
   done
 }

@@ -163,6 +163,14 @@ def paired(prompts: list[str], first: list[str], second: list[str]) -> dict[str,
     return compare_pair(ORACLE, prompts, first, second, length_ratio=1.25, bootstrap=1000, seed=0)
 
 
+def rounds_vs_no_rl(runs: Path, seed: int, objectives: dict[str, dict[int, Any]], what: str) -> dict[str, Any]:
+    """PIT@1 after both rounds (`pit_control`) against M_PIT's SFT alone (`pit_no_rl`) on the same test drafts."""
+    rl, sft = (generations(runs, seed, objectives[objective][seed]) for objective in ("pit_control", "pit_no_rl"))
+    if [(r["prompt"], r["policy"]) for r in rl] != [(r["prompt"], r["policy"]) for r in sft]:
+        raise SystemExit(f"{what}: pit_control and pit_no_rl improved different test drafts")
+    return paired([r["prompt"] for r in rl], [r["pit"][0] for r in rl], [r["pit"][0] for r in sft])
+
+
 def rl_against_sft(runs: Path, found: dict, seeds: list[int],
                    arms: dict[str, str] = ARMS) -> tuple[list[str], dict[str, Any]]:
     """Does RL add to M_PIT's SFT? PIT@1 after both rounds against no RL on the same test drafts y_0, paired over
@@ -173,11 +181,7 @@ def rl_against_sft(runs: Path, found: dict, seeds: list[int],
     for arm, label in arms.items():
         cells = []
         for seed in seeds:
-            rl, sft = (generations(runs, seed, found[arm][objective][seed])
-                       for objective in ("pit_control", "pit_no_rl"))
-            if [(r["prompt"], r["policy"]) for r in rl] != [(r["prompt"], r["policy"]) for r in sft]:
-                raise SystemExit(f"{arm}, seed {seed}: pit_control and pit_no_rl improved different test drafts")
-            pair = paired([r["prompt"] for r in rl], [r["pit"][0] for r in rl], [r["pit"][0] for r in sft])
+            pair = rounds_vs_no_rl(runs, seed, found[arm], f"{arm}, seed {seed}")
             numbers.setdefault(arm, {})[seed] = {"delta": pair["delta"], "delta_ci": pair["delta_ci"]}
             cells.append(delta(pair))
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -193,8 +197,7 @@ def extra_seeds(runs: Path, arm: str) -> list[str]:
     for seed in sorted(found["pit_control"]):
         results = found["pit_control"][seed]
         report = results["eval"]
-        rl, sft = (generations(runs, seed, found[o][seed]) for o in ("pit_control", "pit_no_rl"))
-        rounds = paired([r["prompt"] for r in rl], [r["pit"][0] for r in rl], [r["pit"][0] for r in sft])
+        rounds = rounds_vs_no_rl(runs, seed, found, f"{arm}, seed {seed}")
         pit_score = report["per_iteration"][0]["pit"]["mean_score"]
         critics = (metric(results, "pit_rl/2_policy", f"val_{c}_oracle_corr") for c in ("gap", "rp"))
         rows.append(f"| {seed} | {report['policy_mean_score']:.3f} | {pit_score:.3f} | "

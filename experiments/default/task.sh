@@ -9,6 +9,7 @@
 set -euo pipefail
 set -f   # overrides such as dataset.slips=[echo,cut] are not globs
 cd "$(dirname "$0")/../.."
+source experiments/default/job.sh
 RUNS=$1
 shift
 PY=${PY:-.venv/bin/python}
@@ -19,11 +20,8 @@ for candidate in "$@"; do
   name=$1
   shift
   for seed in 0 1 2; do
-    out="$RUNS/task/$name/seed$seed"
-    [ -f "$out/results.json" ] && grep -q wall_seconds "$out/results.json" && continue
-    mkdir -p "$out"
-    OMP_NUM_THREADS=1 PIT_CACHE_DIR="$RUNS/cache-$seed" "$PY" -m pit.run seed="$seed" "$STAGES" "$@" logger=none \
-      trainer.enable_progress_bar=false hydra.run.dir="$out" > "$out.log" 2>&1 &
+    (export OMP_NUM_THREADS=1 PIT_CACHE_DIR="$RUNS/cache-$seed"
+     run_job "$RUNS/task/$name/seed$seed" seed="$seed" "$STAGES" "$@") &
   done
   wait
   "$PY" - "$RUNS/task/$name" <<'PY' && exit 0   # the first candidate that passes is the task; later ones do not run
