@@ -302,6 +302,7 @@ class SamplingConfig:
 
 @dataclass
 class EvaluateConfig:
+    split: str = MISSING
     samples: int = MISSING
     iterations: int = MISSING
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

@@ -127,8 +127,7 @@ class Plan:
         return OmegaConf.to_container(OmegaConf.select(self.cfg, path), resolve=True)
 
     def common(self, trains_with_peft: bool = True) -> dict[str, Any]:
-        """What every step's key holds: the seed, the templates, the peft choice, the trainer's numerics, the decoding
-    of val samples."""
+        """What every step's key holds: seed, templates, peft choice, the trainer's numerics, val samples' decoding."""
         peft = {"peft": self.sub("peft")} if trains_with_peft else {}
         return {"seed": self.cfg.seed, "templates": self.sub("dataset.templates"), **peft,
                 "trainer": {k: self.cfg.trainer[k] for k in TRAINER_KEY_FIELDS},
@@ -238,14 +237,14 @@ def plan_judge(plan: Plan) -> list[Step]:
 
 
 def plan_evaluate(plan: Plan) -> list[Step]:
-    """y_0 of M_P, K steps of M_PIT (and the baseline), the control's answers: judged on the test split."""
+    """y_0 of M_P, K steps of M_PIT (and the baseline), the control's answers: judged on the test (or val) split."""
     plan.require("evaluate", ["judge"], "needs the judge")
-    objective = plan.objective
-    improver = (objective.improver,) if objective.improver else ()
-    control = ("control_rl",) if plan.has("control_rl") else ()
+    if plan.cfg.evaluate.split not in ("test", "val"):   # the train and judge splits are trained on
+        raise ConfigError(f"evaluate.split={plan.cfg.evaluate.split!r}: choose test (or val, to choose settings)")
+    objective, control = plan.objective, ("control_rl",) if plan.has("control_rl") else ()
     config = {**plan.common(), "evaluate": plan.sub("evaluate"), "baseline": plan.sub("baseline")}
-    return [Step("evaluate", config, ("tokenizer", "judge", objective.policy, *improver, *control),
-                 {"hp": plan.cfg.evaluate})]
+    return [Step("evaluate", config, ("tokenizer", "judge", objective.policy, *filter(None, [objective.improver]),
+                                      *control), {"hp": plan.cfg.evaluate})]
 
 
 STAGES: list[Stage] = [

@@ -84,24 +84,41 @@ def format_summary(results: dict[str, Any]) -> str:
 
 
 def format_evaluation(report: dict[str, Any]) -> list[str]:
-    """Per iteration k: Δ (win - lose) of each pair with its 95 % interval, and mean judge scores where it has them."""
+    """Per iteration k: Δ (win - lose) of each pair with its 95 % interval, beside it (with an oracle) each method's
+    mean score gain over y_0 with its interval and share of perfect answers, mean judge scores where the judge has
+    them, and how much the step edited its draft; then draft use, the controls and ELO."""
     if not report["per_iteration"]:
         return []
-    pairs = list(report["per_iteration"][0]["pairs"])
-    methods = [m for m in report["per_iteration"][0] if m not in ("iteration", "pairs")]
-    scored = "policy_mean_score" in report
-    header = ["k", *(f"Δ {p} [95% CI]" for p in pairs), *(f"score {m}" for m in methods if scored)]
-    rows = [[str(e["iteration"]), *(_delta(e["pairs"][p]) for p in pairs),
-             *(f"{e[m]['mean_score']:.3f}" for m in methods if scored)] for e in report["per_iteration"]]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    first = report["per_iteration"][0]
+    pairs = list(first["pairs"])
+    methods = [m for m in first if m not in ("iteration", "pairs")]
+    scored, oracle = "policy_mean_score" in report, "policy_perfect" in report
+    columns: list[tuple[str, Any]] = [("k", lambda e: str(e["iteration"]))]
+    columns += [(f"Δ {p} [95% CI]", lambda e, p=p: _delta(e["pairs"][p])) for p in pairs]
+    for m in methods:
+        if oracle:
+            columns += [(f"gain {m} [95% CI]", lambda e, m=m: _gain(e["pairs"][f"{m}_vs_policy"])),
+                        (f"perfect {m}", lambda e, m=m: f"{e['pairs'][f'{m}_vs_policy']['perfect_first']:.0%}")]
+        if scored:
+            columns.append((f"score {m}", lambda e, m=m: f"{e[m]['mean_score']:.3f}"))
+        columns += [(f"edit {m}", lambda e, m=m: f"{e[m]['edit_distance']:.2f}"),
+                    (f"unchanged {m}", lambda e, m=m: f"{e[m]['unchanged']:.0%}")]
+    rows = [[cell(e) for _, cell in columns] for e in report["per_iteration"]]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, (h, _) in enumerate(columns)]
     y0 = f", score of y_0 {report['policy_mean_score']:.3f}" if scored else ""
-    lines = [f"evaluation: judge {report.get('judge')}, {report['n']} test prompts{y0} (Δ = win - lose, paired "
-             f"bootstrap over prompts)",
-             "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    y0 += f", perfect {report['policy_perfect']:.0%}" if oracle else ""
+    lines = [f"evaluation: judge {report.get('judge')}, {report['n']} {report.get('split', 'test')} prompts{y0} "
+             f"(Δ = win - lose, paired bootstrap over prompts; edit = token edit distance to the draft)",
+             "  ".join(h.rjust(w) for (h, _), w in zip(columns, widths, strict=True))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    for m, use in report.get("draft_use", {}).items():
+        gain = f", gain {_gain(use)}" if "mean_gain" in use else ""
+        lines.append(f"draft use {m} (k = 1, own y_0 vs another prompt's y_0 as the draft): Δ {_delta(use)}{gain}; "
+                     f"output changed in {use['output_changed']:.0%}")
     for control, result in report.get("controls", {}).items():
         score = report.get("control_mean_score", {}).get(control)
         lines.append(f"{control} (compute-matched RLHF): Δ vs y_0 {_delta(result)}"
+                     + (f", gain {_gain(result)}" if "mean_gain" in result else "")
                      + (f", score {score:.3f}" if score is not None else ""))
     if len(methods) == 1 and methods[0] == "pit":
         lines.append("baseline: n/a (baseline=none; Self-Refine needs a model that follows instructions)")
@@ -116,6 +133,11 @@ def format_evaluation(report: dict[str, Any]) -> list[str]:
 def _delta(result: dict[str, Any]) -> str:
     low, high = result.get("delta_ci", (float("nan"), float("nan")))
     return f"{result['delta']:+.3f} [{low:+.2f}, {high:+.2f}]"
+
+
+def _gain(result: dict[str, Any]) -> str:
+    low, high = result["gain_ci"]
+    return f"{result['mean_gain']:+.3f} [{low:+.2f}, {high:+.2f}]"
 
 
 def config_dir() -> str:

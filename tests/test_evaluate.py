@@ -11,9 +11,12 @@ from pit.evaluate.judges import ScoreVerdicts
 from pit.evaluate.metrics import (
     bootstrap_delta_ci,
     bootstrap_elo,
+    bootstrap_mean_ci,
+    derangement,
     elo_ratings,
     length_controlled,
     outcomes_from_scores,
+    token_edit_distance,
     win_rates,
     within_prompt_correlation,
 )
@@ -37,31 +40,50 @@ def test_length_control_keeps_pairs_of_similar_length() -> None:
 
 
 def test_elo_from_bradley_terry_by_hand() -> None:
-    # A beats B in 3 of 4 games: P(A > B) = 0.75, so the gap is 400·log10(0.75 / 0.25) = 190.85
+    # A beats B in 3 of 4 games, plus the prior's pseudo-draw: P(A > B) = 3.5 / 5 = 0.7, a gap of 400·log10(7 / 3)
     games = [("A", "B", 1.0)] * 3 + [("A", "B", 0.0)]
     ratings = elo_ratings(games, ["A", "B"])
-    assert ratings["A"] - ratings["B"] == pytest.approx(400 * math.log10(3), abs=0.5)
+    assert ratings["A"] - ratings["B"] == pytest.approx(400 * math.log10(7 / 3), abs=0.5)
     assert (ratings["A"] + ratings["B"]) / 2 == pytest.approx(1000.0)
+    # a smaller prior tends to the maximum-likelihood fit, P = 0.75: 400·log10(3)
+    assert elo_ratings(games, ["A", "B"], prior_games=1e-6)["A"] - 1000 == pytest.approx(200 * math.log10(3), abs=0.5)
     # the order of the games does not matter, ties count as half a win, and reversed games are the same games
     assert elo_ratings(list(reversed(games)), ["A", "B"]) == pytest.approx(ratings)
     assert elo_ratings([("B", "A", 0.0)] * 3 + [("B", "A", 1.0)], ["A", "B"]) == pytest.approx(ratings, abs=1e-6)
     even = elo_ratings([("A", "B", 0.5)] * 4, ["A", "B"])
     assert even["A"] == pytest.approx(even["B"], abs=1e-6)
-    # transitive: A > B > C gives ordered ratings; a player who never lost stays finite
     chain = elo_ratings([("A", "B", 1.0), ("B", "C", 1.0), ("A", "C", 1.0)] * 5, ["A", "B", "C"])
     assert chain["A"] > chain["B"] > chain["C"] and all(math.isfinite(v) for v in chain.values())
+    with pytest.raises(ValueError):
+        elo_ratings(games, ["A", "B"], prior_games=0)
+
+
+def test_elo_of_an_unbeaten_player_is_set_by_its_games() -> None:
+    """A never loses: with one pseudo-draw per pair its gap is 400·log10(2n + 1) after n wins, so it grows with the
+    games (n = 10: 528.9, n = 400: 1162.4), and a bootstrap whose every resample is unbeaten gives an interval of that
+    size, not the -734 of a fit bounded only by a penalty."""
+    for n, gap in ((10, 400 * math.log10(21)), (400, 400 * math.log10(801))):
+        ratings = elo_ratings([("A", "B", 1.0)] * n, ["A", "B"])
+        assert ratings["A"] - ratings["B"] == pytest.approx(gap, abs=0.5), n
+    per_prompt = [[("A", "B", 1.0), ("A", "C", 1.0), ("B", "C", 0.5)]] * 8 + [[("A", "B", 1.0), ("C", "B", 1.0)]] * 2
+    intervals = bootstrap_elo(per_prompt, ["A", "B", "C"], rounds=200, seed=0)
+    fitted = elo_ratings([g for games in per_prompt for g in games], ["A", "B", "C"])
+    for player, (low, high) in intervals.items():
+        assert 500 < low <= high < 1500 and high - low < 400, (player, low, high)
+    assert intervals["A"][0] > max(intervals["B"][1], intervals["C"][1])   # A's lowest beats the others' best
+    assert intervals["A"][0] <= fitted["A"] <= intervals["A"][1]
 
 
 def test_elo_bootstrap_resamples_prompts_not_games() -> None:
     """A wins all 10 games of 6 prompts and loses all 10 of 4. A resample of the prompts holds K ~ Binomial(10, 0.6)
-    prompts won by A, so A's rating is 1000 + 200·log10(K / (10 - K)); K's 2.5 % and 97.5 % quantiles are 3 and 9
-    (P(K <= 2) = 0.012, P(K <= 3) = 0.055, P(K <= 8) = 0.954, P(K <= 9) = 0.994), so with 1000 resamples the 95 %
-    interval is [926.4, 1190.8], and B's its mirror. Treating each game as its own prompt (what resampling games did)
-    gives a much narrower one; the interval is seeded."""
+    prompts won by A, so with the prior's pseudo-draw A's rating is 1000 + 200·log10((10K + 0.5) / (100.5 - 10K));
+    K's 2.5 % and 97.5 % quantiles are 3 and 9 (P(K <= 2) = 0.012, P(K <= 3) = 0.055, P(K <= 8) = 0.954,
+    P(K <= 9) = 0.994), so with 1000 resamples the 95 % interval is [927.2, 1187.1], and B's its mirror. Treating each
+    game as its own prompt (what resampling games did) gives a much narrower one; the interval is seeded."""
     per_prompt = [[("A", "B", 1.0)] * 10] * 6 + [[("A", "B", 0.0)] * 10] * 4
     as_games = [[g] for games in per_prompt for g in games]
     grouped = bootstrap_elo(per_prompt, ["A", "B"], rounds=1000, seed=1)
-    rating = lambda k: 1000 + 200 * math.log10(k / (10 - k))  # noqa: E731
+    rating = lambda k: 1000 + 200 * math.log10((10 * k + 0.5) / (100.5 - 10 * k))  # noqa: E731
     assert grouped["A"] == pytest.approx((rating(3), rating(9)), abs=0.5)
     assert grouped["B"] == pytest.approx((2000 - rating(9), 2000 - rating(3)), abs=0.5)
     flat = bootstrap_elo(as_games, ["A", "B"], rounds=100, seed=1)
@@ -188,3 +210,77 @@ def test_elo_intervals_of_the_report_are_a_bootstrap_over_its_prompts() -> None:
                              length_ratio=10.0, bootstrap=10, elo_bootstrap=30, seed=3)
     for name, rating in same["elo"].items():
         assert same["elo_ci"][name] == pytest.approx([rating, rating], abs=1e-6), name
+
+
+def test_derangement_moves_every_index_and_is_seeded() -> None:
+    for n in (2, 3, 10, 401):
+        order = derangement(n, seed=n)
+        assert sorted(order) == list(range(n)) and all(j != i for i, j in enumerate(order)), n
+    assert derangement(50, 7) == derangement(50, 7) != derangement(50, 8)
+    assert derangement(2, 0) == [1, 0]
+    with pytest.raises(ValueError):
+        derangement(1, 0)
+
+
+def test_token_edit_distance_by_hand() -> None:
+    assert token_edit_distance("a b c", "a b c") == 0.0
+    assert token_edit_distance("a b c", "a x c") == pytest.approx(1 / 3)        # one substitution
+    assert token_edit_distance("dog a b c", "a b c d") == pytest.approx(2 / 4)  # a deletion and an insertion
+    assert token_edit_distance("a b", "c d e f") == 1.0                          # nothing kept
+    assert token_edit_distance("", "") == 0.0 and token_edit_distance("", "a") == 1.0
+
+
+def test_bootstrap_mean_interval_matches_the_normal_approximation() -> None:
+    """400 gains of +0.5 or -0.5 in equal numbers plus 0.1: mean 0.1, sd 0.5, interval 0.1 ± 1.96·0.5/20 = ± 0.049."""
+    values = [0.6, -0.4] * 200
+    low, high = bootstrap_mean_ci(values, rounds=4000, seed=0)
+    assert low == pytest.approx(0.1 - 0.049, abs=0.008) and high == pytest.approx(0.1 + 0.049, abs=0.008)
+    assert bootstrap_mean_ci([0.25] * 3, rounds=10) == (0.25, 0.25)
+
+
+def oracle_of_words(prompts: list[str], responses: list[str]) -> list[float]:
+    """A toy oracle: the share of the prompt's words in the response (1.0 = perfect)."""
+    return [sum(w in r.split() for w in p.split()) / len(p.split()) for p, r in zip(prompts, responses, strict=True)]
+
+
+def test_draft_use_tells_an_editor_from_a_regenerator() -> None:
+    """Two improvers with the same Δ vs y_0: the editor adds the prompt's first missing word to its draft, the
+    regenerator writes the prompt's words backwards whatever the draft. Only the editor's output depends on the draft:
+    on its own draft (which holds the prompt's other words) it beats its output on another prompt's draft."""
+    prompts = ["a b c", "d e f", "g h i", "j k l"]
+    drafts = ["b c", "e f", "h i", "k l"]
+
+    def editor(ps: list[str], ds: list[str]) -> list[str]:
+        return [" ".join([*d.split(), next((w for w in p.split() if w not in d.split()), "")]).strip()
+                for p, d in zip(ps, ds, strict=True)]
+
+    def regenerator(ps: list[str], ds: list[str]) -> list[str]:
+        return [" ".join(reversed(p.split())) for p in ps]
+
+    steps = {"editor": editor, "regenerator": regenerator}
+    chains = {m: iterate(step, prompts, drafts, 1) for m, step in steps.items()}
+    order = derangement(len(prompts), seed=0)
+    deranged = {m: (order, step(prompts, [drafts[j] for j in order])) for m, step in steps.items()}
+    verdicts = ScoreVerdicts(oracle_of_words)
+    report = evaluation_report(prompts, chains, verdicts, length_ratio=10.0, bootstrap=50, elo_bootstrap=5, seed=0,
+                               deranged=deranged, oracle=oracle_of_words)
+    # both: 2/3 -> 3/3 on every prompt
+    assert report["pairs"]["editor_vs_policy"]["delta"] == report["pairs"]["regenerator_vs_policy"]["delta"] == 1.0
+    assert report["pairs"]["editor_vs_policy"]["mean_gain"] == pytest.approx(1 / 3)
+    assert report["pairs"]["editor_vs_policy"]["perfect_first"] == 1.0
+    assert report["pairs"]["editor_vs_policy"]["perfect_second"] == 0.0 and report["policy_perfect"] == 0.0
+    editor_use, regenerator_use = report["draft_use"]["editor"], report["draft_use"]["regenerator"]
+    # editor: own draft + missing word = 3/3; another prompt's draft + this prompt's first word = 1/3
+    assert editor_use["delta"] == 1.0 and editor_use["mean_gain"] == pytest.approx(2 / 3)
+    assert editor_use["output_changed"] == 1.0 and editor_use["delta_ci"] == [1.0, 1.0]
+    assert editor_use["edit_distance"] == pytest.approx(1 / 3) and editor_use["unchanged"] == 0.0
+    assert regenerator_use["delta"] == 0.0 and regenerator_use["mean_gain"] == 0.0
+    assert regenerator_use["output_changed"] == 0.0
+    first = report["per_iteration"][0]
+    assert first["editor"]["perfect_drafts"] == 0 and math.isnan(first["editor"]["perfect_kept"])
+    # perfect drafts: the editor returns them as they are, the regenerator rewrites them (perfect again)
+    perfect = evaluation_report(prompts[:2], {m: iterate(s, prompts[:2], prompts[:2], 1) for m, s in steps.items()},
+                                verdicts, 10.0, 20, 5, 0, oracle=oracle_of_words)["per_iteration"][0]
+    assert perfect["editor"]["perfect_drafts"] == 2 and perfect["editor"]["perfect_kept"] == 1.0
+    assert perfect["editor"]["unchanged"] == 1.0 and perfect["editor"]["edit_distance"] == 0.0
+    assert perfect["regenerator"]["perfect_kept"] == 1.0 and perfect["regenerator"]["unchanged"] == 0.0

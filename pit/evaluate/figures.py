@@ -1,4 +1,4 @@
-"""The PNGs of one job, drawn from what it recorded: per-stage training curves, Δ per iteration, ELO.
+"""The PNGs of one job, drawn from what it recorded: per-stage training curves, Δ per iteration, draft use, ELO.
 
 Every fitted stage keeps its logged history as `curves/metrics.csv` in its artifact (Lightning's CSVLogger), so a
 job that reuses a cached stage still draws that stage's curves; offline users get them without a W&B account.
@@ -123,12 +123,43 @@ def elo(report: dict[str, Any], out: Path) -> Path | None:
     return save(fig, out / "elo.png")
 
 
+def draft_use(report: dict[str, Any], out: Path) -> Path | None:
+    """Per improving method at k = 1: Δ vs y_0 beside draft use (own draft vs another prompt's), each with its 95 %
+    interval, and the same two as mean score gains when there is an oracle. A Δ vs y_0 with no draft use is a
+    regenerator, not an improver."""
+    uses = report.get("draft_use") or {}
+    if not uses:
+        return None
+    pairs = report.get("pairs", {})
+    panels = [("delta", "delta_ci", "Δ = win − lose (95 % CI)")]
+    if all("mean_gain" in u for u in uses.values()):
+        panels.append(("mean_gain", "gain_ci", "mean score gain (95 % CI)"))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    methods = list(uses)
+    for ax, (value, interval, label) in zip(axes.flat, panels, strict=True):
+        for offset, (name, results) in enumerate((("vs y_0", [pairs[f"{m}_vs_policy"] for m in methods]),
+                                                   ("draft use", [uses[m] for m in methods]))):
+            xs = [i + 0.4 * offset for i in range(len(methods))]
+            values = [r[value] for r in results]
+            errors = [[v - r[interval][0] for v, r in zip(values, results, strict=True)],
+                      [r[interval][1] - v for v, r in zip(values, results, strict=True)]]
+            ax.bar(xs, values, width=0.38, yerr=errors, capsize=4, label=name)
+        ax.set_xticks([i + 0.2 for i in range(len(methods))], methods)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"k = 1: improvement over y_0 and use of the draft (own vs another prompt's); judge "
+                 f"{report.get('judge')}, {report.get('n')} prompts", fontsize=9)
+    return save(fig, out / "draft_use.png")
+
+
 def job_figures(results: dict[str, Any], curve_files: dict[str, Path], out: Path) -> list[Path]:
     """Every figure of a job into `out`: curves of each stage that logged any, Δ per iteration and ELO."""
     out.mkdir(parents=True, exist_ok=True)
     drawn = [stage_curves(stage, path, out) for stage, path in curve_files.items()]
     if "eval" in results:
-        drawn += [delta_per_iteration(results["eval"], out), elo(results["eval"], out)]
+        drawn += [delta_per_iteration(results["eval"], out), draft_use(results["eval"], out), elo(results["eval"], out)]
     return [path for path in drawn if path is not None]
 
 

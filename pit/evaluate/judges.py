@@ -65,8 +65,12 @@ class OracleJudge:
         metrics["val_pairs"] = len(val)
 
     def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> ScoreVerdicts:
-        oracle = ctx.oracle
-        return ScoreVerdicts(lambda ps, rs: [oracle(p, r) for p, r in zip(ps, rs, strict=True)], tie_margin)
+        return oracle_verdicts(ctx.oracle, tie_margin)
+
+
+def oracle_verdicts(oracle: Callable[[str, str], float], tie_margin: float = 0.0) -> ScoreVerdicts:
+    """The dataset's exact oracle as pairwise verdicts (and scores, each (prompt, response) computed once)."""
+    return ScoreVerdicts(lambda ps, rs: [oracle(p, r) for p, r in zip(ps, rs, strict=True)], tie_margin)
 
 
 class RewardModelJudge:

@@ -1,4 +1,5 @@
-"""The evaluation math as pure functions: pairwise outcomes, win rates and Δ, length control, ELO with bootstrap CIs.
+"""The evaluation math as pure functions: pairwise outcomes, win rates and Δ, length control, ELO with bootstrap CIs,
+and what says whether an improver used its draft (a derangement of the drafts, token edit distance).
 
 An outcome is from the first response's side: 1 = it wins, 0.5 = tie, 0 = it loses.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from itertools import combinations
 
 import torch
 
@@ -37,24 +39,30 @@ def length_controlled(outcomes: Sequence[float], first_lengths: Sequence[int], s
             if max(a, b) <= max_ratio * max(min(a, b), 1)]
 
 
-def elo_ratings(games: Sequence[tuple[str, str, float]], players: Sequence[str], l2: float = 1e-4) -> dict[str, float]:
+def elo_ratings(games: Sequence[tuple[str, str, float]], players: Sequence[str],
+                prior_games: float = 1.0) -> dict[str, float]:
     """Bradley-Terry ratings on the ELO scale (mean 1000) from (player, opponent, outcome) games.
 
-    The maximum-likelihood fit does not depend on the order of the games (sequential ELO does); a tiny L2
-    term keeps the ratings finite for a player that never lost.
+    The maximum-likelihood fit does not depend on the order of the games (sequential ELO does). The prior is
+    `prior_games` pseudo-games drawn (outcome 0.5) between every pair of players, the same for all: it keeps the
+    rating of a player who never lost finite, at a distance set by its games (n wins and no loss against one
+    opponent give 400·log10(2n/prior + 1) points), and weighs nothing beside the hundreds of real games of a pair.
     """
+    if prior_games <= 0:
+        raise ValueError(f"elo_ratings: prior_games={prior_games} must be > 0 (an unbeaten player diverges)")
     index = {p: i for i, p in enumerate(players)}
-    first = torch.tensor([index[a] for a, _, _ in games])
-    second = torch.tensor([index[b] for _, b, _ in games])
-    outcome = torch.tensor([o for _, _, o in games], dtype=torch.float64)
+    pairs = list(combinations(range(len(players)), 2))
+    first = torch.tensor([index[a] for a, _, _ in games] + [a for a, _ in pairs], dtype=torch.long)
+    second = torch.tensor([index[b] for _, b, _ in games] + [b for _, b in pairs], dtype=torch.long)
+    outcome = torch.tensor([o for _, _, o in games] + [0.5] * len(pairs), dtype=torch.float64)
+    weight = torch.tensor([1.0] * len(games) + [prior_games] * len(pairs), dtype=torch.float64)
     strength = torch.zeros(len(players), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([strength], max_iter=200, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
 
     def loss() -> torch.Tensor:
         optimizer.zero_grad()
         logits = strength[first] - strength[second]
-        value = torch.nn.functional.binary_cross_entropy_with_logits(logits, outcome, reduction="sum")
-        value = value + l2 * strength.pow(2).sum()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(logits, outcome, weight, reduction="sum")
         value.backward()
         return value
 
@@ -76,6 +84,17 @@ def bootstrap_elo(games_by_prompt: Sequence[Sequence[tuple[str, str, float]]], p
     return {p: (_quantile(v, 0.025), _quantile(v, 0.975)) for p, v in samples.items()}
 
 
+def bootstrap_mean_ci(values: Sequence[float], rounds: int, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of the mean of per-prompt `values` over `rounds` resamples of the prompts."""
+    if not values:
+        raise ValueError("bootstrap_mean_ci needs at least one value")
+    data = torch.tensor(list(values), dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(len(data), (rounds, len(data)), generator=generator)
+    means = data[index].mean(1).tolist()
+    return _quantile(means, 0.025), _quantile(means, 0.975)
+
+
 def bootstrap_delta_ci(outcomes: Sequence[float], rounds: int, seed: int = 0) -> tuple[float, float]:
     """95 % percentile interval of Δ = win − lose over `rounds` resamples of the prompts.
 
@@ -83,11 +102,34 @@ def bootstrap_delta_ci(outcomes: Sequence[float], rounds: int, seed: int = 0) ->
     """
     if not outcomes:
         raise ValueError("bootstrap_delta_ci needs at least one outcome")
-    signs = torch.tensor([2.0 * o - 1.0 if o in (0.0, 1.0) else 0.0 for o in outcomes], dtype=torch.float64)
-    generator = torch.Generator().manual_seed(seed)
-    index = torch.randint(len(signs), (rounds, len(signs)), generator=generator)
-    deltas = signs[index].mean(1).tolist()
-    return _quantile(deltas, 0.025), _quantile(deltas, 0.975)
+    return bootstrap_mean_ci([2.0 * o - 1.0 if o in (0.0, 1.0) else 0.0 for o in outcomes], rounds, seed)
+
+
+def derangement(n: int, seed: int) -> list[int]:
+    """A seeded permutation of range(n) that moves every index (Sattolo's algorithm: one random n-cycle), so prompt i
+    gets the draft of prompt `result[i] != i`."""
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 items, got {n}")
+    rng = random.Random(seed)
+    order = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = rng.randrange(i)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def token_edit_distance(first: str, second: str) -> float:
+    """Levenshtein distance between the whitespace tokens of two texts, over the longer one's length: 0 = the same
+    tokens, 1 = nothing kept in place."""
+    a, b = first.split(), second.split()
+    if not a and not b:
+        return 0.0
+    row = list(range(len(b) + 1))
+    for i, token in enumerate(a, 1):
+        diagonal, row[0] = row[0], i
+        for j, other in enumerate(b, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (token != other))
+    return row[-1] / max(len(a), len(b))
 
 
 def _quantile(values: list[float], q: float) -> float:

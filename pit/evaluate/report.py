@@ -1,56 +1,118 @@
 """From improvement chains and a judge to the numbers of the paper: win rates and Δ, per iteration, ELO, lengths.
 
 A chain is `[y_0, y_1, ..., y_K]` for one method (PIT, a Self-Refine baseline); all chains share `y_0`, the
-policy's response. Variants are named `policy` (y_0) and `<method>@<k>`.
+policy's response. Variants are named `policy` (y_0) and `<method>@<k>`. `draft_use` is the counterfactual that tells
+improving from regenerating: the same first step on another prompt's draft.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from itertools import combinations
 from statistics import mean
 from typing import Any
 
-from pit.evaluate.metrics import bootstrap_delta_ci, bootstrap_elo, elo_ratings, length_controlled, win_rates
+from pit.evaluate.metrics import (
+    bootstrap_delta_ci,
+    bootstrap_elo,
+    bootstrap_mean_ci,
+    elo_ratings,
+    length_controlled,
+    token_edit_distance,
+    win_rates,
+)
 from pit.stages.context import Verdicts
 
 POLICY = "policy"
 CONTROL = "control"   # the compute-matched RLHF policy (objective stages control_sft, control_rl)
+PERFECT = 1.0 - 1e-9  # an oracle score this high is a perfect answer
 
 
 def words(text: str) -> int:
     return len(text.split())
 
 
+Scores = Callable[[list[str], list[str]], list[float]]   # (prompts, responses) -> exact scores (an oracle)
+
+
 def compare_pair(verdicts: Verdicts, prompts: list[str], first: list[str], second: list[str],
-                 length_ratio: float, bootstrap: int, seed: int) -> dict[str, Any]:
+                 length_ratio: float, bootstrap: int, seed: int, oracle: Scores | None = None) -> dict[str, Any]:
     """Win/tie/lose and Δ of `first` over `second` with its paired-bootstrap 95 % interval, and Δ again over the
-    pairs of similar length."""
+    pairs of similar length; with an `oracle`, beside Δ (which saturates) the mean score gain with its interval and
+    the share of perfect answers on each side."""
     outcomes = verdicts.compare(prompts, first, second)
     controlled = length_controlled(outcomes, [words(t) for t in first], [words(t) for t in second], length_ratio)
     result: dict[str, Any] = win_rates(outcomes)
     result.update(delta_ci=list(bootstrap_delta_ci(outcomes, bootstrap, seed)),
                   delta_length_controlled=win_rates(controlled)["delta"] if controlled else float("nan"),
                   n_length_controlled=len(controlled))
+    if oracle is not None:
+        a, b = oracle(prompts, first), oracle(prompts, second)
+        gains = [x - y for x, y in zip(a, b, strict=True)]
+        result.update(mean_gain=mean(gains), gain_ci=list(bootstrap_mean_ci(gains, bootstrap, seed)),
+                      perfect_first=mean(float(x >= PERFECT) for x in a),
+                      perfect_second=mean(float(y >= PERFECT) for y in b))
+    return result
+
+
+def edits(drafts: list[str], outputs: list[str], oracle: Scores | None, prompts: list[str]) -> dict[str, Any]:
+    """How much an improvement step changed its drafts: mean normalised token edit distance, share returned
+    unchanged and, with an oracle, how many perfect drafts it was given and the share of those it kept perfect."""
+    pairs = list(zip(drafts, outputs, strict=True))
+    found: dict[str, Any] = {"edit_distance": mean(token_edit_distance(d, o) for d, o in pairs),
+                             "unchanged": mean(float(d.strip() == o.strip()) for d, o in pairs)}
+    if oracle is not None:
+        perfect = [i for i, s in enumerate(oracle(prompts, drafts)) if s >= PERFECT]
+        kept = oracle([prompts[i] for i in perfect], [outputs[i] for i in perfect])
+        found.update(perfect_drafts=len(perfect),
+                     perfect_kept=mean(float(s >= PERFECT) for s in kept) if kept else float("nan"))
+    return found
+
+
+def step_summary(versus_policy: dict[str, Any], drafts: list[str], outputs: list[str], prompts: list[str],
+                 scores: Scores | None, oracle: Scores | None) -> dict[str, Any]:
+    """One method at one iteration: its Δ vs y_0, mean length, edits of its drafts and mean judge score."""
+    entry = {"delta_vs_policy": versus_policy["delta"], "mean_words": mean(words(t) for t in outputs),
+             **edits(drafts, outputs, oracle, prompts)}
+    if scores is not None:
+        entry["mean_score"] = mean(scores(prompts, outputs))
+    return entry
+
+
+def draft_use(compare: Callable[..., dict[str, Any]], prompts: list[str], drafts: list[str], own: list[str],
+              other: list[str], order: list[int], oracle: Scores | None) -> dict[str, Any]:
+    """The counterfactual of an improver at k = 1: its output on the prompt's own draft against its output on another
+    prompt's draft (`order[i]`'s), judged on prompt i. Δ > 0: the draft it was given matters; Δ ≈ 0 with outputs
+    that do not change: it writes from the prompt alone."""
+    result = compare(own, other)
+    result.update(output_changed=mean(float(a.strip() != b.strip()) for a, b in zip(own, other, strict=True)),
+                  other_edit_distance=mean(token_edit_distance(drafts[j], o) for j, o in zip(order, other,
+                                                                                              strict=True)),
+                  **{k: v for k, v in edits(drafts, own, oracle, prompts).items() if k != "perfect_drafts"})
     return result
 
 
 def evaluation_report(prompts: list[str], chains: dict[str, list[list[str]]], verdicts: Verdicts,
                       length_ratio: float, bootstrap: int, elo_bootstrap: int, seed: int,
-                      controls: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                      controls: dict[str, list[str]] | None = None,
+                      deranged: dict[str, tuple[list[int], list[str]]] | None = None,
+                      oracle: Scores | None = None) -> dict[str, Any]:
     """`pairs` at iteration 1 (the paper's Table 1 setting), `per_iteration` for k = 1..K, ELO of every variant.
 
     `controls` are other answers to the same prompts (the compute-matched RLHF policy): each is compared with y_0
-    and with every method at every iteration.
+    and with every method at every iteration. `deranged[m]` is (order, outputs): method m's first step run on the
+    drafts y_0[order[i]] of other prompts, for `draft_use`. With an `oracle` every pair carries the mean score gain.
     """
-    controls = controls or {}
+    controls, deranged = controls or {}, deranged or {}
     methods = list(chains)
     initial = next(iter(chains.values()))[0] if chains else []
     iterations = min((len(c) - 1 for c in chains.values()), default=0)
     variants = {POLICY: initial, **controls,
                 **{f"{m}@{k}": chains[m][k] for m in methods for k in range(1, iterations + 1)}}
     scores = getattr(verdicts, "scores", None)
-    compare = partial(compare_pair, verdicts, prompts, length_ratio=length_ratio, bootstrap=bootstrap, seed=seed)
+    compare = partial(compare_pair, verdicts, prompts, length_ratio=length_ratio, bootstrap=bootstrap, seed=seed,
+                      oracle=oracle)
 
     def pairs_at(k: int) -> dict[str, dict[str, Any]]:
         found = {f"{m}_vs_policy": compare(chains[m][k], initial) for m in methods}
@@ -59,27 +121,24 @@ def evaluation_report(prompts: list[str], chains: dict[str, list[list[str]]], ve
             found[f"{a}_vs_{b}"] = compare(chains[a][k], chains[b][k])
         return found
 
-    per_iteration = []
-    for k in range(1, iterations + 1):
-        pairs = pairs_at(k)
-        entry: dict[str, Any] = {"iteration": k, "pairs": pairs}
-        for m in methods:
-            entry[m] = {"delta_vs_policy": pairs[f"{m}_vs_policy"]["delta"],
-                        "mean_words": mean(words(t) for t in chains[m][k])}
-            if scores is not None:
-                entry[m]["mean_score"] = mean(scores(prompts, chains[m][k]))
-        per_iteration.append(entry)
+    per_iteration = [{"iteration": k, "pairs": (pairs := pairs_at(k)),
+                      **{m: step_summary(pairs[f"{m}_vs_policy"], chains[m][k - 1], chains[m][k], prompts, scores,
+                                         oracle) for m in methods}} for k in range(1, iterations + 1)]
 
     report: dict[str, Any] = {
         "n": len(prompts), "iterations": iterations,
         "pairs": per_iteration[0]["pairs"] if per_iteration else {},
         "per_iteration": per_iteration,
         "controls": {c: compare(texts, initial) for c, texts in controls.items()},
+        "draft_use": {m: draft_use(compare, prompts, initial, chains[m][1], other, order, oracle)
+                      for m, (order, other) in deranged.items()},
         "lengths": {v: mean(words(t) for t in texts) for v, texts in variants.items()} if prompts else {},
     }
     if scores is not None and prompts:
         report["policy_mean_score"] = mean(scores(prompts, initial))
         report["control_mean_score"] = {c: mean(scores(prompts, texts)) for c, texts in controls.items()}
+    if oracle is not None and prompts:
+        report["policy_perfect"] = mean(float(s >= PERFECT) for s in oracle(prompts, initial))
     report.update(elo_report(verdicts, prompts, variants, elo_bootstrap, seed))
     return report
 

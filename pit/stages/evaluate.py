@@ -1,6 +1,6 @@
 """The `judge` and `evaluate` stages: the judge's own stage body, then y_0 = M_P(x) on the test prompts, K
-improvement steps of PIT and of the baseline, judged pairwise; the report goes to results.json (`eval`), the W&B
-summary and a table of example generations.
+improvement steps of PIT and of the baseline, and each method's first step on another prompt's draft (draft use),
+judged pairwise; the report goes to results.json (`eval`), the W&B summary and a table of example generations.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from omegaconf import DictConfig
 
 from pit.artifacts import write_json_atomic, write_jsonl
 from pit.errors import ConfigError
+from pit.evaluate.judges import oracle_verdicts
+from pit.evaluate.metrics import derangement
 from pit.evaluate.report import CONTROL, POLICY, evaluation_report
-from pit.improve.iterate import Generator, PITStep, iterate
+from pit.improve.iterate import Generator, PITStep, Step, iterate
 from pit.stages.context import StageContext
 from pit.tracking import Tracker
 
@@ -27,15 +29,18 @@ def build_judge(ctx: StageContext, out: Path, metrics: dict[str, float], *, hp: 
 
 
 def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *, hp: DictConfig) -> None:
-    """Generate every chain on the test split, judge it, and save `report.json` and `generations.jsonl`.
+    """Generate every chain on `evaluate.split` (test), judge it, and save `report.json` and `generations.jsonl`.
 
     y_0 and every improvement step use the same decoding (`evaluate.sampling`), so Δ compares methods, not
-    temperatures. The compute-matched control (when the objective trains it) answers the same prompts alike.
+    temperatures. The compute-matched control (when the objective trains it) answers the same prompts alike. Each
+    improving method also runs its first step on a seeded derangement of the drafts (another prompt's y_0), so
+    `draft_use` can say whether its output depends on the draft it was given.
     """
     source = ctx.source
-    rows = ctx.splits["test"][: hp.samples]
-    if not rows:
-        raise ConfigError("evaluate runs on the test split, which is empty (raise splits.test)")
+    rows = ctx.splits[hp.split][: hp.samples]
+    if len(rows) < 2:
+        raise ConfigError(f"evaluate runs on the {hp.split} split, which has {len(rows)} prompts (needs 2; raise "
+                          f"splits.{hp.split})")
     prompts, device, tokenizer = [e.prompt for e in rows], ctx.device, ctx.tokenizer()
     sampling = instantiate(hp.sampling)
     policy = ctx.load_stage_model(ctx.graph.policy).to(device)
@@ -45,34 +50,48 @@ def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *,
     if ctx.has("control_rl"):
         control = ctx.load_stage_model("control_rl").to(device)
         controls[CONTROL] = Generator(control, tokenizer, sampling, source.max_prompt_tokens, CONTROL)(inputs)
-    chains: dict[str, list[list[str]]] = {}
-    if ctx.graph.improver is not None:
-        improver = ctx.load_stage_model(ctx.graph.improver).to(device)
-        step = PITStep(Generator(improver, tokenizer, sampling, source.max_improver_tokens, "pit step"),
-                       source.templates)
-        chains["pit"] = iterate(step, prompts, y0, hp.iterations)
-    refine = ctx.baseline.step(Generator(policy, tokenizer, sampling, source.max_improver_tokens * 2,
-                                         f"{ctx.baseline.name} step"))
-    if refine is not None:
-        chains[ctx.baseline.name] = iterate(refine, prompts, y0, hp.iterations)
-    if not chains:
+    steps = improvement_steps(ctx, Generator(policy, tokenizer, sampling, source.max_improver_tokens * 2,
+                                             f"{ctx.baseline.name} step"))
+    if not steps:
         raise ConfigError("evaluate has nothing to compare with y_0: the objective trains no improver (sft_pit or "
                           "pit_rl) and baseline=none")
+    chains = {name: iterate(step, prompts, y0, hp.iterations) for name, step in steps.items()}
+    order = derangement(len(prompts), ctx.seed)   # prompt i is also improved from the draft y_0[order[i]]
+    deranged = {name: (order, step(prompts, [y0[j] for j in order])) for name, step in steps.items()}
     verdicts = ctx.judge.verdicts(ctx, ctx.artifact("judge"), hp.tie_margin)
+    oracle = oracle_verdicts(ctx.oracle).scores if ctx.oracle is not None else None
     report = evaluation_report(prompts, chains, verdicts, hp.length_ratio, hp.bootstrap, hp.elo_bootstrap,
-                               ctx.seed, controls)
-    report["judge"] = ctx.judge.name
+                               ctx.seed, controls, deranged, oracle)
+    report.update(judge=ctx.judge.name, split=hp.split)
     write_json_atomic(out / "report.json", report)
-    write_jsonl(out / "generations.jsonl", [{"prompt": p, POLICY: y, **{c: t[i] for c, t in controls.items()},
-                                             **{m: [c[k][i] for k in range(1, len(c))] for m, c in chains.items()}}
-                                            for i, (p, y) in enumerate(zip(prompts, y0, strict=True))])
+    write_jsonl(out / "generations.jsonl",
+                [{"prompt": p, POLICY: y, **{c: t[i] for c, t in controls.items()},
+                  **{m: [c[k][i] for k in range(1, len(c))] for m, c in chains.items()},
+                  **{f"{m}@1_other_draft": texts[i] for m, (_, texts) in deranged.items()}}
+                 for i, (p, y) in enumerate(zip(prompts, y0, strict=True))])
     for pair, result in report["pairs"].items():
         metrics[f"delta_{pair}"] = result["delta"]
     for c, result in report["controls"].items():
         metrics[f"delta_{c}_vs_policy"] = result["delta"]
+    for m, result in report["draft_use"].items():
+        metrics[f"draft_use_{m}"] = result["delta"]
     for entry in report["per_iteration"]:
         metrics.update({f"delta_{pair}@{entry['iteration']}": r["delta"] for pair, r in entry["pairs"].items()})
     metrics.update({f"elo_{v}": r for v, r in report.get("elo", {}).items()})
+
+
+def improvement_steps(ctx: StageContext, policy: Generator) -> dict[str, Step]:
+    """The improving methods: PIT (M_PIT reading the improver template) when the objective trains it, and the
+    baseline's step with the policy (Self-Refine) when there is one."""
+    steps: dict[str, Step] = {}
+    if ctx.graph.improver is not None:
+        improver = ctx.load_stage_model(ctx.graph.improver).to(ctx.device)
+        steps["pit"] = PITStep(Generator(improver, policy.tokenizer, policy.sampling, ctx.source.max_improver_tokens,
+                                         "pit step"), ctx.source.templates)
+    refine = ctx.baseline.step(policy)
+    if refine is not None:
+        steps[ctx.baseline.name] = refine
+    return steps
 
 
 def publish_evaluation(directory: Path, table_rows: int, tracker: Tracker) -> dict[str, Any]:
