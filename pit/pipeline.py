@@ -239,8 +239,9 @@ def plan_judge(plan: Plan) -> list[Step]:
 def plan_evaluate(plan: Plan) -> list[Step]:
     """y_0 of M_P, K steps of M_PIT (and the baseline), the control's answers: judged on the test (or val) split."""
     plan.require("evaluate", ["judge"], "needs the judge")
-    if plan.cfg.evaluate.split not in ("test", "val"):   # the train and judge splits are trained on
-        raise ConfigError(f"evaluate.split={plan.cfg.evaluate.split!r}: choose test (or val, to choose settings)")
+    if (hp := plan.cfg.evaluate).split not in ("test", "val") or hp.iterations < 1:   # train, judge: trained on
+        raise ConfigError(f"evaluate.split={hp.split!r} must be test (or val, to choose settings), and "
+                          f"evaluate.iterations={hp.iterations} at least 1")
     objective, control = plan.objective, ("control_rl",) if plan.has("control_rl") else ()
     config = {**plan.common(), "evaluate": plan.sub("evaluate"), "baseline": plan.sub("baseline")}
     return [Step("evaluate", config, ("tokenizer", "judge", objective.policy, *filter(None, [objective.improver]),

@@ -112,9 +112,12 @@ def format_evaluation(report: dict[str, Any]) -> list[str]:
              "  ".join(h.rjust(w) for (h, _), w in zip(columns, widths, strict=True))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     for m, use in report.get("draft_use", {}).items():
+        if not use["n"]:
+            lines.append(f"draft use {m}: n/a (every prompt's y_0 is the same text as the other prompt's)")
+            continue
         gain = f", gain {_gain(use)}" if "mean_gain" in use else ""
-        lines.append(f"draft use {m} (k = 1, own y_0 vs another prompt's y_0 as the draft): Δ {_delta(use)}{gain}; "
-                     f"output changed in {use['output_changed']:.0%}")
+        lines.append(f"draft use {m} (k = 1, own y_0 vs another prompt's as the draft): output changed in "
+                     f"{use['output_changed']:.0%}, copy gap {use['copy_gap']:+.2f}; Δ {_delta(use)}{gain}")
     for control, result in report.get("controls", {}).items():
         score = report.get("control_mean_score", {}).get(control)
         lines.append(f"{control} (compute-matched RLHF): Δ vs y_0 {_delta(result)}"

@@ -23,6 +23,7 @@ from pit.evaluate.metrics import (
 from pit.evaluate.report import evaluation_report
 from pit.improve.baselines import SelfRefine
 from pit.improve.iterate import iterate
+from pit.run import format_evaluation
 
 
 def test_outcomes_and_win_rates_by_hand() -> None:
@@ -274,13 +275,32 @@ def test_draft_use_tells_an_editor_from_a_regenerator() -> None:
     assert editor_use["delta"] == 1.0 and editor_use["mean_gain"] == pytest.approx(2 / 3)
     assert editor_use["output_changed"] == 1.0 and editor_use["delta_ci"] == [1.0, 1.0]
     assert editor_use["edit_distance"] == pytest.approx(1 / 3) and editor_use["unchanged"] == 0.0
+    # copy gap: "b c" -> "b c a" is one insertion in 3 (1/3); "b c" -> "e f a" replaces everything (1): 1 - 1/3
+    assert editor_use["copy_gap"] == pytest.approx(2 / 3) and editor_use["n"] == 4 and editor_use["same_draft"] == 0
     assert regenerator_use["delta"] == 0.0 and regenerator_use["mean_gain"] == 0.0
-    assert regenerator_use["output_changed"] == 0.0
+    assert regenerator_use["output_changed"] == 0.0 and regenerator_use["copy_gap"] == 0.0
     first = report["per_iteration"][0]
-    assert first["editor"]["perfect_drafts"] == 0 and math.isnan(first["editor"]["perfect_kept"])
+    assert first["editor"]["perfect_drafts"] == 0 and first["editor"]["perfect_kept"] is None
     # perfect drafts: the editor returns them as they are, the regenerator rewrites them (perfect again)
     perfect = evaluation_report(prompts[:2], {m: iterate(s, prompts[:2], prompts[:2], 1) for m, s in steps.items()},
                                 verdicts, 10.0, 20, 5, 0, oracle=oracle_of_words)["per_iteration"][0]
     assert perfect["editor"]["perfect_drafts"] == 2 and perfect["editor"]["perfect_kept"] == 1.0
     assert perfect["editor"]["unchanged"] == 1.0 and perfect["editor"]["edit_distance"] == 0.0
     assert perfect["regenerator"]["perfect_kept"] == 1.0 and perfect["regenerator"]["unchanged"] == 0.0
+
+
+def test_draft_use_leaves_out_prompts_whose_other_draft_is_the_same_text() -> None:
+    """A policy that gives two prompts the same y_0: those prompts' 'other' draft is their own, so they are left out
+    (`same_draft`); when every draft is the same text, there is nothing to compare (n = 0, the console says n/a)."""
+    prompts, order = ["a b", "c d", "e f"], [1, 2, 0]
+    editor = lambda ps, ds: [f"{d} {p.split()[0]}" for p, d in zip(ps, ds, strict=True)]  # noqa: E731
+    drafts = ["x", "x", "y"]                       # prompt 0's other draft is prompt 1's: the same "x"
+    chains = {"editor": iterate(editor, prompts, drafts, 1)}
+    report = evaluation_report(prompts, chains, ScoreVerdicts(oracle_of_words), 10.0, 20, 5, 0,
+                               deranged={"editor": (order, editor(prompts, [drafts[j] for j in order]))})
+    assert report["draft_use"]["editor"]["same_draft"] == 1 and report["draft_use"]["editor"]["n"] == 2
+    same = evaluation_report(prompts, {"editor": iterate(editor, prompts, ["x"] * 3, 1)},
+                             ScoreVerdicts(oracle_of_words), 10.0, 20, 5, 0,
+                             deranged={"editor": (order, editor(prompts, ["x"] * 3))})
+    assert same["draft_use"]["editor"]["n"] == 0 and same["draft_use"]["editor"]["same_draft"] == 3
+    assert any("draft use editor: n/a" in line for line in format_evaluation(same))

@@ -188,8 +188,13 @@ def test_sft_only_objective_and_csv_logger(tmp_path: Path) -> None:
     metrics_csv = (tmp_path / "out" / "csv" / "metrics.csv").read_text()
     assert "sft_policy/train_loss" in metrics_csv and "sft_pit/val_loss" in metrics_csv
     assert "summary/wall_seconds" in metrics_csv
+    # draft use (own draft vs another prompt's) and the oracle's mean gain reach results.json and the logger
+    use = results["eval"]["draft_use"]["pit"]
+    assert -1 <= use["delta"] <= 1 and 0 <= use["output_changed"] <= 1 and "gain_ci" in use
+    assert "summary/eval/draft_use/pit/delta" in metrics_csv
+    assert "summary/eval/pairs/pit_vs_policy/mean_gain" in metrics_csv
     figures = {"figures/curves_sft_policy.png", "figures/curves_sft_pit.png", "figures/delta_per_iteration.png",
-               "figures/elo.png"}
+               "figures/draft_use.png", "figures/elo.png"}
     assert set(results["figures"]) == figures
     assert all((tmp_path / "out" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figures)
     for f in figures:
@@ -301,6 +306,8 @@ def test_llm_judge_through_the_pipeline(tmp_path: Path) -> None:
     assert report["judge"] == "llm" and "policy_mean_score" not in report     # pairwise only: no scores
     assert set(report["pairs"]) == {"pit_vs_policy", "self_refine_vs_policy", "pit_vs_self_refine"}
     assert set(report["elo"]) == {"policy", "pit@1", "self_refine@1"}
+    assert set(report["draft_use"]) == {"pit", "self_refine"}                 # every improving method, any judge
+    assert "mean_gain" in report["draft_use"]["pit"]                          # the dataset has an oracle
     assert len(api.requests) > 2 * 6 and set(api.auth) == {"Bearer no-key"}   # api_key_env: null: no real key
 
 
@@ -310,6 +317,7 @@ def test_rlhf_objective_evaluates_the_baseline_only(tmp_path: Path) -> None:
     assert list(results["stages"]) == ["tokenizer", "sft_policy", "reward", "rlhf_policy", "judge", "evaluate"]
     assert set(results["eval"]["pairs"]) == {"self_refine_vs_policy"}
     assert set(results["eval"]["elo"]) == {"policy", "self_refine@1", "self_refine@2"}
+    assert set(results["eval"]["draft_use"]) == {"self_refine"}
 
 
 @pytest.mark.slow

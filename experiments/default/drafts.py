@@ -77,7 +77,7 @@ def one_run(run_dir: Path, cache: Path) -> dict[str, Any]:
         perfect = drafts["the perfect answer"]
         found[stage] = {"output_score": {k: mean(loaded.oracle(p, o) for p, o in zip(prompts, outs, strict=True))
                                          for k, outs in outputs.items()},
-                        "perfect_kept": sum(o.strip() == d.strip() for o, d in
+                        "perfect_unchanged": sum(o.strip() == d.strip() for o, d in
                                             zip(outputs["the perfect answer"], perfect, strict=True))}
     return found
 
@@ -93,7 +93,8 @@ def table(runs: list[dict[str, Any]]) -> str:
             scores = [r[stage]["output_score"][kind] for r in runs]
             cell = f"{mean(scores):.3f} (" + " / ".join(f"{s:.3f}" for s in scores) + ")"
             if kind == "the perfect answer":
-                cell += ", kept " + " / ".join(str(r[stage]["perfect_kept"]) for r in runs) + f" of {n}"
+                unchanged = " / ".join(str(r[stage]["perfect_unchanged"]) for r in runs)
+                cell += f", returned unchanged {unchanged} of {n}"
             cells.append(cell)
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     seeds = ", ".join(str(r["seed"]) for r in runs)

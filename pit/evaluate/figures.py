@@ -127,7 +127,7 @@ def draft_use(report: dict[str, Any], out: Path) -> Path | None:
     """Per improving method at k = 1: Δ vs y_0 beside draft use (own draft vs another prompt's), each with its 95 %
     interval, and the same two as mean score gains when there is an oracle. A Δ vs y_0 with no draft use is a
     regenerator, not an improver."""
-    uses = report.get("draft_use") or {}
+    uses = {m: use for m, use in (report.get("draft_use") or {}).items() if use["n"]}
     if not uses:
         return None
     pairs = report.get("pairs", {})

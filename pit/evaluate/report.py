@@ -58,7 +58,8 @@ def compare_pair(verdicts: Verdicts, prompts: list[str], first: list[str], secon
 
 def edits(drafts: list[str], outputs: list[str], oracle: Scores | None, prompts: list[str]) -> dict[str, Any]:
     """How much an improvement step changed its drafts: mean normalised token edit distance, share returned
-    unchanged and, with an oracle, how many perfect drafts it was given and the share of those it kept perfect."""
+    unchanged and, with an oracle, how many perfect drafts it was given and the share of those it kept perfect
+    (None when it was given none)."""
     pairs = list(zip(drafts, outputs, strict=True))
     found: dict[str, Any] = {"edit_distance": mean(token_edit_distance(d, o) for d, o in pairs),
                              "unchanged": mean(float(d.strip() == o.strip()) for d, o in pairs)}
@@ -66,7 +67,7 @@ def edits(drafts: list[str], outputs: list[str], oracle: Scores | None, prompts:
         perfect = [i for i, s in enumerate(oracle(prompts, drafts)) if s >= PERFECT]
         kept = oracle([prompts[i] for i in perfect], [outputs[i] for i in perfect])
         found.update(perfect_drafts=len(perfect),
-                     perfect_kept=mean(float(s >= PERFECT) for s in kept) if kept else float("nan"))
+                     perfect_kept=mean(float(s >= PERFECT) for s in kept) if kept else None)
     return found
 
 
@@ -82,15 +83,26 @@ def step_summary(versus_policy: dict[str, Any], drafts: list[str], outputs: list
 
 def draft_use(compare: Callable[..., dict[str, Any]], prompts: list[str], drafts: list[str], own: list[str],
               other: list[str], order: list[int], oracle: Scores | None) -> dict[str, Any]:
-    """The counterfactual of an improver at k = 1: its output on the prompt's own draft against its output on another
-    prompt's draft (`order[i]`'s), judged on prompt i. Δ > 0: the draft it was given matters; Δ ≈ 0 with outputs
-    that do not change: it writes from the prompt alone."""
-    result = compare(own, other)
-    result.update(output_changed=mean(float(a.strip() != b.strip()) for a, b in zip(own, other, strict=True)),
-                  other_edit_distance=mean(token_edit_distance(drafts[j], o) for j, o in zip(order, other,
-                                                                                              strict=True)),
-                  **{k: v for k, v in edits(drafts, own, oracle, prompts).items() if k != "perfect_drafts"})
-    return result
+    """The counterfactual of an improver at k = 1: on prompt i, its output from the prompt's own draft against its
+    output from another prompt's draft (`drafts[order[i]]`), leaving out prompts whose two drafts are the same text.
+
+    Two questions. Does the draft matter: `output_changed`, and `copy_gap` (how much nearer, in token edit distance,
+    the own-draft output is to the own draft than the other-draft output is); both are 0 for a method that writes
+    from the prompt alone, whatever its quality. Does it help: Δ (win − lose) and, with an oracle, the mean gain,
+    > 0 when the prompt's own draft leads to the better answer; Δ ≈ 0 with outputs that change means the draft moves
+    the answer but not its quality. One fixed derangement: the interval is conditional on it."""
+    kept = [i for i, j in enumerate(order) if drafts[i].strip() != drafts[j].strip()]
+    found: dict[str, Any] = {"same_draft": len(order) - len(kept),
+                             **edits(drafts, own, oracle, prompts)}   # own draft -> own output, every prompt
+    if not kept:   # every prompt got its own text again (a collapsed policy): nothing to compare
+        return {**found, "n": 0}
+    pick = lambda texts: [texts[i] for i in kept]  # noqa: E731
+    found.update(compare(pick(prompts), pick(own), pick(other)),
+                 output_changed=mean(float(own[i].strip() != other[i].strip()) for i in kept),
+                 copy_gap=mean(token_edit_distance(drafts[i], other[i]) - token_edit_distance(drafts[i], own[i])
+                               for i in kept),
+                 other_edit_distance=mean(token_edit_distance(drafts[order[i]], other[i]) for i in kept))
+    return found
 
 
 def evaluation_report(prompts: list[str], chains: dict[str, list[list[str]]], verdicts: Verdicts,
@@ -111,14 +123,15 @@ def evaluation_report(prompts: list[str], chains: dict[str, list[list[str]]], ve
     variants = {POLICY: initial, **controls,
                 **{f"{m}@{k}": chains[m][k] for m in methods for k in range(1, iterations + 1)}}
     scores = getattr(verdicts, "scores", None)
-    compare = partial(compare_pair, verdicts, prompts, length_ratio=length_ratio, bootstrap=bootstrap, seed=seed,
+    compare = partial(compare_pair, verdicts, length_ratio=length_ratio, bootstrap=bootstrap, seed=seed,
                       oracle=oracle)
 
     def pairs_at(k: int) -> dict[str, dict[str, Any]]:
-        found = {f"{m}_vs_policy": compare(chains[m][k], initial) for m in methods}
-        found.update({f"{m}_vs_{c}": compare(chains[m][k], texts) for m in methods for c, texts in controls.items()})
+        found = {f"{m}_vs_policy": compare(prompts, chains[m][k], initial) for m in methods}
+        found.update({f"{m}_vs_{c}": compare(prompts, chains[m][k], texts)
+                      for m in methods for c, texts in controls.items()})
         for a, b in combinations(methods, 2):
-            found[f"{a}_vs_{b}"] = compare(chains[a][k], chains[b][k])
+            found[f"{a}_vs_{b}"] = compare(prompts, chains[a][k], chains[b][k])
         return found
 
     per_iteration = [{"iteration": k, "pairs": (pairs := pairs_at(k)),
@@ -129,7 +142,7 @@ def evaluation_report(prompts: list[str], chains: dict[str, list[list[str]]], ve
         "n": len(prompts), "iterations": iterations,
         "pairs": per_iteration[0]["pairs"] if per_iteration else {},
         "per_iteration": per_iteration,
-        "controls": {c: compare(texts, initial) for c, texts in controls.items()},
+        "controls": {c: compare(prompts, texts, initial) for c, texts in controls.items()},
         "draft_use": {m: draft_use(compare, prompts, initial, chains[m][1], other, order, oracle)
                       for m, (order, other) in deranged.items()},
         "lengths": {v: mean(words(t) for t in texts) for v, texts in variants.items()} if prompts else {},

@@ -36,8 +36,7 @@ def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *,
     improving method also runs its first step on a seeded derangement of the drafts (another prompt's y_0), so
     `draft_use` can say whether its output depends on the draft it was given.
     """
-    source = ctx.source
-    rows = ctx.splits[hp.split][: hp.samples]
+    source, rows = ctx.source, ctx.splits[hp.split][: hp.samples]
     if len(rows) < 2:
         raise ConfigError(f"evaluate runs on the {hp.split} split, which has {len(rows)} prompts (needs 2; raise "
                           f"splits.{hp.split})")
@@ -67,7 +66,8 @@ def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *,
     write_jsonl(out / "generations.jsonl",
                 [{"prompt": p, POLICY: y, **{c: t[i] for c, t in controls.items()},
                   **{m: [c[k][i] for k in range(1, len(c))] for m, c in chains.items()},
-                  **{f"{m}@1_other_draft": texts[i] for m, (_, texts) in deranged.items()}}
+                  "other_draft": order[i],   # the index of the row whose y_0 the next columns improved
+                  **{f"{m}@1_on_other_draft": texts[i] for m, (_, texts) in deranged.items()}}
                  for i, (p, y) in enumerate(zip(prompts, y0, strict=True))])
     for pair, result in report["pairs"].items():
         metrics[f"delta_{pair}"] = result["delta"]
