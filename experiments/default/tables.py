@@ -67,6 +67,8 @@ def collect(run_dirs: list[Path]) -> dict[str, Any]:
             "control": {"score": report["control_mean_score"]["control"],
                         "pit_vs_control": interval(report["pairs"]["pit_vs_control"]),
                         "pit_vs_control_gain": interval(report["pairs"]["pit_vs_control"], "mean_gain", "gain_ci")},
+            "critics": {name: results["stages"]["pit_rl/2_policy"]["metrics"][f"val_{name}_oracle_corr"]
+                        for name in ("gap", "rp")},   # within-prompt oracle corr. on round-2 samples (val)
             "wall_seconds": results["wall_seconds"]}
     return {"seeds": seeds}
 
@@ -79,15 +81,16 @@ def fmt(entry: dict[str, Any], spec: str = "+.3f") -> str:
 def seeds_table(numbers: dict[str, Any]) -> str:
     """Markdown, one row per seed."""
     lines = ["| seed | y_0 (perfect) | PIT@1 (perfect) | Δ PIT@1 vs y_0 | mean gain @1 | Δ@2 | Δ@3 | draft use Δ | "
-             "draft use gain | output changed | control | Δ PIT@1 vs control |",
-             "|---" * 12 + "|"]
+             "draft use gain | output changed | control | Δ PIT@1 vs control | R_PIT / R_P corr. |",
+             "|---" * 13 + "|"]
     for seed, n in sorted(numbers["seeds"].items(), key=lambda kv: int(kv[0])):
         pit = n["pit"]
         use, control = n["draft_use"], n["control"]
         lines.append(f"| {seed} | {n['y0']:.3f} ({n['y0_perfect']:.0%}) | {pit[0]['score']:.3f} "
                      f"({pit[0]['perfect']:.0%}) | {fmt(pit[0]['delta'])} | {fmt(pit[0]['gain'])} | "
                      + " | ".join(fmt(p["delta"]) for p in pit[1:3]) + f" | {fmt(use['delta'])} | {fmt(use['gain'])} | "
-                     f"{use['output_changed']:.0%} | {control['score']:.3f} | {fmt(control['pit_vs_control'])} |")
+                     f"{use['output_changed']:.0%} | {control['score']:.3f} | {fmt(control['pit_vs_control'])} | "
+                     f"{n['critics']['gap']:+.3f} / {n['critics']['rp']:+.3f} |")
     return "\n".join(lines)
 
 
