@@ -73,8 +73,7 @@ def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *,
         metrics[f"delta_{pair}"] = result["delta"]
     for c, result in report["controls"].items():
         metrics[f"delta_{c}_vs_policy"] = result["delta"]
-    for m, result in report["draft_use"].items():
-        metrics[f"draft_use_{m}"] = result["delta"]
+    metrics.update({f"draft_use_{m}": r["delta"] for m, r in report["draft_use"].items() if r["n"]})
     for entry in report["per_iteration"]:
         metrics.update({f"delta_{pair}@{entry['iteration']}": r["delta"] for pair, r in entry["pairs"].items()})
     metrics.update({f"elo_{v}": r for v, r in report.get("elo", {}).items()})
