@@ -89,10 +89,23 @@ def test_pipeline_runs_then_reuses(tmp_path: Path) -> None:
     assert set(report["lengths"]) == set(report["elo"])
     generations = artifact["evaluate"] / "generations.jsonl"
     rows = [json.loads(line) for line in generations.read_text().splitlines()]
-    assert set(rows[0]) == {"prompt", "policy", "pit", "self_refine"} and len(rows[0]["pit"]) == 3
+    assert set(rows[0]) == {"prompt", "policy", "pit", "self_refine", "other_draft", "pit@1_on_other_draft",
+                            "self_refine@1_on_other_draft"} and len(rows[0]["pit"]) == 3
     for method in ("pit", "self_refine"):                 # the verdicts again, from the generations on disk
         pair = report["pairs"][f"{method}_vs_policy"]
         assert {k: pair[k] for k in ("win", "tie", "lose", "delta", "n")} == rejudged(generations, oracle, method)
+    # draft use again from disk: each row's output from its own y_0 against its output from row other_draft's y_0,
+    # over the rows whose two drafts differ (a derangement: no row is its own other)
+    assert sorted(r["other_draft"] for r in rows) == list(range(len(rows)))
+    assert all(r["other_draft"] != i for i, r in enumerate(rows))
+    differ = [r for r in rows if r["policy"].strip() != rows[r["other_draft"]]["policy"].strip()]
+    use = report["draft_use"]["pit"]
+    assert use["n"] == len(differ) > 0 and use["same_draft"] == len(rows) - len(differ)
+    own, other = (oracle([r["prompt"] for r in differ], [r[k] if k != "pit" else r["pit"][0] for r in differ])
+                  for k in ("pit", "pit@1_on_other_draft"))
+    assert use["delta"] == pytest.approx(mean((a > b) - (a < b) for a, b in zip(own, other, strict=True)))
+    assert use["mean_gain"] == pytest.approx(mean(a - b for a, b in zip(own, other, strict=True)))
+    assert "figures/draft_use.png" in first["figures"]
     assert report["per_iteration"][2]["pit"]["mean_score"] == pytest.approx(mean(oracle(
         [r["prompt"] for r in rows], [r["pit"][2] for r in rows])))
     assert "Δ pit_vs_policy" in format_summary(first)
@@ -188,13 +201,14 @@ def test_sft_only_objective_and_csv_logger(tmp_path: Path) -> None:
     metrics_csv = (tmp_path / "out" / "csv" / "metrics.csv").read_text()
     assert "sft_policy/train_loss" in metrics_csv and "sft_pit/val_loss" in metrics_csv
     assert "summary/wall_seconds" in metrics_csv
-    # draft use (own draft vs another prompt's) and the oracle's mean gain reach results.json and the logger
+    # draft use (own draft vs another prompt's; these tiny models may give every prompt one text, n = 0) and the
+    # oracle's mean gain reach results.json and the logger
     use = results["eval"]["draft_use"]["pit"]
-    assert -1 <= use["delta"] <= 1 and 0 <= use["output_changed"] <= 1 and "gain_ci" in use
-    assert "summary/eval/draft_use/pit/delta" in metrics_csv
+    assert use["n"] + use["same_draft"] == results["eval"]["n"] and 0 <= use["edit_distance"] <= 1
+    assert "summary/eval/draft_use/pit/same_draft" in metrics_csv
     assert "summary/eval/pairs/pit_vs_policy/mean_gain" in metrics_csv
     figures = {"figures/curves_sft_policy.png", "figures/curves_sft_pit.png", "figures/delta_per_iteration.png",
-               "figures/draft_use.png", "figures/elo.png"}
+               "figures/elo.png", *(["figures/draft_use.png"] if use["n"] else [])}   # no draft use, no figure
     assert set(results["figures"]) == figures
     assert all((tmp_path / "out" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figures)
     for f in figures:
@@ -307,7 +321,7 @@ def test_llm_judge_through_the_pipeline(tmp_path: Path) -> None:
     assert set(report["pairs"]) == {"pit_vs_policy", "self_refine_vs_policy", "pit_vs_self_refine"}
     assert set(report["elo"]) == {"policy", "pit@1", "self_refine@1"}
     assert set(report["draft_use"]) == {"pit", "self_refine"}                 # every improving method, any judge
-    assert "mean_gain" in report["draft_use"]["pit"]                          # the dataset has an oracle
+    assert "perfect_drafts" in report["draft_use"]["pit"]                     # the dataset has an oracle
     assert len(api.requests) > 2 * 6 and set(api.auth) == {"Bearer no-key"}   # api_key_env: null: no real key
 
 
