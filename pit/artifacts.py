@@ -89,6 +89,11 @@ def file_problem(path: Path, size: int, sha256: str) -> str | None:
     return None
 
 
+def stage_metrics(directory: Path) -> dict[str, float]:
+    """The metrics recorded in the completion marker of a finished stage's artifact `directory`."""
+    return json.loads((directory / MARKER).read_text())["metrics"]
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """One JSON object per line (inside an artifact's temp dir, which is what makes it atomic)."""
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
@@ -167,7 +172,7 @@ class ArtifactStore:
         return True
 
     def metrics(self, stage: str, key: str) -> dict[str, float]:
-        return json.loads((self.path(stage, key) / MARKER).read_text())["metrics"]
+        return stage_metrics(self.path(stage, key))
 
     @contextmanager
     def write(self, stage: str, key: str, publish: bool = True,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from pit import interrupt
 from pit.artifacts import file_problem, file_sha256, write_json_atomic, writer_id
 from pit.errors import ConfigError
 
@@ -92,6 +93,12 @@ class Resume:
     batches: int
 
 
+def checkpoint_interval(every: int, max_lost: float, batches: int) -> int:
+    """Training batches between checkpoints of a fit of `batches`: at most `every` and at most `max_lost` of the fit
+    (at least 1); `every=0` checkpoints only at the end (0)."""
+    return min(every, max(1, int(max_lost * batches))) if every else 0
+
+
 def latest_checkpoint(directory: Path) -> Resume | None:
     """The newest checkpoint in `directory` whose file matches its sidecar; damaged ones are named and removed."""
     sidecars = sorted(directory.glob("step-*.json"), reverse=True) if directory.is_dir() else []
@@ -114,7 +121,8 @@ def latest_checkpoint(directory: Path) -> Resume | None:
 
 
 class StageCheckpoint(L.Callback):
-    """Saves a checkpoint every `every` training batches and at the end of training, keeping the last `keep_last`.
+    """Saves a checkpoint every `every` training batches, at the end of training and at the end of the batch in which
+    the job got SIGTERM or SIGINT (then stops it: `pit.interrupt`), keeping the last `keep_last`.
 
     On resume (`trainer.fit(ckpt_path=...)`), it restores the RNG states right before the first resumed batch.
     """
@@ -127,6 +135,7 @@ class StageCheckpoint(L.Callback):
         self._rng_to_restore: dict[str, Any] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        interrupt.reinstall()
         if self._rng_to_restore is not None:
             set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
@@ -134,8 +143,9 @@ class StageCheckpoint(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self.batches += 1
-        if self.every and self.batches % self.every == 0:
+        if (self.every and self.batches % self.every == 0) or interrupt.pending():
             self.save(trainer)
+            interrupt.stop_if_pending(self.batches)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)

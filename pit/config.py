@@ -13,6 +13,7 @@ whose dataclass defaults are the defaults (the YAML only overrides).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -200,7 +201,7 @@ class TrainerConfig:
     strategy: str = MISSING
     precision: str = MISSING
     gradient_clip_val: float | None = 1.0
-    log_every_n_steps: int = 10
+    log_every_n_steps: int = 1   # training batches (PPO: iterations) between logged points; 1: whole curves
     enable_progress_bar: bool = True
 
 
@@ -334,6 +335,7 @@ class CacheConfig:
 @dataclass
 class CheckpointConfig:
     every: int = MISSING
+    max_lost: float = MISSING
     keep_last: int = MISSING
 
 
@@ -385,15 +387,33 @@ def _precision() -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
+def _job_dir() -> str:
+    """Hydra's output dir of the running job; where no job runs (`--cfg job --resolve`) a placeholder saying so."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    directory = OmegaConf.select(hydra, "runtime.output_dir", throw_on_missing=False) if hydra else None
+    return directory or "<the job's output dir>"
+
+
+def shipped_data(name: str) -> str:
+    """Absolute path of a data file shipped with pit (`data/<name>` of the source tree, `pit/data_files/<name>` in an
+    installed package), so a config can name it whatever the working directory."""
+    package = Path(__file__).resolve().parent
+    installed = package / "data_files" / name
+    return str(installed if installed.exists() else package.parent / "data" / name)
+
+
 def register_configs() -> None:
-    """Store the schemas where the YAML files' defaults lists find them; register our resolver."""
+    """Store the schemas where the YAML files' defaults lists find them; register our resolvers."""
     store = ConfigStore.instance()
     store.store(name="config_schema", node=RootConfig)
     for group, schemas in SCHEMAS.items():
         for name, schema in schemas.items():
             store.store(group=f"schema/{group}", name=name, node=schema)
-    if not OmegaConf.has_resolver("pit.precision"):
-        OmegaConf.register_new_resolver("pit.precision", _precision)
+    for name, resolver in {"pit.precision": _precision, "pit.job_dir": _job_dir, "pit.shipped": shipped_data}.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 register_configs()

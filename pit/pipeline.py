@@ -23,7 +23,9 @@ from pit.data.splits import split_examples
 from pit.distributed import barrier, is_rank_zero, single_process
 from pit.errors import ConfigError
 from pit.evaluate.figures import CURVES, publish_figures
+from pit.interrupt import Interrupted
 from pit.modules.preference_losses import COMBINED_GAPS, GAP_LOSSES
+from pit.preflight import models_to_load, preflight
 from pit.stages.context import Graph, StageContext
 from pit.stages.evaluate import build_evaluation, build_judge, publish_evaluation
 from pit.stages.ppo import build_pit_round, build_rlhf_policy
@@ -297,10 +299,13 @@ class Pipeline:
         self.baseline = instantiate(cfg.baseline)
         self.adapters = instantiate(cfg.peft, _convert_="all")
         self.steps = plan_run(cfg, self.objective, self.reward_spec.init_from)
+        preflight(cfg, models_to_load({step.name for _, step in self.steps}, self.model_spec, self.reward_spec,
+                                      self.judge, self.source.has_oracle))
         self.results: dict[str, Any] = {"stages": {}}
         self.keys: dict[str, str] = {}
         self.config_keys: dict[str, str] = {}   # the same keys without the code version: to say why a stage reran
         self.artifacts: dict[str, Path] = {}
+        self.current: tuple[str, float] | None = None   # the step being built or reused, and when it started
         self.code_version = cfg.cache.code_version or source_digest()
         self.rank_zero = is_rank_zero()      # under DDP only rank zero publishes artifacts, results and W&B
         self.ledger = RunLedger(self.store.root / "runs", run_identity(config, str(self.output_dir)),
@@ -313,7 +318,7 @@ class Pipeline:
         self.tracker.log_config(config)
 
     def run(self) -> dict[str, Any]:
-        start = time.perf_counter()
+        start, finished = time.perf_counter(), False
         try:
             ctx = self._context()
             for stage, step in self.steps:
@@ -328,10 +333,30 @@ class Pipeline:
             self.tracker.log_summary({k: v for k, v in self.results.items() if k != "data"})
             if self.rank_zero:
                 self.ledger.finish()
+            finished = True
             return self.results
+        except Interrupted as stop:
+            self._record_interruption(stop)
+            raise
         finally:
-            self.tracker.finish()
+            self.tracker.finish(failed=not finished)   # a failed run is marked so, not left to upload as finished
             self.ledger.release()
+
+    def _record_interruption(self, stop: Interrupted) -> None:
+        """Say once where a signal stopped the job and what a rerun does; keep it in results.json."""
+        name, started = self.current or (None, 0.0)
+        if name is None:
+            where, then = "between stages", "finished stages are reused"
+        elif stop.batch is None:
+            where, then = f"stage {name}", "it starts that stage again (finished stages are reused)"
+        else:
+            where, then = f"stage {name} at batch {stop.batch}", "resumes there"
+        log.error("interrupted by %s in %s; rerun the same command: %s", stop.signal_name, where, then)
+        self.results["interrupted"] = {"signal": stop.signal_name, "stage": name, "batch": stop.batch}
+        if name is not None:
+            self.results["stages"][name] = {"status": "interrupted", "key": self.keys.get(name), "batch": stop.batch,
+                                            "seconds": round(time.perf_counter() - started, 2)}
+        self._write_results()
 
     def _context(self) -> StageContext:
         """Load and split the data, then what every stage body sees: the splits and the choices of the config."""
@@ -366,6 +391,7 @@ class Pipeline:
         self.keys[name], self.artifacts[name] = key, self.store.path(name, key)
         self.config_keys[name] = cache_key(name, step.config, {u: self.config_keys[u] for u in upstream})
         start = time.perf_counter()
+        self.current = (name, start)
         if not stage.fits and not self.rank_zero:   # under DDP rank zero builds it alone; the others read it
             log.info("stage %s: waiting for rank zero to build it", name)
             self.store.wait_for(name, key)
@@ -390,6 +416,7 @@ class Pipeline:
         self.tracker.log_metrics({f"{name}/{k}": v for k, v in metrics.items()})
         self.results["stages"][name] = record
         log.info("stage %s: %s", name, {k: v for k, v in record.items() if k != "metrics"})
+        self.current = None
         self._write_results()
 
     def _write_results(self) -> None:

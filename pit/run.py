@@ -20,7 +20,9 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 import pit.config  # noqa: F401  (registers the schemas every config file extends)
+from pit import interrupt, sweep
 from pit.errors import UserError
+from pit.interrupt import Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,7 @@ def format_evaluation(report: dict[str, Any]) -> list[str]:
              f"(Δ = win - lose, paired bootstrap over prompts; edit = token edit distance to the draft)",
              "  ".join(h.rjust(w) for (h, _), w in zip(columns, widths, strict=True))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines += [f"WARNING: {warning}" for warning in report.get("warnings", [])]   # a judge at chance
     for m, use in report.get("draft_use", {}).items():
         if not use["n"]:
             lines.append(f"draft use {m}: n/a (every prompt's y_0 is the same text as the other prompt's)")
@@ -175,17 +178,39 @@ def headline(results: dict[str, Any]) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """The job; its return value is the headline metric, for sweepers that optimise one."""
+    """The job; its return value is the headline metric, for sweepers that optimise one. A signal ends it with
+    128 + its number (the pipeline has said where it stopped), a user error with one line and 1."""
     try:
         return headline(run(cfg))
     except (UserError, InstantiationException, MissingMandatoryValue) as err:
         shown = user_error(err) or err
         log_to_files(f"error: {shown}")
+        sweep.record_exit("failed", str(shown))
         sys.exit(f"error: {shown}")
+    except Interrupted as stop:
+        sweep.record_exit("interrupted", stop.signal_name)
+        sys.exit(stop.exit_code)
 
 
 def main() -> None:
-    """Hydra's command line; `--help` lists the config groups a user picks from, without the internal `schema/*`."""
+    """Hydra's command line, with pit's signal handling from the first moment (`pit.interrupt`) and, for a multirun,
+    the points that did not finish said at the end (`pit.sweep`)."""
+    interrupt.install()
+    try:
+        _hydra_command_line()
+    except Interrupted as stop:   # before a job started (Hydra composing the config)
+        sweep.report_unfinished()
+        sys.stderr.write(f"interrupted by {stop.signal_name} before the job started\n")
+        sys.exit(stop.exit_code)
+    except BaseException:
+        sweep.report_unfinished()
+        raise
+    if sweep.report_unfinished():
+        sys.exit(1)
+
+
+def _hydra_command_line() -> None:
+    """`--help` lists the config groups a user picks from, without the internal `schema/*`."""
     if not {"--help", "-h"} & set(sys.argv[1:]):
         hydra_main()
         return

@@ -13,10 +13,12 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from filelock import FileLock, Timeout
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
@@ -25,6 +27,7 @@ from pit.artifacts import write_json_atomic
 log = logging.getLogger(__name__)
 
 SECRET_WORDS = {"apikey", "token", "secret", "password", "passwd", "credential", "credentials"}
+OVERRIDE_HIDDEN = ("paths.", "logger.")   # placement and tracker settings: never part of a run's W&B label
 
 
 def is_secret_key(key: str) -> bool:
@@ -129,8 +132,8 @@ class Tracker:
     def log_images(self, images: Mapping[str, Path]) -> None:
         """Record the job's figures (the PNGs stay in the job dir whatever the tracker)."""
 
-    def finish(self) -> None:
-        """Flush and close."""
+    def finish(self, failed: bool = False) -> None:
+        """Flush and close; `failed`: the job died (an exception or a signal), for trackers that record it."""
 
 
 class CSVTracker(Tracker):
@@ -153,7 +156,7 @@ class CSVTracker(Tracker):
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         self._logger.log_metrics(flatten(summary, "summary/"))
 
-    def finish(self) -> None:
+    def finish(self, failed: bool = False) -> None:
         self._logger.save()
 
 
@@ -164,24 +167,69 @@ def wandb_mode(mode: str) -> str:
     return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
 
 
+def _parsed(overrides: Sequence[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return [o for o in OverridesParser.create().parse_overrides(list(overrides)) if not o.is_delete()]
+
+
+def swept_keys(arguments: Sequence[str]) -> set[str]:
+    """Keys a multirun gives several values (`a=1,2`, `range(...)`, `choice(...)`), from its sweep-level overrides;
+    keys given one value (`+sweep=curriculum`, `evaluate.iterations=5`) are constants of the sweep."""
+    return {o.key_or_group for o in _parsed(arguments) if o.is_sweep_override()}
+
+
+def _unplaced(key: str) -> bool:
+    return not key.startswith(OVERRIDE_HIDDEN)
+
+
+def override_labels(overrides: Sequence[str], keep: Callable[[str], bool],
+                    head: str | None = None) -> tuple[str | None, list[str]]:
+    """(name, tags) of a run from the `key=value` overrides whose key passes `keep`: name = `head` then
+    `<last key part>=<value>` of each, tags = `<key>=<value>` of each."""
+    kept = [(o.key_or_group, o.get_value_element_as_str()) for o in _parsed(overrides) if keep(o.key_or_group)]
+    name = " ".join([*([head] if head else []), *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in kept)])
+    return name or None, [f"{k}={v}"[:64] for k, v in kept]   # W&B refuses tags over 64 characters
+
+
+def read_sweep(sweep_dir: Path) -> tuple[str, list[str]] | None:
+    """(start `<date>_<time>`, sweep-level overrides incl. `hydra.sweeper.params`) of a multirun, from the
+    `multirun.yaml` Hydra's sweeper writes when it starts; None where there is none."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    hydra = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("hydra") or {}
+    params = (hydra.get("sweeper") or {}).get("params") or {}
+    started = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S")
+    return started, [*(f"{k}={v}" for k, v in params.items()), *((hydra.get("overrides") or {}).get("task") or [])]
+
+
 def sweep_labels(group: str | None, name: str | None, tags: list[str]) -> tuple[str | None, str | None, list[str]]:
-    """W&B group, name and tags of this Hydra job: a multirun point is named by its overrides
-    (`hydra.job.override_dirname`), grouped with the other points of its sweep (`<group>/<sweep dir>`) and tagged
-    with the keys it sets, so the dashboard compares sweep points without renaming; a single run keeps the config's."""
+    """W&B group, name and tags of this Hydra job (a name set in the config wins). A multirun point: named by its
+    swept values (`gap_loss=full`), tagged `key=value` of the swept keys, grouped per launch of its sweep
+    (`<date>_<time>_<sweep name>`). A single run: named by its experiment then its command-line overrides, tagged
+    with those overrides, in the config's group. Without multirun.yaml every override of a point counts as swept."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not HydraConfig.initialized():
         return group, name, tags
     hydra = HydraConfig.get()
-    keys = sorted({o.split("=", 1)[0].lstrip("+~") for o in hydra.overrides.task if "=" in o})
-    return (f"{group}/{Path(hydra.sweep.dir).name}" if group else Path(hydra.sweep.dir).name,
-            name or hydra.job.override_dirname or None, sorted({*tags, *keys}))
+    overrides, choices = list(hydra.overrides.task), hydra.runtime.choices
+    if hydra.mode != RunMode.MULTIRUN:
+        auto, found = override_labels(overrides, lambda k: k != "experiment" and _unplaced(k),
+                                      choices.get("experiment") or group)
+        return group, name or auto, sorted({*tags, *found})
+    sweep_dir = Path(hydra.runtime.cwd, hydra.sweep.dir)
+    sweep = read_sweep(sweep_dir)
+    auto, found = override_labels(overrides, swept_keys(sweep[1]).__contains__ if sweep else _unplaced)
+    label = choices.get("sweep") or sweep_dir.name
+    return f"{sweep[0]}_{label}" if sweep else label, name or auto, sorted({*tags, *found})
 
 
 class WandbTracker(Tracker):
-    """`logger=wandb`: one W&B run per Hydra job (group = experiment name, per sweep under multirun; see
-    `sweep_labels`); offline without an API key.
+    """`logger=wandb`: one W&B run per Hydra job, named, tagged and grouped by `sweep_labels` (group = experiment
+    name, or one per sweep launch under multirun); offline without an API key.
 
     W&B must never stop training: a server that cannot be reached at start gives an offline run (same id, for
     `wandb sync`), and a W&B call that fails mid-run is reported once and its numbers go to `fallback.jsonl`
@@ -243,8 +291,9 @@ class WandbTracker(Tracker):
         self._guard("images", lambda: self.run.log({f"figures/{name}": self._wandb.Image(str(path))
                                                     for name, path in images.items()}), {})
 
-    def finish(self) -> None:
-        self._guard("finish", self.run.finish, {})
+    def finish(self, failed: bool = False) -> None:
+        """Close the run; W&B marks it failed on `failed` (exit code 1), finished otherwise."""
+        self._guard("finish", lambda: self.run.finish(exit_code=1 if failed else None), {})
 
 
 class _GuardedWandbLogger(WandbLogger):

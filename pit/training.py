@@ -22,7 +22,8 @@ from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from pit.checkpointing import StageCheckpoint, StepStream, latest_checkpoint
+from pit import interrupt
+from pit.checkpointing import StageCheckpoint, StepStream, checkpoint_interval, latest_checkpoint
 from pit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,11 @@ class StageProgressBar(RichProgressBar):
         return self.stage
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        """The stage's own metrics, without the logger's run version (`v_num`)."""
+        """The stage's own metrics by their short names (`reward_mean`, not `rlhf_policy/reward_mean`), without the
+        logger's run version (`v_num`)."""
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
-        return items
+        return {name.removeprefix(f"{self.stage}/"): value for name, value in items.items()}
 
 
 class StageFitter:
@@ -107,13 +109,16 @@ class StageFitter:
         if resume is not None:
             log.info("stage %s: resuming from %s (batch %d of %d)", self.stage, resume.path, resume.batches, batches)
             self.resumed_from = stream.skip = resume.batches
-        callback = StageCheckpoint(self.checkpoints, self.checkpoint_cfg.every, self.checkpoint_cfg.keep_last)
+        every = checkpoint_interval(self.checkpoint_cfg.every, self.checkpoint_cfg.max_lost, batches)
+        callback = StageCheckpoint(self.checkpoints, every, self.checkpoint_cfg.keep_last)
         callbacks: list[Callback] = [callback]
         if self.trainer_cfg.get("enable_progress_bar", True) and _RICH_AVAILABLE:
             callbacks.append(StageProgressBar(self.stage))
         trainer = self.trainer(max_steps, val_every, callbacks=callbacks, **overrides)
         start = time.perf_counter()
-        trainer.fit(module, stream, val, ckpt_path=resume.path if resume else None, weights_only=True)
+        with interrupt.fitting():
+            trainer.fit(module, stream, val, ckpt_path=resume.path if resume else None, weights_only=True)
+            interrupt.stop_if_pending(callback.batches)   # a signal after the last batch: its checkpoint is written
         metrics["train_seconds"] = round(time.perf_counter() - start, 2)
         metrics["checkpoint_seconds"] = round(callback.seconds, 2)
         return trainer

@@ -131,7 +131,7 @@ def test_secret_in_config_is_refused_before_any_logging(tmp_path: Path, subproce
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides, message", [
     (["dataset=jsonl"], "Missing mandatory value: dataset.path"),
-    (["dataset=jsonl", "dataset.path=/nonexistent/pairs.jsonl"], "/nonexistent/pairs.jsonl: file not found"),
+    (["dataset=jsonl", "dataset.path=/nonexistent/pairs.jsonl"], "dataset.path=/nonexistent/pairs.jsonl: no such file"),
     (["dataset.n_required=9"], "synthetic: need 0 < n_required <= min_length <= max_length"),
     (["objective=rlhf", "baseline=none"], "evaluate has nothing to compare with y_0"),
     (["objective.curriculum=[dataset,humans]"], "objective.curriculum: unknown sources ['humans']"),

@@ -25,7 +25,7 @@ def start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Pope
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for_line(log: Path, text: str, timeout: float = 120) -> None:
+def wait_for_line(log: Path, text: str, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while text not in log.read_text():
         assert time.monotonic() < deadline, f"{text!r} never appeared in {log}:\n{log.read_text()[-2000:]}"
@@ -75,7 +75,7 @@ def test_waiter_takes_over_from_a_killed_holder(tmp_path: Path, subprocess_env: 
     shared = [*config, f"paths.cache_dir={tmp_path / 'cache'}"]
     holder_log, waiter_log = tmp_path / "holder.log", tmp_path / "waiter.log"
     go = tmp_path / "kill-now"
-    holder = start([sys.executable, "tests/sigkill_at.py", "checkpoint:sft_policy:20", *shared,
+    holder = start([sys.executable, "tests/signal_at.py", "checkpoint:sft_policy:20", *shared,
                     f"hydra.run.dir={tmp_path / 'holder'}"], holder_log,
                    {**subprocess_env, "SIGKILL_WHEN_FILE": str(go)})
     wait_for_line(holder_log, "stage sft_policy: running")

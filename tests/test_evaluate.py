@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 
@@ -17,10 +19,11 @@ from pit.evaluate.metrics import (
     length_controlled,
     outcomes_from_scores,
     token_edit_distance,
+    wilson_interval,
     win_rates,
     within_prompt_correlation,
 )
-from pit.evaluate.report import evaluation_report
+from pit.evaluate.report import evaluation_report, judge_check
 from pit.improve.baselines import SelfRefine
 from pit.improve.iterate import iterate
 from pit.run import format_evaluation
@@ -32,6 +35,47 @@ def test_outcomes_and_win_rates_by_hand() -> None:
     assert win_rates([1.0, 0.5, 0.0, 1.0]) == {"win": 0.5, "tie": 0.25, "lose": 0.25, "delta": 0.25, "n": 4}
     with pytest.raises(ValueError):
         win_rates([])
+
+
+def test_wilson_interval_by_hand() -> None:
+    """z = 1.96, s = 1 + z²/n, centre = (p + z²/2n) / s, half = z/s · sqrt(p(1 - p)/n + z²/4n²)."""
+    # 5/10: s = 1.38416, centre = 0.69208 / s = 0.5, half = 1.416021 · sqrt(0.025 + 0.009604) = 0.263410
+    assert wilson_interval(0.5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-5)
+    # 8/10: centre = 0.99208 / s = 0.71674, half = 1.41602 · sqrt(0.016 + 0.009604) = 0.22658
+    assert wilson_interval(0.8, 10) == pytest.approx((0.49016, 0.94332), abs=1e-5)
+    # 0/10: centre = half = 0.19208 / s = 0.13877: [0, 0.27754] (p ± z·se would be [0, 0])
+    assert wilson_interval(0.0, 10) == pytest.approx((0.0, 0.27754), abs=1e-5)
+    # 50/100: s = 1.038416, centre 0.5, half = 1.887488 · sqrt(0.0025 + 0.00009604) = 0.09617
+    assert wilson_interval(0.5, 100) == pytest.approx((0.40383, 0.59617), abs=1e-5)
+    with pytest.raises(ValueError):
+        wilson_interval(0.5, 0)
+
+
+def test_a_judge_at_chance_puts_a_warning_in_the_report() -> None:
+    """8 of 10 val pairs right is within the interval of a coin (0.49 to 0.94); 160 of 200 is not."""
+    weak = judge_check({"val_acc": 0.8, "val_pairs": 10})
+    assert weak["judge_val"]["at_chance"] == 1 and weak["judge_val"]["n"] == 10
+    assert weak["judge_val"]["ci"] == pytest.approx([0.49016, 0.94332], abs=1e-5)
+    assert weak["warnings"] == ["judge val accuracy 0.80 [0.49, 0.94] on 10 val pairs includes chance (0.5): the Δ "
+                                "and ELO of this evaluation are uninformative"]
+    good = judge_check({"val_acc": 0.8, "val_pairs": 200})
+    assert good["judge_val"]["at_chance"] == 0 and good["judge_val"]["ci"][0] > 0.5 and good["warnings"] == []
+    assert judge_check({}) == {"warnings": []}    # a judge stage that measured nothing: nothing to say
+
+
+def test_the_committed_default_run_has_an_informative_judge() -> None:
+    """The judge metrics of a real results.json (the oracle: 204 of 204 val pairs) give no warning."""
+    results = json.loads((Path(__file__).parents[1] / "experiments/default/results_default_seed0.json").read_text())
+    check = judge_check(results["stages"]["judge"]["metrics"])
+    assert check["warnings"] == [] and check["judge_val"]["ci"][0] > 0.98
+
+
+def test_the_console_table_says_once_that_the_judge_is_at_chance() -> None:
+    line = judge_check({"val_acc": 0.5, "val_pairs": 20})["warnings"][0]
+    results = json.loads((Path(__file__).parents[1] / "experiments/default/results_default_seed0.json").read_text())
+    table = "\n".join(format_evaluation({**results["eval"], "warnings": [line]}))
+    assert table.count(f"WARNING: {line}") == 1
+    assert "WARNING" not in "\n".join(format_evaluation(results["eval"]))
 
 
 def test_length_control_keeps_pairs_of_similar_length() -> None:

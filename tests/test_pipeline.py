@@ -154,7 +154,7 @@ def test_killed_stage_resumes_there(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert stage_status(resumed)["sft_pit"] == "ran" and stage_status(resumed)["gap_reward"] == "ran"
 
 
-KILL_POINTS = [  # (where sigkill_at.py kills the job, the stage the next run must resume, from which batch)
+KILL_POINTS = [  # (where signal_at.py kills the job, the stage the next run must resume, from which batch)
     ("checkpoint:sft_policy:20", "sft_policy", 20),           # mid-SFT, in its second epoch
     ("checkpoint-write:reward:2", "reward", 1),               # checkpoint 2 renamed, its sidecar not yet written
     ("checkpoint:rlhf_policy:2", "rlhf_policy", 2),           # mid-PPO
@@ -174,7 +174,7 @@ def test_sigkill_at_each_point_then_rerun_equals_an_uninterrupted_run(tmp_path: 
     results_file = tmp_path / "job" / "results.json"
     previous: tuple[str, int] | None = None
     for point, stage, batch in [*KILL_POINTS, (None, None, None)]:
-        command = [sys.executable, *(["tests/sigkill_at.py", point] if point else ["-m", "pit.run"]), *overrides]
+        command = [sys.executable, *(["tests/signal_at.py", point] if point else ["-m", "pit.run"]), *overrides]
         done = subprocess.run(command, cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=300)
         assert done.returncode == (-9 if point else 0), (point, done.stderr[-3000:])
         records = json.loads(results_file.read_text())["stages"]
@@ -228,6 +228,20 @@ def test_stage_curves_read_the_csv_history(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("epoch,step\n")
     assert stage_curves("e", empty, tmp_path) is None
+
+
+def test_curve_axes_say_their_units() -> None:
+    from pit.evaluate.figures import axis_labels
+
+    xlabel, ylabels = axis_labels("rlhf_policy", ["rlhf_policy/reward_mean", "rlhf_policy/kl", "rlhf_policy/approx_kl"])
+    assert xlabel == "PPO iteration" and ylabels == {"rlhf_policy/reward_mean": "reward (R_P score)",
+                                                     "rlhf_policy/kl": "KL policy ‖ reference (nats/response)",
+                                                     "rlhf_policy/approx_kl": "KL new ‖ old policy (nats/token)"}
+    assert axis_labels("pit_rl/1_dataset", ["p/reward_mean"])[1] == {"p/reward_mean": "reward (R_PIT gap score)"}
+    xlabel, ylabels = axis_labels("reward", ["reward/train_loss", "reward/val_acc_w_gt_l"])
+    assert xlabel == "training step (batches)" and ylabels == {"reward/train_loss": "Bradley–Terry loss (nats)",
+                                                               "reward/val_acc_w_gt_l": "accuracy (fraction of pairs)"}
+    assert axis_labels("sft_policy", ["s/train_loss"])[1] == {"s/train_loss": "cross-entropy (nats/token)"}
 
 
 @pytest.mark.slow

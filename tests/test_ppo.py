@@ -7,9 +7,14 @@ import copy
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from pit.config import TrainerConfig
 from pit.data.synthetic import WORDS, SyntheticSource
+from pit.evaluate.figures import read_curves
 from pit.models.factory import TinyCausalLM
 from pit.models.generate import Sampling
 from pit.modules.ppo import PPOConfig, PPOModule, Rollout
@@ -84,6 +89,20 @@ def test_nan_reward_stops_the_stage_with_a_clear_error() -> None:
         assert "the stage stops, its checkpoints stay" in str(error)
     else:
         raise AssertionError("a NaN reward must stop PPO")
+
+
+def test_ppo_curves_have_a_point_per_iteration_and_the_bar_shows_reward_and_kl(tmp_path) -> None:
+    """With the trainer config's own defaults, each PPO iteration is one point of every curve a stage keeps."""
+    module, rollouts = _tiny_ppo(lambda items, texts, ids: torch.ones(len(texts)))
+    trainer_cfg = OmegaConf.structured(TrainerConfig(accelerator="cpu", devices=1, strategy="auto",
+                                                     precision="32-true", enable_progress_bar=False))
+    trainer = instantiate(trainer_cfg)(max_steps=3, logger=CSVLogger(tmp_path, name="", version=""),
+                                       gradient_clip_val=None, enable_checkpointing=False, enable_model_summary=False)
+    trainer.fit(module, DataLoader(rollouts, batch_size=8, collate_fn=list))
+    curves = read_curves(tmp_path / "metrics.csv")
+    assert [step for step, _ in curves["ppo/reward_mean"]] == [0, 1, 2] and len(curves["ppo/kl"]) == 3
+    assert {"ppo/reward_mean", "ppo/kl"} <= set(trainer.progress_bar_metrics)
+    assert "ppo/entropy" not in trainer.progress_bar_metrics
 
 
 def test_rollout_tables_every_n_iterations() -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,16 @@ import wandb
 from helpers import CONF, FAST, compose_config, history_keys
 
 from pit.run import run
-from pit.tracking import RunLedger, WandbTracker, run_identity
+from pit.tracking import (
+    CSVTracker,
+    RunLedger,
+    Tracker,
+    WandbTracker,
+    override_labels,
+    run_identity,
+    sweep_labels,
+    swept_keys,
+)
 
 
 def closed_port() -> int:
@@ -92,26 +102,89 @@ def test_run_identity_ignores_paths_only() -> None:
     assert run_identity({**config, "seed": 1}, "/out/1") != run_identity(config, "/out/1")
 
 
-def test_sweep_points_are_named_by_overrides_grouped_per_sweep_and_tagged() -> None:
-    """Under multirun: name = the point's overrides, group = <experiment>/<sweep dir>, tags = the keys it sets."""
+def test_swept_keys_are_those_given_several_values() -> None:
+    arguments = ["+sweep=gap_loss", "objective.gap_loss=full,single", "seed=range(0,3)", "evaluate.iterations=5",
+                 "judge=choice(oracle,llm)", "~trainer.devices"]
+    assert swept_keys(arguments) == {"objective.gap_loss", "seed", "judge"}
+
+
+def test_override_labels_name_by_last_key_part_and_tag_by_key() -> None:
+    overrides = ["+sweep=gap_loss", "objective.gap_loss=full", "evaluate.sampling.temperature=0.7", "seed=1"]
+    keep = {"objective.gap_loss", "evaluate.sampling.temperature"}.__contains__
+    assert override_labels(overrides, keep) == (
+        "gap_loss=full temperature=0.7", ["objective.gap_loss=full", "evaluate.sampling.temperature=0.7"])
+    assert override_labels(["+experiment=hh_rlhf", "seed=1", "paths.cache_dir=/c"],
+                           lambda k: k not in ("experiment", "paths.cache_dir"), "hh_rlhf") == ("hh_rlhf seed=1",
+                                                                                                 ["seed=1"])
+    assert override_labels([], keep) == (None, [])
+
+
+def _hydra_job(overrides: list[str], mode: object, sweep_dir: Path) -> None:
+    """Compose the config as a Hydra job with these command-line overrides and make it the current HydraConfig."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from pit.tracking import sweep_labels
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = mode
+        cfg.hydra.sweep.dir = str(sweep_dir)
+    HydraConfig.instance().set_config(cfg)
+
+
+def test_sweep_points_are_named_by_swept_values_grouped_per_launch(tmp_path: Path) -> None:
+    """Under multirun: name = the swept values only, tags = swept key=value, group = <date>_<time>_<sweep>."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     assert sweep_labels("default", None, ["x"]) == ("default", None, ["x"])   # no Hydra job: the config's labels
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["seed=1", "objective.gap_loss=full"], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.mode = RunMode.MULTIRUN
-        cfg.hydra.sweep.dir = "multirun/gap_loss"
-        cfg.hydra.job.override_dirname = "objective.gap_loss=full,seed=1"
-    HydraConfig.instance().set_config(cfg)
+    sweep = tmp_path / "gap_loss"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(  # what Hydra's sweeper writes: the launch's overrides and params
+        "hydra:\n  sweeper:\n    params:\n      objective.gap_loss: full,single\n"
+        "  overrides:\n    task:\n    - +sweep=gap_loss\n    - seed=1\n    - evaluate.sampling.temperature=0,0.7\n")
+    started = datetime.fromtimestamp((sweep / "multirun.yaml").stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S")
+    _hydra_job(["+sweep=gap_loss", "seed=1", "evaluate.sampling.temperature=0.7", "objective.gap_loss=full"],
+               RunMode.MULTIRUN, sweep)
     try:
         assert sweep_labels("default", None, ["paper"]) == (
-            "default/gap_loss", "objective.gap_loss=full,seed=1", ["objective.gap_loss", "paper", "seed"])
+            f"{started}_gap_loss", "temperature=0.7 gap_loss=full",
+            ["evaluate.sampling.temperature=0.7", "objective.gap_loss=full", "paper"])
         assert sweep_labels("default", "mine", [])[1] == "mine"   # a name the user set wins
+        (sweep / "multirun.yaml").unlink()                      # another sweeper: every override counts as swept
+        assert sweep_labels(None, None, [])[0] == "gap_loss"
     finally:
         HydraConfig.instance().cfg = None
+
+
+def test_single_run_is_named_by_experiment_and_overrides(tmp_path: Path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    _hydra_job(["+experiment=synthetic", "seed=1", "paths.cache_dir=/c"], RunMode.RUN, tmp_path)
+    try:
+        assert sweep_labels("default", None, []) == ("default", "synthetic seed=1", ["seed=1"])
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+class FakeRun:
+    def __init__(self) -> None:
+        self.exit_codes: list[int | None] = []
+
+    def finish(self, exit_code: int | None = None) -> None:
+        self.exit_codes.append(exit_code)
+
+
+@pytest.mark.parametrize(("failed", "exit_code"), [(True, 1), (False, None)])
+def test_finish_marks_a_failed_job_failed_in_wandb(tmp_path: Path, failed: bool, exit_code: int | None) -> None:
+    tracker = WandbTracker.__new__(WandbTracker)   # no wandb.init: only the run object matters here
+    tracker.run, tracker._failed, tracker.fallback = FakeRun(), False, tmp_path / "fallback.jsonl"
+    tracker.finish(failed=failed)
+    assert tracker.run.exit_codes == [exit_code] and not tracker.fallback.exists()
+
+
+def test_every_tracker_accepts_failed(tmp_path: Path) -> None:
+    Tracker().finish(failed=True)
+    CSVTracker(str(tmp_path)).finish(failed=True)

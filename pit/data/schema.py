@@ -60,6 +60,8 @@ class LoadedData:
 class PreferenceSource:
     """A `dataset=` choice: where pairs come from (`load`), and how a model sees them (templates, token limits)."""
 
+    has_oracle = False   # whether `load` returns an exact oracle (then `judge=auto` trains no judge model)
+
     def __init__(self, name: str, templates: Templates | None = None, max_prompt_tokens: int = 256,
                  max_response_tokens: int = 128):
         self.name, self.templates = name, templates or Templates()

@@ -58,6 +58,8 @@ def score(prompt: str, response: str) -> float:
 class SyntheticSource(PreferenceSource):
     """Deterministic, seeded generator of constrained-writing preference pairs with systematic slips."""
 
+    has_oracle = True
+
     def __init__(self, n_pairs: int = 4000, seed: int = 0, n_required: int = 3, n_banned: int = 2,
                  min_length: int = 7, max_length: int = 9, ordered: bool = False, slip_prob: float = 0.65,
                  filler: str | None = "la", slips: tuple[str, ...] = ("echo", "cut"),

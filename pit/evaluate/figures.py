@@ -19,6 +19,17 @@ CURVES = "curves"              # the directory in a stage's artifact that holds 
 MAX_PANELS = 9                 # metrics per stage figure, the first of FIRST that were logged before the rest
 FIRST = ("train_loss", "val_loss", "reward_mean", "/kl", "explained_variance", "response_length", "entropy",
          "clip_fraction", "value_loss", "val_")
+UNITS = (   # (part of a metric's name, its y-axis label): the first part found in the name labels the panel
+    ("reward_mean", "reward ({reward})"), ("reward_std", "reward std ({reward})"),
+    ("approx_kl", "KL new ‖ old policy (nats/token)"), ("/kl", "KL policy ‖ reference (nats/response)"),
+    ("beta", "β (KL coefficient)"), ("entropy", "entropy (nats/token)"), ("response_length", "length (tokens)"),
+    ("tokens_per_s", "tokens/s"), ("clip_fraction", "fraction of tokens clipped"),
+    ("ended_with_eos", "fraction of responses"), ("explained_variance", "explained variance (1 = exact)"),
+    ("policy_loss", "clipped surrogate loss"), ("value_loss", "value loss (squared error)"),
+    ("_acc_", "accuracy (fraction of pairs)"), ("val_ppl", "perplexity (per token)"),
+    ("margin", "score margin (better − worse)"), ("score_", "score (reward units)"), ("loss", "{loss}"),
+)
+CHANCE = 0.5   # dashed on accuracy panels (metrics.CHANCE; not imported: that module loads torch, `pit.compare` not)
 
 
 def pyplot() -> Any:
@@ -53,8 +64,19 @@ def read_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
     return series
 
 
+def axis_labels(stage: str, names: list[str]) -> tuple[str, dict[str, str]]:
+    """The x-axis label of a stage's curves and each metric's y-axis label, with units."""
+    ppo = any(name.endswith("reward_mean") for name in names)
+    preference = any("_acc_" in name for name in names)
+    fill = {"reward": "R_PIT gap score" if stage.startswith("pit_rl") else "R_P score",
+            "loss": "Bradley–Terry loss (nats)" if preference else "cross-entropy (nats/token)"}
+    ylabels = {name: next((label for part, label in UNITS if part in name), "").format(**fill) for name in names}
+    return ("PPO iteration" if ppo else "training step (batches)"), ylabels
+
+
 def stage_curves(stage: str, csv_file: Path, out: Path) -> Path | None:
-    """One panel per metric of a stage (its training loss or reward first); None when nothing was logged."""
+    """One panel per metric of a stage (its training loss or reward first), with units, and a dashed chance line on
+    accuracy panels; None when nothing was logged."""
     series = read_curves(csv_file)
     rank = {name: next((i for i, part in enumerate(FIRST) if part in name), len(FIRST)) for name in series}
     names = sorted(series, key=lambda n: (rank[n], n))[:MAX_PANELS]
@@ -63,12 +85,16 @@ def stage_curves(stage: str, csv_file: Path, out: Path) -> Path | None:
     plt = pyplot()
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
+    xlabel, ylabels = axis_labels(stage, list(series))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         steps, values = zip(*series[name], strict=True)
         ax.plot(steps, values, marker="." if len(steps) < 20 else None)
+        if "_acc_" in name:
+            ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=0.8)
         ax.set_title(name.split("/", 1)[-1], fontsize=9)
-        ax.set_xlabel("PPO iteration" if "rl" in stage else "training step", fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabels[name], fontsize=8)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.suptitle(stage)

@@ -15,6 +15,8 @@ import torch
 
 ELO_SCALE = 400 / math.log(10)   # a 400-point gap = 10:1 odds, as in chess
 ELO_MEAN = 1000.0
+Z95 = 1.96   # standard normal quantile of a two-sided 95 % interval
+CHANCE = 0.5   # the pairwise accuracy of a guess between two responses
 
 
 def outcomes_from_scores(first: Sequence[float], second: Sequence[float], tie_margin: float = 0.0) -> list[float]:
@@ -30,6 +32,17 @@ def win_rates(outcomes: Sequence[float]) -> dict[str, float]:
     win = sum(o == 1.0 for o in outcomes) / n
     lose = sum(o == 0.0 for o in outcomes) / n
     return {"win": win, "tie": 1.0 - win - lose, "lose": lose, "delta": win - lose, "n": n}
+
+
+def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval (95 % by default) of a binomial proportion `p` measured on `n` trials; unlike p ± z·se
+    it stays inside [0, 1] and is not empty at p = 0 or 1."""
+    if n < 1:
+        raise ValueError(f"wilson_interval needs at least one trial, got n={n}")
+    shrink = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / shrink
+    half = z / shrink * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def length_controlled(outcomes: Sequence[float], first_lengths: Sequence[int], second_lengths: Sequence[int],

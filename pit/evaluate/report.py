@@ -7,19 +7,21 @@ improving from regenerating: the same first step on another prompt's draft.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from itertools import combinations
 from statistics import mean
 from typing import Any
 
 from pit.evaluate.metrics import (
+    CHANCE,
     bootstrap_delta_ci,
     bootstrap_elo,
     bootstrap_mean_ci,
     elo_ratings,
     length_controlled,
     token_edit_distance,
+    wilson_interval,
     win_rates,
 )
 from pit.stages.context import Verdicts
@@ -170,3 +172,20 @@ def elo_report(verdicts: Verdicts, prompts: list[str], variants: dict[str, list[
         return {}
     return {"elo": elo_ratings(games, names),
             "elo_ci": {v: list(ci) for v, ci in bootstrap_elo(by_prompt, names, resamples, seed).items()}}
+
+
+def judge_check(judge: Mapping[str, float]) -> dict[str, Any]:
+    """The judge stage's val accuracy with its 95 % Wilson interval (`judge_val`), and in `warnings` a line to show
+    when that interval includes chance: such a judge cannot tell the methods apart, so no Δ or ELO means anything.
+
+    `judge` holds the stage's metrics (`val_acc` on `val_pairs` pairs); without them there is nothing to check.
+    `at_chance` is 0 or 1, a number, so that it reaches the W&B summary.
+    """
+    acc, n = judge.get("val_acc"), int(judge.get("val_pairs", 0))
+    if acc is None or n < 1:
+        return {"warnings": []}
+    low, high = wilson_interval(acc, n)
+    at_chance = low <= CHANCE <= high
+    warnings = [f"judge val accuracy {acc:.2f} [{low:.2f}, {high:.2f}] on {n} val pairs includes chance ({CHANCE}): "
+                f"the Δ and ELO of this evaluation are uninformative"] if at_chance else []
+    return {"judge_val": {"acc": acc, "n": n, "ci": [low, high], "at_chance": int(at_chance)}, "warnings": warnings}

@@ -41,6 +41,7 @@ from pit.modules.ppo_math import (
 
 RewardFn = Callable[[list["Rollout"], list[str], list[list[int]]], torch.Tensor]   # (items, texts, token ids)
 TableFn = Callable[[str, list[str], list[list[Any]]], None]   # (key, columns, rows), e.g. Tracker.log_table
+PROGRESS_BAR = ("reward_mean", "kl")   # the iteration metrics shown on the stage's progress bar
 
 
 @dataclass
@@ -79,8 +80,9 @@ class PPOModule(L.LightningModule):
     policy's tokenizer reads the sampled ids instead of re-encoding the text. `scorers` are the networks it runs
     (a plain tuple, so not submodules: they stay out of the optimizer, checkpoints and DDP), moved to the policy's
     device when fitting starts. Every `table_every` iterations, `table_rows` rollouts go to `log_table` (a W&B
-    table). Checkpoints carry the KL coefficient and the history, not the frozen reference. `reference=None`:
-    the policy is a LoRA model and the reference is that model with its adapters switched off (one copy).
+    table). Each iteration's metrics go to Lightning's loggers (which keep every `log_every_n_steps`-th; reward and
+    KL also to the progress bar). Checkpoints carry the KL coefficient and the history, not the frozen reference.
+    `reference=None`: the policy is a LoRA model and the reference is that model with its adapters switched off.
     Dropout is off in the policy, so the old and new log-probs of an update differ only by the update.
     """
 
@@ -250,7 +252,10 @@ class PPOModule(L.LightningModule):
                     for item, text, score, end in zip(batch, r.texts, r.scores.tolist(), r.ended.tolist(), strict=True)]
             self.log_table(f"{self.prefix}/rollouts", ["iteration", "input", "response", "reward", "ended_with_eos"],
                            rows[: self.table_rows])
-        self.log_dict({f"{self.prefix}/{k}": v for k, v in metrics.items() if math.isfinite(v)}, batch_size=n)
+        logged = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        for on_bar in (True, False):   # reward and KL also on the progress bar
+            self.log_dict({f"{self.prefix}/{k}": v for k, v in logged.items() if (k in PROGRESS_BAR) == on_bar},
+                          prog_bar=on_bar, batch_size=n)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with two learning rates: `lr` for the policy, `value_lr` for the value head (when there is one)."""

@@ -12,11 +12,11 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from pit.artifacts import write_json_atomic, write_jsonl
+from pit.artifacts import stage_metrics, write_json_atomic, write_jsonl
 from pit.errors import ConfigError
 from pit.evaluate.judges import oracle_verdicts
 from pit.evaluate.metrics import derangement
-from pit.evaluate.report import CONTROL, POLICY, evaluation_report
+from pit.evaluate.report import CONTROL, POLICY, evaluation_report, judge_check
 from pit.improve.iterate import Generator, PITStep, Step, iterate
 from pit.stages.context import StageContext
 from pit.tracking import Tracker
@@ -61,7 +61,7 @@ def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *,
     oracle = oracle_verdicts(ctx.oracle).scores if ctx.oracle is not None else None
     report = evaluation_report(prompts, chains, verdicts, hp.length_ratio, hp.bootstrap, hp.elo_bootstrap,
                                ctx.seed, controls, deranged, oracle)
-    report.update(judge=ctx.judge.name, split=hp.split)
+    report.update(judge=ctx.judge.name, split=hp.split, **judge_check(stage_metrics(ctx.artifact("judge"))))
     write_json_atomic(out / "report.json", report)
     write_jsonl(out / "generations.jsonl",
                 [{"prompt": p, POLICY: y, **{c: t[i] for c, t in controls.items()},
