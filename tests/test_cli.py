@@ -49,11 +49,12 @@ def test_error_inside_a_constructor_is_one_line_printed_once(tmp_path: Path, sub
 
 def test_installed_package_finds_its_configs_from_an_empty_directory(tmp_path: Path,
                                                                      subprocess_env: dict[str, str]) -> None:
-    """A non-editable install (as on a cluster) ships conf/ inside the package: `--cfg job` works from anywhere."""
+    """A non-editable install (as on a cluster) ships conf/ and the HH slice inside the package: `--cfg job` works
+    from anywhere, and `+experiment=hh_rlhf_smoke` reads the installed slice."""
     source = _mkdir(tmp_path / "source")
     for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(ROOT / name, source / name)
-    for name in ("pit", "conf"):
+    for name in ("pit", "conf", "data"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     site = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
@@ -70,6 +71,11 @@ def test_installed_package_finds_its_configs_from_an_empty_directory(tmp_path: P
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "_target_: pit.data.hh_rlhf.HHRLHFSource" in done.stdout and "experiment_name: default" in done.stdout
+    smoke = subprocess.run([sys.executable, "-m", "pit.run", "--cfg", "job", "--resolve", "+experiment=hh_rlhf_smoke"],
+                           cwd=empty, env=env, capture_output=True, text=True, timeout=60)
+    shipped = site / "pit" / "data_files" / "hh-rlhf" / "harmless-base-test.jsonl.gz"   # the slice, with its licence
+    assert shipped.is_file() and (shipped.parent / "LICENSE").is_file()
+    assert f"path: {shipped}" in smoke.stdout, smoke.stderr[-2000:]
     assert not list(empty.iterdir())
 
 

@@ -161,9 +161,9 @@ def test_hh_real_slice(hh_slice: Path) -> None:
 
 
 def test_hh_smoke_default_path_is_the_slice_in_the_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`+experiment=hh_rlhf_smoke` run from the repository root reads data/hh-rlhf/, nothing beside the clone."""
+    """`+experiment=hh_rlhf_smoke` reads data/hh-rlhf/ of the clone, nothing beside it, from any directory."""
     monkeypatch.delenv("PIT_HH_PATH", raising=False)
-    monkeypatch.chdir(ROOT)
+    monkeypatch.chdir(tmp_path)
     path = Path(compose_config(["+experiment=hh_rlhf_smoke"], tmp_path).dataset.path).resolve()
     assert path == HH_SLICE and path.is_relative_to(ROOT)
     assert (path.parent / "LICENSE").is_file() and (path.parent / "README.md").is_file()
