@@ -143,9 +143,12 @@ class StageCheckpoint(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self.batches += 1
-        if (self.every and self.batches % self.every == 0) or interrupt.pending():
+        # a signal to any rank stops them all at this batch (a collective: every rank saves, none is left waiting)
+        stop = trainer.strategy.reduce_boolean_decision(interrupt.pending(), all=False)
+        if (self.every and self.batches % self.every == 0) or stop:
             self.save(trainer)
-            interrupt.stop_if_pending(self.batches)
+        if stop:
+            interrupt.stop(self.batches)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)

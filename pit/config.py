@@ -13,13 +13,13 @@ whose dataclass defaults are the defaults (the YAML only overrides).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from pit.modules.ppo_config import PPOConfig
+from pit.resolvers import RESOLVERS
 
 
 @dataclass
@@ -110,7 +110,7 @@ class PretrainedModelConfig(ModelConfig):
 
 @dataclass
 class ObjectiveConfig:
-    _target_: str = "pit.pipeline.Objective"
+    _target_: str = "pit.objective.Objective"
     name: str = MISSING
     stages: list[str] = MISSING
     gap_loss: str = MISSING
@@ -354,6 +354,7 @@ class RootConfig:
     seed: int = MISSING
     log_rollouts_every: int = MISSING
     table_rows: int = MISSING
+    threads: int | None = MISSING
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -378,32 +379,6 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
-def _precision() -> str:
-    """`bf16-mixed` on GPUs that support bfloat16, `16-mixed` on older GPUs, full precision without a GPU."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "32-true"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-
-
-def _job_dir() -> str:
-    """Hydra's output dir of the running job; where no job runs (`--cfg job --resolve`) a placeholder saying so."""
-    from hydra.core.hydra_config import HydraConfig
-
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    directory = OmegaConf.select(hydra, "runtime.output_dir", throw_on_missing=False) if hydra else None
-    return directory or "<the job's output dir>"
-
-
-def shipped_data(name: str) -> str:
-    """Absolute path of a data file shipped with pit (`data/<name>` of the source tree, `pit/data_files/<name>` in an
-    installed package), so a config can name it whatever the working directory."""
-    package = Path(__file__).resolve().parent
-    installed = package / "data_files" / name
-    return str(installed if installed.exists() else package.parent / "data" / name)
-
-
 def register_configs() -> None:
     """Store the schemas where the YAML files' defaults lists find them; register our resolvers."""
     store = ConfigStore.instance()
@@ -411,7 +386,7 @@ def register_configs() -> None:
     for group, schemas in SCHEMAS.items():
         for name, schema in schemas.items():
             store.store(group=f"schema/{group}", name=name, node=schema)
-    for name, resolver in {"pit.precision": _precision, "pit.job_dir": _job_dir, "pit.shipped": shipped_data}.items():
+    for name, resolver in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# A repeat this soon is the same stop (Ctrl-C reaches a torchrun worker from the terminal and again from its agent);
+# a later one means "now"
+REPEAT_GRACE_SECONDS = 5.0
 
 
 class Interrupted(BaseException):
@@ -38,11 +42,14 @@ class Interrupted(BaseException):
 class _State:
     fitting = False              # inside `fitting()`: a signal waits for the end of the batch
     pending: int | None = None   # a signal received during a fit, not acted on yet
+    since = 0.0                  # when it came (time.monotonic)
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
     if _State.fitting and _State.pending is None:
-        _State.pending = signum
+        _State.pending, _State.since = signum, time.monotonic()
+        return
+    if _State.fitting and time.monotonic() - _State.since < REPEAT_GRACE_SECONDS:
         return
     _State.pending = None   # a second signal during a fit: no checkpoint, stop now
     raise Interrupted(signum)
@@ -78,9 +85,14 @@ def pending() -> bool:
     return _State.pending is not None
 
 
+def stop(batch: int) -> None:
+    """Stop the job at `batch`, whose checkpoint is written, for the signal this process got (under DDP it may have
+    come to another rank only: every rank stops at the same batch)."""
+    signum, _State.pending = _State.pending or signal.SIGTERM, None
+    raise Interrupted(signum, batch)
+
+
 def stop_if_pending(batch: int) -> None:
-    """Where a fit's checkpoint at `batch` is written (the end of a batch, the end of the fit): stop the job if a
-    signal came during the fit."""
-    if (signum := _State.pending) is not None:
-        _State.pending = None
-        raise Interrupted(signum, batch)
+    """Where a fit's checkpoint at `batch` is written (the end of the fit): stop the job if a signal came during it."""
+    if pending():
+        stop(batch)

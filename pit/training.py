@@ -7,6 +7,7 @@ then continues from the newest good checkpoint there, and `resumed_from` says fr
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Callable
 from functools import cached_property
@@ -18,6 +19,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
@@ -25,6 +27,7 @@ from torch.utils.data import DataLoader
 from pit import interrupt
 from pit.checkpointing import StageCheckpoint, StepStream, checkpoint_interval, latest_checkpoint
 from pit.errors import ConfigError
+from pit.interrupt import Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +120,10 @@ class StageFitter:
         trainer = self.trainer(max_steps, val_every, callbacks=callbacks, **overrides)
         start = time.perf_counter()
         with interrupt.fitting():
-            trainer.fit(module, stream, val, ckpt_path=resume.path if resume else None, weights_only=True)
+            try:
+                trainer.fit(module, stream, val, ckpt_path=resume.path if resume else None, weights_only=True)
+            except SIGTERMException:   # Lightning's own (SystemExit, code 0): SIGTERM before our handler took over
+                raise Interrupted(signal.SIGTERM, callback.batches) from None
             interrupt.stop_if_pending(callback.batches)   # a signal after the last batch: its checkpoint is written
         metrics["train_seconds"] = round(time.perf_counter() - start, 2)
         metrics["checkpoint_seconds"] = round(callback.seconds, 2)

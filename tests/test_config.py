@@ -103,11 +103,14 @@ def test_missing_required_value_is_reported(tmp_path: Path) -> None:
         OmegaConf.to_container(cfg.dataset, throw_on_missing=True)
 
 
-def test_objective_rejects_unknown_stage() -> None:
-    from pit.pipeline import Objective
+def test_objective_rejects_unknown_stage(tmp_path: Path) -> None:
+    """A misspelt stage fails when the plan is built, before any work."""
+    from pit.objective import Objective
+    from pit.pipeline import plan_run
 
+    objective = Objective(name="x", stages=["sft_policy", "sft_polcy"], gap_loss="residual", curriculum=["dataset"])
     with pytest.raises(ValueError, match="unknown stages"):
-        Objective(name="x", stages=["sft_policy", "sft_polcy"], gap_loss="residual", curriculum=["dataset"])
+        plan_run(compose_config([], tmp_path), objective, None)
 
 
 def test_find_secrets() -> None:

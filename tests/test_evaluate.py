@@ -56,8 +56,8 @@ def test_a_judge_at_chance_puts_a_warning_in_the_report() -> None:
     weak = judge_check({"val_acc": 0.8, "val_pairs": 10})
     assert weak["judge_val"]["at_chance"] == 1 and weak["judge_val"]["n"] == 10
     assert weak["judge_val"]["ci"] == pytest.approx([0.49016, 0.94332], abs=1e-5)
-    assert weak["warnings"] == ["judge val accuracy 0.80 [0.49, 0.94] on 10 val pairs includes chance (0.5): the Δ "
-                                "and ELO of this evaluation are uninformative"]
+    assert weak["warnings"] == ["judge val accuracy 0.80 [0.49, 0.94] on 10 val pairs is not above chance (0.5): "
+                                "the Δ and ELO of this evaluation are uninformative"]
     good = judge_check({"val_acc": 0.8, "val_pairs": 200})
     assert good["judge_val"]["at_chance"] == 0 and good["judge_val"]["ci"][0] > 0.5 and good["warnings"] == []
     assert judge_check({}) == {"warnings": []}    # a judge stage that measured nothing: nothing to say

@@ -52,13 +52,24 @@ def test_a_signal_in_a_fit_waits_for_the_end_of_the_batch(handlers: None) -> Non
     assert not interrupt.pending()
 
 
-def test_a_second_signal_in_a_fit_stops_at_once(handlers: None) -> None:
+def test_a_second_signal_in_a_fit_stops_at_once(handlers: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeat within the grace (torchrun relaying the terminal's Ctrl-C) is the same stop; a later one is "now"."""
     with interrupt.fitting():
         signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)   # within the grace: still held
+        assert interrupt.pending()
+        monkeypatch.setattr(interrupt, "REPEAT_GRACE_SECONDS", 0.0)
         with pytest.raises(Interrupted) as stop:
             signal.raise_signal(signal.SIGINT)
-    assert stop.value.batch is None
+    assert (stop.value.signal_name, stop.value.batch) == ("SIGINT", None)
     interrupt.stop_if_pending(1)   # nothing held once the fit is over
+
+
+def test_a_rank_without_the_signal_stops_with_the_others(handlers: None) -> None:
+    """Under DDP every rank stops at the batch where any rank had a signal (`StageCheckpoint`'s all-reduce)."""
+    with interrupt.fitting(), pytest.raises(Interrupted) as stop:
+        interrupt.stop(5)
+    assert (stop.value.signal_name, stop.value.batch) == ("SIGTERM", 5)
 
 
 @pytest.mark.parametrize("every, max_lost, batches, expected", [

@@ -176,7 +176,8 @@ def elo_report(verdicts: Verdicts, prompts: list[str], variants: dict[str, list[
 
 def judge_check(judge: Mapping[str, float]) -> dict[str, Any]:
     """The judge stage's val accuracy with its 95 % Wilson interval (`judge_val`), and in `warnings` a line to show
-    when that interval includes chance: such a judge cannot tell the methods apart, so no Δ or ELO means anything.
+    when that interval does not lie above chance: such a judge cannot tell the methods apart, so no Δ or ELO means
+    anything.
 
     `judge` holds the stage's metrics (`val_acc` on `val_pairs` pairs); without them there is nothing to check.
     `at_chance` is 0 or 1, a number, so that it reaches the W&B summary.
@@ -185,7 +186,7 @@ def judge_check(judge: Mapping[str, float]) -> dict[str, Any]:
     if acc is None or n < 1:
         return {"warnings": []}
     low, high = wilson_interval(acc, n)
-    at_chance = low <= CHANCE <= high
-    warnings = [f"judge val accuracy {acc:.2f} [{low:.2f}, {high:.2f}] on {n} val pairs includes chance ({CHANCE}): "
-                f"the Δ and ELO of this evaluation are uninformative"] if at_chance else []
+    at_chance = low <= CHANCE   # its interval includes chance, or lies below it (a judge that prefers y_l)
+    warnings = [f"judge val accuracy {acc:.2f} [{low:.2f}, {high:.2f}] on {n} val pairs is not above chance "
+                f"({CHANCE}): the Δ and ELO of this evaluation are uninformative"] if at_chance else []
     return {"judge_val": {"acc": acc, "n": n, "ci": [low, high], "at_chance": int(at_chance)}, "warnings": warnings}

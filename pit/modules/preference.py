@@ -106,5 +106,5 @@ class GapRewardModule(PreferenceModule):
     pass; logs the accuracy of all five orderings of Eq. 2."""
 
     def __init__(self, reward_model: RewardModel, gap_loss: str, **training: Any):
-        """`gap_loss`: a key of `GAP_LOSSES` (`objective.gap_loss` is validated once, by `pit.pipeline.Objective`)."""
+        """`gap_loss`: a key of `GAP_LOSSES` (`objective.gap_loss` is validated once, by `pit.objective.Objective`)."""
         super().__init__(reward_model, GAP_GROUPS, GAP_LOSSES[gap_loss], GAP_COMPARISONS, **training)

@@ -1,0 +1,57 @@
+"""An `objective=` choice (what `objective/*.yaml` instantiates): the stages of the table it runs, R_PIT's loss and
+M_PIT's curriculum of PPO rounds, checked when the config is instantiated (unknown stages: by `pipeline.plan_run`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pit.errors import ConfigError
+from pit.modules.preference_losses import COMBINED_GAPS, GAP_LOSSES
+
+CURRICULUM_SOURCES = ("dataset", "policy")   # where a pit_rl round takes its references y_ref from
+GAP_KINDS = (*GAP_LOSSES, *COMBINED_GAPS, "rp_difference")   # objective.gap_loss: trained, trained with R_P, R_P
+
+
+@dataclass(frozen=True)
+class Objective:
+    """An `objective=` choice: which stages of the table run, R_PIT's loss, and M_PIT's curriculum of PPO rounds."""
+
+    name: str
+    stages: list[str]
+    gap_loss: str
+    curriculum: list[str]
+
+    def __post_init__(self) -> None:
+        if self.gap_loss not in GAP_KINDS:
+            raise ConfigError(f"objective.gap_loss={self.gap_loss!r}: choose one of {list(GAP_KINDS)}")
+        if bad := sorted(set(self.curriculum) - set(CURRICULUM_SOURCES)):
+            raise ConfigError(f"objective.curriculum: unknown sources {bad}; choose from {CURRICULUM_SOURCES}")
+        if "pit_rl" in self.stages and not self.curriculum:
+            raise ConfigError(f"objective '{self.name}' runs pit_rl with an empty curriculum: drop pit_rl from stages")
+        if ("control_sft" in self.stages) != ("control_rl" in self.stages):
+            raise ConfigError(f"objective '{self.name}': the compute-matched control needs both control_sft and "
+                              f"control_rl in stages")
+
+    @property
+    def rounds(self) -> list[tuple[str, str]]:
+        """(step name, reference source) of each curriculum round: `pit_rl/1_dataset`, `pit_rl/2_policy`."""
+        if "pit_rl" not in self.stages:
+            return []
+        return [(f"pit_rl/{i}_{source}", source) for i, source in enumerate(self.curriculum, 1)]
+
+    @property
+    def policy(self) -> str:
+        """M_P: the RLHF policy when the objective trains one, else the SFT policy."""
+        return "rlhf_policy" if "rlhf_policy" in self.stages else "sft_policy"
+
+    @property
+    def improver_base(self) -> str:
+        """Where M_PIT starts and its KL reference: its SFT, or the SFT policy itself (the no-SFT ablation)."""
+        return "sft_pit" if "sft_pit" in self.stages else "sft_policy"
+
+    @property
+    def improver(self) -> str | None:
+        """M_PIT as evaluated: the last curriculum round, else its SFT, else none (the objective trains no improver)."""
+        if self.rounds:
+            return self.rounds[-1][0]
+        return "sft_pit" if "sft_pit" in self.stages else None
