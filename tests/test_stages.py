@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from helpers import FAST, compose_config, stage_status
-from hydra.errors import InstantiationException
 
 from pit import pipeline
 from pit.errors import ConfigError
@@ -52,7 +51,7 @@ def test_a_toy_stage_added_through_the_table_alone_runs_and_is_reused(tmp_path: 
 
 
 def test_an_unknown_stage_names_the_table(tmp_path: Path) -> None:
-    with pytest.raises(InstantiationException, match="unknown stages \\['vocab_report'\\]"):
+    with pytest.raises(ConfigError, match="unknown stages \\['vocab_report'\\]"):
         Pipeline(compose_config([*FAST, "objective.stages=[vocab_report]"], tmp_path))
 
 
