@@ -113,8 +113,14 @@ class ObjectiveConfig:
     _target_: str = "pit.objective.Objective"
     name: str = MISSING
     stages: list[str] = MISSING
-    gap_loss: str = MISSING
     curriculum: list[str] = MISSING
+
+
+@dataclass
+class GapConfig:
+    _target_: str = MISSING
+    name: str = MISSING
+    comparisons: list[list[str]] | None = MISSING
 
 
 @dataclass
@@ -126,20 +132,17 @@ class CausalRewardConfig:
 
 
 @dataclass
-class EncoderRewardConfig:
-    _target_: str = "pit.models.reward.EncoderRewardSpec"
-    name_or_path: str = MISSING
-    pooling: str = MISSING
-    max_length: int = MISSING
-    trust_remote_code: bool = False
-
-
-@dataclass
 class SequenceClassifierRewardConfig:
     _target_: str = "pit.models.reward.SequenceClassifierRewardSpec"
     name_or_path: str = MISSING
     max_length: int = MISSING
     trust_remote_code: bool = False
+
+
+@dataclass
+class EncoderRewardConfig(SequenceClassifierRewardConfig):
+    _target_: str = "pit.models.reward.EncoderRewardSpec"
+    pooling: str = MISSING
 
 
 @dataclass
@@ -160,7 +163,7 @@ class SelfRefineConfig:
 
 @dataclass
 class OracleJudgeConfig:
-    _target_: str = "pit.evaluate.judges.OracleJudge"
+    _target_: str = "pit.stages.judges.OracleJudge"
     name: str = MISSING
 
 
@@ -173,7 +176,7 @@ class RewardModelJudgeConfig:
 
 @dataclass
 class PretrainedJudgeConfig:
-    _target_: str = "pit.evaluate.judges.PretrainedRewardJudge"
+    _target_: str = "pit.stages.judges.PretrainedRewardJudge"
     name: str = MISSING
     backbone: SequenceClassifierRewardConfig = field(default_factory=SequenceClassifierRewardConfig)
 
@@ -345,6 +348,7 @@ class RootConfig:
     model: Any = MISSING
     reward_model: Any = MISSING
     objective: Any = MISSING
+    gap: Any = MISSING
     baseline: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
@@ -369,6 +373,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
                 "jsonl": JsonlDatasetConfig},
     "model": {"tiny": TinyModelConfig, "pretrained": PretrainedModelConfig},
     "objective": {"objective": ObjectiveConfig},
+    "gap": {"gap": GapConfig},
     "baseline": {"none": NoBaselineConfig, "self_refine": SelfRefineConfig},
     "judge": {"oracle": OracleJudgeConfig, "reward_model": RewardModelJudgeConfig, "pretrained": PretrainedJudgeConfig,
               "llm": LLMJudgeConfig},

@@ -1,29 +1,25 @@
-"""An `objective=` choice (what `objective/*.yaml` instantiates): the stages of the table it runs, R_PIT's loss and
-M_PIT's curriculum of PPO rounds, checked when the config is instantiated (unknown stages: by `pipeline.plan_run`)."""
+"""An `objective=` choice (what `objective/*.yaml` instantiates): the stages of the table it runs and M_PIT's
+curriculum of PPO rounds, checked when the config is instantiated (unknown stages: by `pipeline.plan_run`).
+How R_PIT is made is the `gap=` choice's (`pit.stages.gap`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from pit.errors import ConfigError
-from pit.modules.preference_losses import COMBINED_GAPS, GAP_LOSSES
 
 CURRICULUM_SOURCES = ("dataset", "policy")   # where a pit_rl round takes its references y_ref from
-GAP_KINDS = (*GAP_LOSSES, *COMBINED_GAPS, "rp_difference")   # objective.gap_loss: trained, trained with R_P, R_P
 
 
 @dataclass(frozen=True)
 class Objective:
-    """An `objective=` choice: which stages of the table run, R_PIT's loss, and M_PIT's curriculum of PPO rounds."""
+    """An `objective=` choice: which stages of the table run, and M_PIT's curriculum of PPO rounds."""
 
     name: str
     stages: list[str]
-    gap_loss: str
     curriculum: list[str]
 
     def __post_init__(self) -> None:
-        if self.gap_loss not in GAP_KINDS:
-            raise ConfigError(f"objective.gap_loss={self.gap_loss!r}: choose one of {list(GAP_KINDS)}")
         if bad := sorted(set(self.curriculum) - set(CURRICULUM_SOURCES)):
             raise ConfigError(f"objective.curriculum: unknown sources {bad}; choose from {CURRICULUM_SOURCES}")
         if "pit_rl" in self.stages and not self.curriculum:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,13 @@ from pit.distributed import barrier, is_rank_zero, single_process
 from pit.errors import ConfigError
 from pit.evaluate.figures import CURVES, publish_figures
 from pit.interrupt import Interrupted
-from pit.modules.preference_losses import COMBINED_GAPS
 from pit.objective import Objective
 from pit.preflight import models_to_load, preflight
-from pit.stages.context import Graph, StageContext
+from pit.stages.context import Choices, GapChoice, Graph, RewardSpec, StageContext, declared_reads
 from pit.stages.evaluate import build_evaluation, build_judge, publish_evaluation
+from pit.stages.gap import build_gap_reward
 from pit.stages.ppo import build_pit_round, build_rlhf_policy
-from pit.stages.supervised import build_gap_reward, build_reward, build_sft, build_tokenizer
+from pit.stages.supervised import build_reward, build_sft, build_tokenizer
 from pit.threads import set_threads
 from pit.tracking import RunLedger, Tracker, find_secrets, run_identity
 from pit.training import StageFitter
@@ -47,8 +47,9 @@ class Step:
 
     name: str
     config: dict[str, Any]         # what its key hashes, with its upstream steps' keys and the code version
-    upstream: tuple[str, ...]      # steps whose artifacts it reads (each must be planned before it)
+    upstream: tuple[str, ...]      # steps whose keys its key holds (each must be planned before it)
     args: dict[str, Any] = field(default_factory=dict)   # keyword arguments of the stage's body
+    reads: frozenset[str] = frozenset()   # what its body declares it opens (checked against upstream by plan_run)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ class Stage:
 class Plan:
     """The steps of one run in table order; each plan function checks that what it reads is planned before it."""
 
-    def __init__(self, cfg: DictConfig, objective: Objective, reward_init_from: str | None):
-        self.cfg, self.objective, self.reward_init_from = cfg, objective, reward_init_from
+    def __init__(self, cfg: DictConfig, objective: Objective, gap: GapChoice, reward_init_from: str | None):
+        self.cfg, self.objective, self.gap, self.reward_init_from = cfg, objective, gap, reward_init_from
         self.steps: list[tuple[Stage, Step]] = []
 
     def has(self, stage: str) -> bool:
@@ -132,22 +133,16 @@ def plan_sft_pit(plan: Plan) -> list[Step]:
 
 
 def plan_gap_reward(plan: Plan) -> list[Step]:
-    """R_PIT(x, y, y_ref): trained with `objective.gap_loss`, R_P's difference, or both (residual, ensemble)."""
-    gap_loss = plan.objective.gap_loss
-    hp = plan.cfg.train.gap_reward
-    if gap_loss in ("rp_difference", *COMBINED_GAPS):
-        plan.require("gap_reward", ["reward"], f"with objective.gap_loss={gap_loss} computes gaps with R_P")
-    if gap_loss == "rp_difference":
-        return [Step("gap_reward", {**plan.common(), "gap_loss": gap_loss}, ("reward",),
-                     {"gap_loss": gap_loss, "hp": hp})]
-    if gap_loss == "residual" and hp.l2:
-        raise ConfigError("train.gap_reward.l2 penalises whole scores, which for gap_loss=residual include R_P's "
-                          "difference (it would train h to cancel it): set it to 0")
-    config = {**plan.common(), "reward_model": plan.sub("reward_model"), "train": plan.sub("train.gap_reward"),
-              "gap_loss": gap_loss}
-    upstream = plan.after("gap_reward", plan.reward_init_from)
-    return [Step("gap_reward", config, (*upstream, "reward") if gap_loss in COMBINED_GAPS else upstream,
-                 {"gap_loss": gap_loss, "hp": hp})]
+    """R_PIT(x, y, y_ref) as the `gap=` choice makes it: trained (from `reward_model=`), R_P's difference, or both."""
+    gap, hp = plan.gap, plan.cfg.train.gap_reward
+    plan.require("gap_reward", list(gap.reads), f"with gap={gap.name} reads {list(gap.reads)}")
+    gap.check(hp)
+    config = {**plan.common(), "gap": plan.sub("gap")}
+    upstream: tuple[str, ...] = ()
+    if gap.trains:
+        config.update(reward_model=plan.sub("reward_model"), train=plan.sub("train.gap_reward"))
+        upstream = plan.after("gap_reward", plan.reward_init_from)
+    return [Step("gap_reward", config, tuple(dict.fromkeys((*upstream, *gap.reads))), {"hp": hp})]
 
 
 def plan_pit_rl(plan: Plan) -> list[Step]:
@@ -217,12 +212,14 @@ STAGES: list[Stage] = [
 ]
 
 
-def plan_run(cfg: DictConfig, objective: Objective, reward_init_from: str | None) -> list[tuple[Stage, Step]]:
-    """Every step this run takes, checked before any work starts."""
+def plan_run(cfg: DictConfig, objective: Objective, gap: GapChoice,
+             reward_spec: RewardSpec) -> list[tuple[Stage, Step]]:
+    """Every step this run takes, checked before any work starts: each reads only planned steps, and what its body
+    declares it opens is among the steps its key holds (its upstream steps and theirs)."""
     known = [stage.name for stage in STAGES if not stage.always]
     if unknown := sorted(set(objective.stages) - set(known)):
         raise ConfigError(f"objective '{objective.name}': unknown stages {unknown}; known: {known}")
-    plan = Plan(cfg, objective, reward_init_from)
+    plan = Plan(cfg, objective, gap, reward_spec.init_from)
     for stage in STAGES:
         if stage.always or stage.name in objective.stages:
             for step in stage.plan(plan):
@@ -230,7 +227,23 @@ def plan_run(cfg: DictConfig, objective: Objective, reward_init_from: str | None
                     raise ConfigError(f"{step.name} reads {missing}, which objective.stages does not run before it: "
                                       f"add them")
                 plan.steps.append((stage, step))
-    return plan.steps
+    choices, keyed = Choices(run_graph(objective, plan.steps), gap, reward_spec), {}
+    checked = []
+    for stage, step in plan.steps:
+        keyed[step.name] = frozenset(step.upstream).union(*(keyed[u] for u in step.upstream))
+        opened = declared_reads(stage.build, choices, step.args)
+        if unkeyed := sorted(opened - keyed[step.name]):
+            raise ConfigError(f"stage {step.name} opens {unkeyed}, which its key does not hold (its upstream: "
+                              f"{sorted(keyed[step.name])}): a change to them would reuse a stale {step.name}. Add "
+                              f"them to its plan's upstream in pit/pipeline.py")
+        checked.append((stage, replace(step, reads=opened)))
+    return checked
+
+
+def run_graph(objective: Objective, steps: list[tuple[Stage, Step]]) -> Graph:
+    """Which planned step plays which role."""
+    return Graph(frozenset(step.name for _, step in steps), objective.policy, objective.improver_base,
+                 objective.improver)
 
 
 class Pipeline:
@@ -249,11 +262,12 @@ class Pipeline:
         self.source: PreferenceSource = instantiate(cfg.dataset)
         self.model_spec = instantiate(cfg.model)
         self.objective: Objective = instantiate(cfg.objective, _convert_="all")
+        self.gap: GapChoice = instantiate(cfg.gap, _convert_="all")
         self.reward_spec = instantiate(cfg.reward_model)
         self.judge = instantiate(cfg.judge)
         self.baseline = instantiate(cfg.baseline)
         self.adapters = instantiate(cfg.peft, _convert_="all")
-        self.steps = plan_run(cfg, self.objective, self.reward_spec.init_from)
+        self.steps = plan_run(cfg, self.objective, self.gap, self.reward_spec)
         set_threads(cfg.threads)   # this job's share of its CPUs, from how it was launched
         preflight(cfg, models_to_load({step.name for _, step in self.steps}, self.model_spec, self.reward_spec,
                                       self.judge, self.source.has_oracle))
@@ -327,13 +341,11 @@ class Pipeline:
         log.info("data %s: %s; dropped: %s", loaded.source, counts, dropped)
         if not splits["train"] or not splits["val"]:
             raise DataError(loaded.source, f"the train and val splits must not be empty (counts {counts})")
-        objective = self.objective
-        graph = Graph(frozenset(step.name for _, step in self.steps), objective.policy, objective.improver_base,
-                      objective.improver)
+        graph = run_graph(self.objective, self.steps)
         return StageContext(source=self.source, splits=splits, oracle=loaded.oracle, graph=graph,
                             model_spec=self.model_spec, reward_spec=self.reward_spec, adapters=self.adapters,
-                            judge=self.judge, baseline=self.baseline, fitter=self.fitter, tracker=self.tracker,
-                            artifacts=self.artifacts, seed=self.cfg.seed,
+                            gap=self.gap, judge=self.judge, baseline=self.baseline, fitter=self.fitter,
+                            tracker=self.tracker, artifacts=self.artifacts, seed=self.cfg.seed,
                             eval_sampling=instantiate(self.cfg.eval_sampling),
                             log_rollouts_every=self.cfg.log_rollouts_every, table_rows=self.cfg.table_rows,
                             cache_dir=self.store.root)
@@ -362,7 +374,7 @@ class Pipeline:
                 provenance = {"config_key": self.config_keys[name], "code": self.code_version}
                 with self.store.write(name, key, self.rank_zero, provenance) as (out, metrics):
                     self.fitter.record_curves(out / CURVES)
-                    stage.build(ctx, out, metrics, **step.args)
+                    stage.build(ctx.scoped(name, step.reads), out, metrics, **step.args)
                 if stage.fits:
                     barrier()   # every rank built it (its fit needs them all); rank zero's copy is in place now
                 status = "ran" if self.fitter.resumed_from is None else "resumed"

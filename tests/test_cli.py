@@ -156,9 +156,9 @@ def test_bad_input_is_one_clear_line(overrides: list[str], message: str, tmp_pat
 
 @pytest.mark.slow
 def test_gap_loss_multirun_reuses_upstream(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
-    """`-m objective.gap_loss=full,single,rp_difference`: one job and one W&B run per point, upstream reused."""
+    """`-m gap=full,single,rp_difference`: one job and one W&B run per point, upstream reused."""
     overrides = [o for o in FAST if o != "logger=none"] + [
-        "objective.gap_loss=full,single,rp_difference", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+        "gap=full,single,rp_difference", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     done = subprocess.run([sys.executable, "-m", "pit.run", "-m", *overrides], cwd=ROOT, env=subprocess_env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -53,7 +53,7 @@ def test_two_jobs_started_together_build_each_stage_once(tmp_path: Path, subproc
 def test_joblib_sweep_builds_shared_upstream_stages_once(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     """Two gap-loss points in parallel (`hydra/launcher=joblib`, 2 jobs): their common stages are built once."""
     overrides = [*FAST, "objective.stages=[sft_policy,reward,sft_pit,gap_reward]", "hydra/launcher=joblib",
-                 "hydra.launcher.n_jobs=2", "objective.gap_loss=full,rp_difference",
+                 "hydra.launcher.n_jobs=2", "gap=full,rp_difference",
                  f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     done = subprocess.run([sys.executable, "-m", "pit.run", "-m", *overrides], cwd=ROOT, env=subprocess_env,
                           capture_output=True, text=True, timeout=400)

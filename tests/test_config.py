@@ -105,12 +105,13 @@ def test_missing_required_value_is_reported(tmp_path: Path) -> None:
 
 def test_objective_rejects_unknown_stage(tmp_path: Path) -> None:
     """A misspelt stage fails when the plan is built, before any work."""
+    from pit.models.reward import CausalRewardSpec
     from pit.objective import Objective
     from pit.pipeline import plan_run
 
-    objective = Objective(name="x", stages=["sft_policy", "sft_polcy"], gap_loss="residual", curriculum=["dataset"])
+    objective = Objective(name="x", stages=["sft_policy", "sft_polcy"], curriculum=["dataset"])
     with pytest.raises(ValueError, match="unknown stages"):
-        plan_run(compose_config([], tmp_path), objective, None)
+        plan_run(compose_config([], tmp_path), objective, None, CausalRewardSpec())
 
 
 def test_find_secrets() -> None:

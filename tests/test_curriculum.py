@@ -54,10 +54,8 @@ def test_curriculum_rounds_read_their_references(tmp_path: Path, monkeypatch: py
 def test_control_no_sft_and_combined_gaps_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """objective=pit_control: a compute-matched RLHF control (SFT for sft_pit's steps, PPO for M_P's and both rounds'
     iterations) judged against y_0 and PIT at every k; objective=pit_no_sft starts the rounds from M_P's SFT;
-    gap_loss=residual trains h on top of R_P's difference, gap_loss=ensemble averages R_P's difference with a
+    gap=residual trains h on top of R_P's difference, gap=ensemble averages R_P's difference with a
     trained R_PIT. Every Δ carries its interval; the critics are calibrated before and after each round."""
-    from pit.data.templates import Templates
-    from pit.models.gap import EnsembleGap, load_gap
     from pit.stages import context, ppo
 
     seen: dict[str, tuple] = {}
@@ -67,14 +65,14 @@ def test_control_no_sft_and_combined_gaps_through_the_pipeline(tmp_path: Path, m
         seen[name] = (hp.iterations, init_from, reference)
         return real(pipeline, name, hp, init_from, reference, *args)
 
-    def generate_spy(model, tokenizer, inputs, *args):
-        texts = real_generate(model, tokenizer, inputs, *args)
+    def generate_spy(model, tokenizer, inputs, *args, **kwargs):
+        texts = real_generate(model, tokenizer, inputs, *args, **kwargs)
         seen[args[-1]] = (inputs, texts)   # by label
         return texts
 
     monkeypatch.setattr(ppo, "train_ppo", spy)
     monkeypatch.setattr(context, "generate_texts", generate_spy)
-    results = run(compose_config([*FAST, "objective=pit_control", "objective.gap_loss=residual", "baseline=none",
+    results = run(compose_config([*FAST, "objective=pit_control", "gap=residual", "baseline=none",
                                   "train.rlhf_policy.iterations=3"], tmp_path))
     stages = results["stages"]
     assert [s for s in stages if s.startswith("control")] == ["control_sft", "control_rl"]
@@ -104,13 +102,13 @@ def test_control_no_sft_and_combined_gaps_through_the_pipeline(tmp_path: Path, m
         assert all(f"| draft {text} |" in line for line, text in zip(draft_inputs, policy_texts, strict=True))
     assert "control (compute-matched RLHF): Δ vs y_0" in format_summary(results)
 
-    no_sft = run(compose_config([*FAST, "objective=pit_no_sft", "objective.gap_loss=residual", "baseline=none"],
+    no_sft = run(compose_config([*FAST, "objective=pit_no_sft", "gap=residual", "baseline=none"],
                                 tmp_path))
     assert "sft_pit" not in no_sft["stages"] and seen["pit_rl/1_dataset"][1:] == ("sft_policy", "sft_policy")
     assert no_sft["stages"]["pit_rl/1_dataset"]["key"] != stages["pit_rl/1_dataset"]["key"]
     assert set(no_sft["eval"]["pairs"]) == {"pit_vs_policy"}
 
-    ensemble = run(compose_config([*FAST, "objective=pit_round1_only", "objective.gap_loss=ensemble",
+    ensemble = run(compose_config([*FAST, "objective=pit_round1_only", "gap=ensemble",
                                    "baseline=none"], tmp_path))["stages"]
     assert ensemble["sft_pit"]["status"] == "reused" and ensemble["gap_reward"]["status"] == "ran"
     assert {"val_acc_wl_gt_lw", "ensemble_val_acc_wl_gt_lw"} <= set(ensemble["gap_reward"]["metrics"])
@@ -118,13 +116,14 @@ def test_control_no_sft_and_combined_gaps_through_the_pipeline(tmp_path: Path, m
     assert critics | {f"{name}_start" for name in critics} <= set(calibrated)
     # before round 1 every gap loss sees the same seeded samples of M_PIT's SFT, and ensemble's trained part is the
     # R_PIT that full trains (same loss, data and seed): each critic is measured identically across gap losses
-    full = run(compose_config([*FAST, "objective=pit_round1_only", "objective.gap_loss=full", "baseline=none"],
+    full = run(compose_config([*FAST, "objective=pit_round1_only", "gap=full", "baseline=none"],
                               tmp_path))["stages"]["pit_rl/1_dataset"]["metrics"]
     assert calibrated["val_rp_oracle_corr_start"] == first_round["val_rp_oracle_corr_start"] == \
         full["val_rp_oracle_corr_start"]
     assert calibrated["val_trained_oracle_corr_start"] == full["val_gap_oracle_corr_start"]
-    assert isinstance(load_gap(tmp_path / "cache" / "gap_reward" / ensemble["gap_reward"]["key"], Templates()),
-                      EnsembleGap)
+    meta = json.loads((tmp_path / "cache" / "gap_reward" / ensemble["gap_reward"]["key"] / "gap_reward.json")
+                      .read_text())
+    assert meta == {"gap": "ensemble", "reads": {"reward": stages["reward"]["key"]}}   # R_P by key, not by path
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from pit.evaluate.judges import ScoreVerdicts
 from pit.evaluate.metrics import (
     bootstrap_delta_ci,
     bootstrap_elo,
@@ -27,6 +26,7 @@ from pit.evaluate.report import evaluation_report, judge_check
 from pit.improve.baselines import SelfRefine
 from pit.improve.iterate import iterate
 from pit.run import format_evaluation
+from pit.stages.judges import ScoreVerdicts
 
 
 def test_outcomes_and_win_rates_by_hand() -> None:

@@ -81,11 +81,11 @@ def test_checkpoints_lose_at_most_a_tenth_of_a_stage(every: int, max_lost: float
 
 def test_the_basic_sweepers_points_are_planned_from_params_and_command_line() -> None:
     config = OmegaConf.create({"hydra": {"sweeper": {"_target_": BASIC_SWEEPER,
-                                                     "params": {"objective.gap_loss": "full,single"}},
+                                                     "params": {"gap": "full,single"}},
                                          "overrides": {"task": ["seed=0,1", "evaluate.samples=9"]}}})
     points = planned_points(config)
     assert len(points) == 4
-    assert ["objective.gap_loss=single", "seed=1", "evaluate.samples=9"] in points
+    assert ["gap=single", "seed=1", "evaluate.samples=9"] in points
 
 
 def test_unfinished_points_are_named_with_why(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -24,7 +25,6 @@ from pit.models.reward import (
 from pit.modules.preference import GAP_GROUPS, GapRewardModule, RewardModule
 from pit.modules.preference_losses import (
     GAP_COMPARISONS,
-    GAP_LOSSES,
     bradley_terry,
     comparison_accuracy,
     comparison_loss,
@@ -43,9 +43,9 @@ def test_bradley_terry_hand_values() -> None:
 def test_gap_losses_hand_values() -> None:
     g = {"wl": torch.tensor([2.0]), "ww": torch.tensor([0.5]), "ll": torch.tensor([0.0]), "lw": torch.tensor([-1.0])}
     full = SP(2.0 - 0.5) + SP(2.0 - 0.0) + SP(2.0 + 1.0) + SP(0.5 + 1.0) + SP(0.0 + 1.0)
-    assert comparison_loss(g, GAP_LOSSES["full"]).item() == pytest.approx(full)
-    assert comparison_loss(g, GAP_LOSSES["single"]).item() == pytest.approx(SP(3.0))
-    assert GAP_LOSSES["full"] == GAP_COMPARISONS and len(GAP_COMPARISONS) == 5
+    assert comparison_loss(g, GAP_COMPARISONS).item() == pytest.approx(full)
+    assert comparison_loss(g, (("wl", "lw"),)).item() == pytest.approx(SP(3.0))
+    assert len(GAP_COMPARISONS) == 5
     g["ll"] = torch.tensor([3.0])
     assert comparison_accuracy(g, GAP_COMPARISONS) == {"acc_wl_gt_ww": 1.0, "acc_wl_gt_ll": 0.0, "acc_wl_gt_lw": 1.0,
                                                        "acc_ww_gt_lw": 1.0, "acc_ll_gt_lw": 1.0}
@@ -80,7 +80,8 @@ def test_four_way_gap_forward_equals_four_forwards() -> None:
              "lw": ([f"{e.prompt} | {e.chosen}" for e in rows], [e.rejected for e in rows])}
     encoded = {g: model.encode(*texts[g]) for g in GAP_GROUPS}
     items = list(zip(*(encoded[g] for g in GAP_GROUPS), strict=True))
-    module = GapRewardModule(model, "full", lr=1e-3, weight_decay=0.0, warmup_steps=1, total_steps=1, prefix="t")
+    module = GapRewardModule(model, GAP_COMPARISONS, lr=1e-3, weight_decay=0.0, warmup_steps=1, total_steps=1,
+                             prefix="t")
     with torch.no_grad():
         batched = module._scores(collate_groups(items, model.pad_id()))
         for g in GAP_GROUPS:
@@ -206,20 +207,18 @@ def test_residual_gap_starts_as_the_reward_difference_and_trains_with_offsets(tm
     """`residual`: g = R_P(x, y) - R_P(x, y_ref) + h. With h's head at zero the saved gap scores equal R_P's
     difference; in training, R_P's part enters the batch as fixed offsets (d, 0, 0, -d) added to h's four scores."""
     from pit.data.encode import collate_groups_with_offsets
-    from pit.data.templates import Templates
-    from pit.models.gap import RewardDifferenceGap, load_gap, save_gap
+    from pit.models.gap import RewardDifferenceGap
+    from pit.stages.gap import Residual
 
     reward, examples = tiny_causal_reward()
     residual, _ = tiny_causal_reward()
     residual.zero_head()
-    reward.save(tmp_path / "reward")
-    save_gap(tmp_path / "gap", "residual", residual, reward_dir=tmp_path / "reward")
-    templates = Templates(improver="{prompt} | {reference} ->")
-    gap = load_gap(tmp_path / "gap", templates)
+    ctx, templates = saved_gap(tmp_path, Residual("residual", GAP_COMPARISONS), residual, reward)
+    gap = Residual("residual", GAP_COMPARISONS).load(ctx, tmp_path / "gap")
     assert len(gap.models) == 2
     rows = examples[:6]
     args = ([e.prompt for e in rows], [e.chosen for e in rows], [e.rejected for e in rows])
-    difference = RewardDifferenceGap(load_reward_model(tmp_path / "reward"), templates).score(*args)
+    difference = RewardDifferenceGap(load_reward_model(ctx.artifact("reward")), templates).score(*args)
     assert torch.allclose(gap.score(*args), difference, atol=1e-6)
     assert difference.abs().max() > 1e-3                             # R_P does tell the responses apart
 
@@ -227,7 +226,8 @@ def test_residual_gap_starts_as_the_reward_difference_and_trains_with_offsets(tm
     batch = collate_groups_with_offsets(items, pad_id=0)
     assert batch["offsets"].tolist() == [0.5, 2.0, 0.0, 0.0, 0.0, 0.0, -0.5, -2.0]   # group-major, as the rows
     assert batch["input_ids"].shape == (8, 2)
-    module = GapRewardModule(residual, "full", lr=1e-3, weight_decay=0.0, warmup_steps=1, total_steps=1, prefix="t")
+    module = GapRewardModule(residual, GAP_COMPARISONS, lr=1e-3, weight_decay=0.0, warmup_steps=1, total_steps=1,
+                             prefix="t")
     with torch.no_grad():
         scores = module._scores(batch)
     assert scores["wl"].tolist() == [0.5, 2.0] and scores["lw"].tolist() == [-0.5, -2.0]   # h = 0 at the start
@@ -237,8 +237,8 @@ def test_residual_gap_starts_as_the_reward_difference_and_trains_with_offsets(tm
 def test_ensemble_gap_is_the_mean_of_the_reward_difference_and_the_trained_gap(tmp_path: Path) -> None:
     """`ensemble`: g = (R_P(x, y) - R_P(x, y_ref) + R_PIT(x, y, y_ref)) / 2, with R_PIT scored alone as `full` would
     (reading the improver input), and the saved artifact loads back as that mean."""
-    from pit.data.templates import Templates
-    from pit.models.gap import RewardDifferenceGap, TrainedGap, load_gap, save_gap
+    from pit.models.gap import RewardDifferenceGap, TrainedGap
+    from pit.stages.gap import Ensemble
 
     reward, examples = tiny_causal_reward()
     trained, _ = tiny_causal_reward()
@@ -246,14 +246,29 @@ def test_ensemble_gap_is_the_mean_of_the_reward_difference_and_the_trained_gap(t
     with torch.no_grad():   # a trained gap model unlike R_P, so the mean differs from both
         for p in trained.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    reward.save(tmp_path / "reward")
-    save_gap(tmp_path / "gap", "ensemble", trained, reward_dir=tmp_path / "reward")
-    templates = Templates(improver="{prompt} | {reference} ->")
-    gap = load_gap(tmp_path / "gap", templates)
+    ctx, templates = saved_gap(tmp_path, Ensemble("ensemble", GAP_COMPARISONS), trained, reward)
+    gap = Ensemble("ensemble", GAP_COMPARISONS).load(ctx, tmp_path / "gap")
     rows = examples[:6]
     args = ([e.prompt for e in rows], [e.chosen for e in rows], [e.rejected for e in rows])
-    difference = RewardDifferenceGap(load_reward_model(tmp_path / "reward"), templates).score(*args)
+    difference = RewardDifferenceGap(load_reward_model(ctx.artifact("reward")), templates).score(*args)
     alone = TrainedGap(load_reward_model(tmp_path / "gap"), templates).score(*args)
     assert (difference - alone).abs().max() > 1e-2
     assert torch.allclose(gap.score(*args), (difference + alone) / 2, atol=1e-5)
     assert len(gap.models) == 2
+
+
+def saved_gap(tmp_path: Path, choice: Any, trained: Any, reward: Any) -> tuple[Any, Any]:
+    """Save R_P as `<tmp>/cache/reward/<key>` and `choice`'s gap model as `<tmp>/gap`; return a stage context that
+    resolves `reward` to that artifact, and its templates."""
+    from types import SimpleNamespace
+
+    from pit.data.templates import Templates
+
+    templates = Templates(improver="{prompt} | {reference} ->")
+    reward_dir = tmp_path / "cache" / "reward" / "0123456789abcdef"
+    reward.save(reward_dir)
+    ctx = SimpleNamespace(artifact={"reward": reward_dir}.__getitem__, source=SimpleNamespace(templates=templates),
+                          reward_model=lambda stage: load_reward_model(reward_dir))
+    trained.save(tmp_path / "gap")
+    choice.save(ctx, tmp_path / "gap")
+    return ctx, templates

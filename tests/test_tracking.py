@@ -103,16 +103,16 @@ def test_run_identity_ignores_paths_only() -> None:
 
 
 def test_swept_keys_are_those_given_several_values() -> None:
-    arguments = ["+sweep=gap_loss", "objective.gap_loss=full,single", "seed=range(0,3)", "evaluate.iterations=5",
+    arguments = ["+sweep=gap_loss", "gap=full,single", "seed=range(0,3)", "evaluate.iterations=5",
                  "judge=choice(oracle,llm)", "~trainer.devices"]
-    assert swept_keys(arguments) == {"objective.gap_loss", "seed", "judge"}
+    assert swept_keys(arguments) == {"gap", "seed", "judge"}
 
 
 def test_override_labels_name_by_last_key_part_and_tag_by_key() -> None:
-    overrides = ["+sweep=gap_loss", "objective.gap_loss=full", "evaluate.sampling.temperature=0.7", "seed=1"]
-    keep = {"objective.gap_loss", "evaluate.sampling.temperature"}.__contains__
+    overrides = ["+sweep=gap_loss", "gap=full", "evaluate.sampling.temperature=0.7", "seed=1"]
+    keep = {"gap", "evaluate.sampling.temperature"}.__contains__
     assert override_labels(overrides, keep) == (
-        "gap_loss=full temperature=0.7", ["objective.gap_loss=full", "evaluate.sampling.temperature=0.7"])
+        "gap=full temperature=0.7", ["gap=full", "evaluate.sampling.temperature=0.7"])
     assert override_labels(["+experiment=hh_rlhf", "seed=1", "paths.cache_dir=/c"],
                            lambda k: k not in ("experiment", "paths.cache_dir"), "hh_rlhf") == ("hh_rlhf seed=1",
                                                                                                  ["seed=1"])
@@ -142,15 +142,15 @@ def test_sweep_points_are_named_by_swept_values_grouped_per_launch(tmp_path: Pat
     sweep = tmp_path / "gap_loss"
     sweep.mkdir()
     (sweep / "multirun.yaml").write_text(  # what Hydra's sweeper writes: the launch's overrides and params
-        "hydra:\n  sweeper:\n    params:\n      objective.gap_loss: full,single\n"
+        "hydra:\n  sweeper:\n    params:\n      gap: full,single\n"
         "  overrides:\n    task:\n    - +sweep=gap_loss\n    - seed=1\n    - evaluate.sampling.temperature=0,0.7\n")
     started = datetime.fromtimestamp((sweep / "multirun.yaml").stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S")
-    _hydra_job(["+sweep=gap_loss", "seed=1", "evaluate.sampling.temperature=0.7", "objective.gap_loss=full"],
+    _hydra_job(["+sweep=gap_loss", "seed=1", "evaluate.sampling.temperature=0.7", "gap=full"],
                RunMode.MULTIRUN, sweep)
     try:
         assert sweep_labels("default", None, ["paper"]) == (
-            f"{started}_gap_loss", "temperature=0.7 gap_loss=full",
-            ["evaluate.sampling.temperature=0.7", "objective.gap_loss=full", "paper"])
+            f"{started}_gap_loss", "temperature=0.7 gap=full",
+            ["evaluate.sampling.temperature=0.7", "gap=full", "paper"])
         assert sweep_labels("default", "mine", [])[1] == "mine"   # a name the user set wins
         (sweep / "multirun.yaml").unlink()                      # another sweeper: every override counts as swept
         assert sweep_labels(None, None, [])[0] == "gap_loss"

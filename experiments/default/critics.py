@@ -20,7 +20,7 @@ from pit.config import register_configs
 from pit.data.splits import split_examples
 from pit.evaluate.metrics import within_prompt_correlation
 from pit.models.factory import load_model, load_tokenizer
-from pit.models.gap import RewardDifferenceGap, load_gap
+from pit.models.gap import ResidualGap, RewardDifferenceGap, TrainedGap
 from pit.models.generate import Sampling, generate_texts
 from pit.models.reward import load_reward_model
 
@@ -43,9 +43,10 @@ def main(runs: Path, seeds: list[int]) -> None:
         path = {(gap, stage): runs / f"cache-{seed}" / stage / record["key"]
                 for gap, named in stages.items() for stage, record in named.items()}
 
-        critics = {"R_P difference": RewardDifferenceGap(load_reward_model(path["residual", "reward"]), templates),
-                   "residual": load_gap(path["residual", "gap_reward"], templates),
-                   "full": load_gap(path["full", "gap_reward"], templates)}
+        reward = load_reward_model(path["residual", "reward"])
+        critics = {"R_P difference": RewardDifferenceGap(reward, templates),
+                   "residual": ResidualGap(load_reward_model(path["residual", "gap_reward"]), reward, templates),
+                   "full": TrainedGap(load_reward_model(path["full", "gap_reward"]), templates)}
         for label, stage in (("M_PIT's SFT", "sft_pit"), ("after round 2", "pit_rl/2_policy")):
             torch.manual_seed(1)
             model, tokenizer = load_model(path["residual", stage]), load_tokenizer(path["residual", "tokenizer"])

@@ -12,7 +12,7 @@ SEEDS=${SEEDS:-0 1 2}
 OBJECTIVES=${OBJECTIVES:-pit_control pit_no_rl pit_round1_only pit_round2_only pit_no_sft}   # what selects first
 ONLY_ARM=${ONLY_ARM:-}   # a replication: this arm alone, and no tables (summarize.py --replication prints them)
 ARMS=("residual"                          # the fourth protocol's arms on the current default (β 1.0 everywhere);
-      "full objective.gap_loss=full")     # the third's (gap loss x rounds' β) are in git history, commit 0ffc68d
+      "full gap=full")                    # the third's (gap loss x rounds' β) are in git history, commit 0ffc68d
 
 one_seed() {
   local seed=$1

@@ -17,8 +17,8 @@ from statistics import mean
 from typing import Any
 
 from pit.data.synthetic import score
-from pit.evaluate.judges import ScoreVerdicts
 from pit.evaluate.report import compare_pair
+from pit.stages.judges import ScoreVerdicts
 
 ARMS = {"residual": "`residual`", "full": "`full` (Eq. 2)"}   # run.sh's arms (the fourth protocol): the gap loss
 ABLATIONS = (("pit_no_rl", "no RL (M_PIT's SFT)"), ("pit_round1_only", "round 1 only"),

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from itertools import combinations
 from statistics import mean
-from typing import Any
+from typing import Any, Protocol
 
 from pit.evaluate.metrics import (
     CHANCE,
@@ -24,7 +24,13 @@ from pit.evaluate.metrics import (
     wilson_interval,
     win_rates,
 )
-from pit.stages.context import Verdicts
+
+
+class Verdicts(Protocol):
+    """What the evaluation needs from a judge: pairwise outcomes (1 first wins, 0.5 tie, 0 second wins)."""
+
+    def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]: ...
+
 
 POLICY = "policy"
 CONTROL = "control"   # the compute-matched RLHF policy (objective stages control_sft, control_rl)

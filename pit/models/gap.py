@@ -1,22 +1,19 @@
 """The gap reward R_PIT(x, y, y_ref) as a scorer of texts: a trained model, R_P's difference, or both (the sum of
 R_P's difference and a residual trained on top of it, or the mean of R_P's difference and an R_PIT trained alone).
 
-Every gap scorer exposes the networks it runs as `.models`, so a trainer can move them to its device, and says
-whether it can read a policy's token ids directly (`reads_tokens_of`).
+Every gap scorer exposes the networks it runs as `.models`, so a trainer can move them to its device, says
+whether it can read a policy's token ids directly (`reads_tokens_of`), and names its trained part when it has
+others (`trained_part`). Which scorer a run uses, and how it is trained and saved, is its `gap=` choice
+(`pit.stages.gap`).
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from pit.data.templates import Templates
-from pit.models.reward import RewardModel, load_reward_model
-
-GAP_META = "gap_reward.json"
+from pit.models.reward import RewardModel
 
 
 class TrainedGap:
@@ -34,9 +31,13 @@ class TrainedGap:
         inputs = [self.templates.improver_input(p, r) for p, r in zip(prompts, references, strict=True)]
         return self.model.score(inputs, responses, response_ids)
 
+    def trained_part(self) -> TrainedGap | None:
+        """The trained model scored alone, when this scorer adds something else to it (R_P's difference)."""
+        return None
+
 
 class RewardDifferenceGap(TrainedGap):
-    """`objective.gap_loss=rp_difference`: no training, `g(y, y_ref) = R_P(x, y) - R_P(x, y_ref)`."""
+    """`gap=rp_difference`: no training, `g(y, y_ref) = R_P(x, y) - R_P(x, y_ref)`."""
 
     def score(self, prompts: list[str], responses: list[str], references: list[str],
               response_ids: list[list[int]] | None = None) -> torch.Tensor:
@@ -44,7 +45,7 @@ class RewardDifferenceGap(TrainedGap):
 
 
 class ResidualGap(TrainedGap):
-    """`objective.gap_loss=residual`: `g = R_P(x, y) - R_P(x, y_ref) + h(x, y_ref, y)`.
+    """`gap=residual`: `g = R_P(x, y) - R_P(x, y_ref) + h(x, y_ref, y)`.
 
     `h` (the trained model) reads the improver input like R_PIT and starts at zero, so before training the gap is
     R_P's difference; Eq. 2 then teaches it only what R_P's difference gets wrong about gaps.
@@ -60,9 +61,12 @@ class ResidualGap(TrainedGap):
         difference = reward_difference(self.reward, self.templates, prompts, responses, references, response_ids)
         return difference + super().score(prompts, responses, references, response_ids)
 
+    def trained_part(self) -> TrainedGap:
+        return TrainedGap(self.model, self.templates)
+
 
 class EnsembleGap(ResidualGap):
-    """`objective.gap_loss=ensemble`: the mean of R_P's difference and an R_PIT trained with Eq. 2 on its own.
+    """`gap=ensemble`: the mean of R_P's difference and an R_PIT trained with Eq. 2 on its own.
 
     Two critics trained differently (R_P scores each response on its own, R_PIT reads y with y_ref) err
     differently, so an error of either moves the reward half as much; the raw mean keeps their scale when their
@@ -82,27 +86,3 @@ def reward_difference(reward: RewardModel, templates: Templates, prompts: list[s
         return reward.score(inputs, responses, response_ids) - reward.score(inputs, references)
     both = reward.score(inputs + inputs, responses + references)
     return both[: len(prompts)] - both[len(prompts):]
-
-
-def save_gap(directory: Path, gap_loss: str, model: RewardModel | None, reward_dir: Path | None) -> None:
-    """A gap model's files: the trained model (all but `rp_difference`), and which R_P artifact it combines with."""
-    if model is not None:
-        model.save(directory)
-    (directory / GAP_META).write_text(json.dumps({"gap_loss": gap_loss,
-                                                  "reward_dir": str(reward_dir) if reward_dir else None}))
-
-
-def load_gap(directory: Path, templates: Templates) -> TrainedGap:
-    """The gap scorer a `gap_reward` stage saved (metadata written before `gap_loss` was recorded included)."""
-    meta = json.loads((directory / GAP_META).read_text())
-    if meta["reward_dir"] is None:
-        return TrainedGap(load_reward_model(directory), templates)
-    kind = meta.get("gap_loss") or ("residual" if meta.get("trained") else "rp_difference")
-    reward = load_reward_model(Path(meta["reward_dir"]))
-    if kind == "rp_difference":
-        return RewardDifferenceGap(reward, templates)
-    combined = {"residual": ResidualGap, "ensemble": EnsembleGap}
-    if kind not in combined:
-        raise ValueError(f"{directory / GAP_META}: gap_loss={kind!r} with a reward_dir is none of "
-                         f"rp_difference, {', '.join(combined)}")
-    return combined[kind](load_reward_model(directory), reward, templates)

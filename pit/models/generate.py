@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -55,20 +58,40 @@ def input_budget(model: PreTrainedModel, max_input_tokens: int, max_new_tokens: 
     return min(max_input_tokens, context - max_new_tokens)
 
 
+def purpose_seed(seed: int, *purpose: str) -> int:
+    """A seed for one sampling pass, from the run's seed and what the pass is for (its stage and purpose)."""
+    return int.from_bytes(hashlib.sha256("/".join((str(seed), *purpose)).encode()).digest()[:8], "big") >> 1
+
+
+@contextmanager
+def seeded_rng(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Draw from torch's generators seeded with `seed` inside, and leave them as they were outside (None: as they
+    are): a pass seeded so draws the same samples whatever ran before it, and changes nothing after it."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, inputs: list[str],
-                   sampling: Sampling, max_input_tokens: int, desc: str = "sampling") -> list[str]:
+                   sampling: Sampling, max_input_tokens: int, desc: str = "sampling",
+                   seed: int | None = None) -> list[str]:
     """Sample one response per input, in batches of similar length; returns the decoded responses in input order.
 
-    `desc` names the progress bar shown on a terminal."""
+    `desc` names the progress bar shown on a terminal; `seed` (`purpose_seed`) makes the pass draw from its own
+    generator (None: from torch's global one)."""
     encoded = encode_inputs(tokenizer, inputs, input_budget(model, max_input_tokens, sampling.max_new_tokens))
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     texts: list[str] = [""] * len(inputs)
     device = next(model.parameters()).device
     starts = range(0, len(order), sampling.batch_size)
-    for start in progress(starts, desc, len(starts)):
-        chunk = order[start:start + sampling.batch_size]
-        ids, mask = pad_rows([encoded[i] for i in chunk], tokenizer.pad_token_id, device, left=True)
-        response, _ = sample(model, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id)
-        for i, text in zip(chunk, tokenizer.batch_decode(response, skip_special_tokens=True), strict=True):
-            texts[i] = text
+    with seeded_rng(seed, device):
+        for start in progress(starts, desc, len(starts)):
+            chunk = order[start:start + sampling.batch_size]
+            ids, mask = pad_rows([encoded[i] for i in chunk], tokenizer.pad_token_id, device, left=True)
+            response, _ = sample(model, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id)
+            for i, text in zip(chunk, tokenizer.batch_decode(response, skip_special_tokens=True), strict=True):
+                texts[i] = text
     return texts

@@ -97,8 +97,8 @@ class RewardModel(nn.Module):
 
     def zero_head(self) -> None:
         """Make the model score 0 everywhere at the start of training (the residual term of a gap reward)."""
-        raise ConfigError(f"{type(self).__name__} has no separate linear head to start at zero: objective."
-                          f"gap_loss=residual needs reward_model=causal or an encoder reward model")
+        raise ConfigError(f"{type(self).__name__} has no separate linear head to start at zero: gap=residual"
+                          f" needs reward_model=causal or an encoder reward model")
 
     @torch.no_grad()
     def score(self, inputs: list[str], responses: list[str], response_ids: list[list[int]] | None = None,

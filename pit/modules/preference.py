@@ -16,13 +16,7 @@ import torch
 from pit.models.factory import disable_dropout
 from pit.models.reward import RewardModel
 from pit.modules.optim import adamw_warmup_cosine
-from pit.modules.preference_losses import (
-    GAP_COMPARISONS,
-    GAP_LOSSES,
-    REWARD_COMPARISONS,
-    comparison_accuracy,
-    comparison_loss,
-)
+from pit.modules.preference_losses import GAP_COMPARISONS, REWARD_COMPARISONS, comparison_accuracy, comparison_loss
 
 REWARD_GROUPS = ("w", "l")
 # (response, reference) of each group: "wl" scores y = y_w against y_ref = y_l.
@@ -105,6 +99,6 @@ class GapRewardModule(PreferenceModule):
     """R_PIT: g(x, y, y_ref) read through the improver template. The four combinations of a pair in one forward
     pass; logs the accuracy of all five orderings of Eq. 2."""
 
-    def __init__(self, reward_model: RewardModel, gap_loss: str, **training: Any):
-        """`gap_loss`: a key of `GAP_LOSSES` (`objective.gap_loss` is validated once, by `pit.objective.Objective`)."""
-        super().__init__(reward_model, GAP_GROUPS, GAP_LOSSES[gap_loss], GAP_COMPARISONS, **training)
+    def __init__(self, reward_model: RewardModel, comparisons: tuple[tuple[str, str], ...], **training: Any):
+        """`comparisons`: the (higher, lower) groups the loss sums over (the `gap=` choice's; Eq. 2 is all five)."""
+        super().__init__(reward_model, GAP_GROUPS, comparisons, GAP_COMPARISONS, **training)

@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 
 GAP_COMPARISONS: tuple[tuple[str, str], ...] = (("wl", "ww"), ("wl", "ll"), ("wl", "lw"), ("ww", "lw"), ("ll", "lw"))
-GAP_LOSSES: dict[str, tuple[tuple[str, str], ...]] = {"full": GAP_COMPARISONS, "single": (("wl", "lw"),)}
-COMBINED_GAPS = ("residual", "ensemble")   # trained with Eq. 2 and scored together with R_P's difference
 REWARD_COMPARISONS: tuple[tuple[str, str], ...] = (("w", "l"),)
 
 

@@ -3,12 +3,16 @@
 A body is `body(ctx, out, metrics, **args)`: it reads the splits, templates, finished artifacts and settings
 through `ctx`, trains through `ctx.fitter`, writes its artifact into `out` and its numbers into `metrics`.
 It never sees the pipeline, so the stage graph (`pit.pipeline`) and the bodies (`pit.stages`) import one way.
+
+Every body declares the finished stages it opens (`@reads`). The plan checks each declaration against what the
+step's key hashes (its upstream steps and theirs) before any work, and the body's context opens nothing else: what
+a stage reads is what its key depends on, so a reused artifact is never stale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import mean
 from typing import TYPE_CHECKING, Any, Protocol
@@ -18,22 +22,20 @@ import torch
 
 from pit.data.schema import Oracle, PreferenceExample, PreferenceSource
 from pit.errors import ConfigError
+from pit.evaluate.report import Verdicts
+from pit.improve.iterate import Generator
 from pit.models.factory import for_training, load_model, load_tokenizer, set_generation_cache
-from pit.models.generate import Sampling, generate_texts
+from pit.models.generate import Sampling, generate_texts, purpose_seed
+from pit.models.reward import load_reward_model
 from pit.tracking import Tracker
 from pit.training import StageFitter
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from pit.improve.iterate import Generator, Step
+    from pit.improve.iterate import Step
+    from pit.models.gap import TrainedGap
     from pit.models.reward import RewardModel
-
-
-class Verdicts(Protocol):
-    """What the evaluation needs from a judge: pairwise outcomes (1 first wins, 0.5 tie, 0 second wins)."""
-
-    def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float]: ...
 
 
 class Judge(Protocol):
@@ -45,6 +47,21 @@ class Judge(Protocol):
     def build(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None: ...
 
     def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> Verdicts: ...
+
+
+class GapChoice(Protocol):
+    """A `gap=` choice (`pit.stages.gap`): what R_PIT's stage reads, whether it trains, how it is fit and saved, and
+    how a later stage loads it as a scorer."""
+
+    name: str
+    reads: tuple[str, ...]
+    trains: bool
+
+    def check(self, hp: Any) -> None: ...
+
+    def fit(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None: ...
+
+    def load(self, ctx: StageContext, directory: Path) -> TrainedGap: ...
 
 
 class ModelSpec(Protocol):
@@ -101,6 +118,40 @@ class Graph:
 
 
 @dataclass(frozen=True)
+class Choices:
+    """What a body's read declaration may depend on besides its arguments: the roles and the config's choices."""
+
+    graph: Graph
+    gap: GapChoice
+    reward_spec: RewardSpec
+
+    def has(self, stage: str) -> bool:
+        return stage in self.graph.planned
+
+
+Body = Callable[..., None]
+
+
+def reads(declare: Callable[..., Iterable[str | None]]) -> Callable[[Body], Body]:
+    """Declare the finished stages a body opens: `declare(choices, **args)` names them (None: nothing) from the run's
+    `Choices` and the body's keyword arguments."""
+
+    def mark(body: Body) -> Body:
+        body.reads = declare   # type: ignore[attr-defined]
+        return body
+
+    return mark
+
+
+def declared_reads(body: Body, choices: Choices, args: Mapping[str, Any]) -> frozenset[str]:
+    """The stages `body` declares it opens with these arguments."""
+    declare = getattr(body, "reads", None)
+    if declare is None:
+        raise ConfigError(f"stage body {body.__module__}.{body.__qualname__} does not declare what it reads (@reads)")
+    return frozenset(filter(None, declare(choices, **args)))
+
+
+@dataclass(frozen=True)
 class StageContext:
     """Everything a stage body reads besides its own `train.<stage>` settings (its `hp` argument): the data, the
     objective's graph, the config's choices, finished artifacts, how to train and the few run-wide settings."""
@@ -112,6 +163,7 @@ class StageContext:
     model_spec: ModelSpec
     reward_spec: RewardSpec
     adapters: Adapters
+    gap: GapChoice
     judge: Judge
     baseline: Baseline
     fitter: StageFitter
@@ -122,12 +174,33 @@ class StageContext:
     log_rollouts_every: int         # PPO iterations between logged rollout tables
     table_rows: int                 # rows of every logged table
     cache_dir: Path                 # the artifact cache's root (the LLM judge keeps its answers there)
+    stage: str = ""                 # the step whose body runs with this context
+    readable: frozenset[str] = field(default_factory=frozenset)   # what that body declared it reads
+    loaded: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)   # what it loaded once
 
     def has(self, stage: str) -> bool:
         """Whether this run's plan has `stage` (so a later body may read its artifact)."""
         return stage in self.graph.planned
 
+    def scoped(self, stage: str, readable: frozenset[str]) -> StageContext:
+        """This context for the body of step `stage`, which declared `readable`: it opens those finished stages and
+        no other."""
+        return replace(self, stage=stage, readable=readable, loaded={})
+
+    def generator(self, model: PreTrainedModel, sampling: Sampling, max_input_tokens: int, label: str) -> Generator:
+        """A sampling pass of this step with the run's tokenizer, seeded by its purpose (`label`)."""
+        return Generator(model, self.tokenizer(), sampling, max_input_tokens, label, self.sampling_seed(label))
+
+    def sampling_seed(self, purpose: str) -> int:
+        """The seed of one sampling pass of this step: (run seed, step, purpose), whatever was loaded or drawn
+        before it."""
+        return purpose_seed(self.seed, self.stage, purpose)
+
     def artifact(self, stage: str) -> Path:
+        """The directory of a finished stage the running body declared it reads."""
+        if stage not in self.readable:
+            raise ConfigError(f"a stage body opened '{stage}', which its @reads declaration does not name (it "
+                              f"declares {sorted(self.readable)}): its key would not change with it")
         if stage not in self.artifacts:
             raise ConfigError(f"no artifact of stage '{stage}' in this run: add it to objective.stages")
         return self.artifacts[stage]
@@ -147,15 +220,31 @@ class StageContext:
         """The device the configured trainer trains on (where evaluation and reference sampling run)."""
         return self.fitter.device
 
+    def _once(self, kind: str, stage: str, load: Callable[[Path], Any]) -> Any:
+        """`load(artifact of stage)`, loaded once per step."""
+        if (kind, stage) not in self.loaded:
+            self.loaded[kind, stage] = load(self.artifact(stage))
+        return self.loaded[kind, stage]
+
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        return load_tokenizer(self.artifact("tokenizer"))
+        """The run's tokenizer (loaded once per step)."""
+        return self._once("tokenizer", "tokenizer", load_tokenizer)
+
+    def frozen_model(self, stage: str) -> PreTrainedModel:
+        """A finished stage's causal LM on the step's device, to sample from or score with and never to train:
+        loaded once per step, however many passes use it. A model that trains is `load_stage_model`'s."""
+        return self._once("frozen", stage, lambda _: self.load_stage_model(stage).to(self.device))
+
+    def reward_model(self, stage: str) -> RewardModel:
+        """A finished scalar model (R_P) to score with, loaded once per step."""
+        return self._once("reward", stage, load_reward_model)
 
     def trainable(self, model: Any) -> Any:
         """A model about to train, with the memory options of `model=` (gradient checkpointing)."""
         return for_training(model, self.model_spec.gradient_checkpointing)
 
     def load_stage_model(self, stage: str) -> PreTrainedModel:
-        """The causal LM a finished stage saved (the policy, M_PIT or a PPO round)."""
+        """A fresh copy of the causal LM a finished stage saved (the policy, M_PIT or a PPO round), to train."""
         return set_generation_cache(load_model(self.artifact(stage), self.model_spec.trust_remote_code),
                                     self.model_spec.generation_cache)
 
@@ -170,8 +259,9 @@ class StageContext:
     def sample_eval(self, name: str, model: Any, tokenizer: Any, inputs: list[str], rows: list[PreferenceExample],
                     refs: list[str], max_input_tokens: int) -> dict[str, float]:
         """Sample on val inputs; with an oracle, score the samples against the references (chosen or y_ref)."""
-        texts = generate_texts(model, tokenizer, inputs, self.eval_sampling, max_input_tokens,
-                               f"{name} val samples")
+        label = f"{name} val samples"
+        texts = generate_texts(model, tokenizer, inputs, self.eval_sampling, max_input_tokens, label,
+                               seed=self.sampling_seed(label))
         metrics = {"val_sample_words": mean(len(t.split()) for t in texts)}
         scores = [self.oracle(e.prompt, t) for e, t in zip(rows, texts, strict=True)] if self.oracle else None
         if scores:

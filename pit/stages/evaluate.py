@@ -14,20 +14,23 @@ from omegaconf import DictConfig
 
 from pit.artifacts import stage_metrics, write_json_atomic, write_jsonl
 from pit.errors import ConfigError
-from pit.evaluate.judges import oracle_verdicts
 from pit.evaluate.metrics import derangement
 from pit.evaluate.report import CONTROL, POLICY, evaluation_report, judge_check
 from pit.improve.iterate import Generator, PITStep, Step, iterate
-from pit.stages.context import StageContext
+from pit.stages.context import StageContext, reads
+from pit.stages.judges import oracle_verdicts
 from pit.tracking import Tracker
 
 
+@reads(lambda c, *, hp: ("tokenizer",))
 def build_judge(ctx: StageContext, out: Path, metrics: dict[str, float], *, hp: DictConfig) -> None:
     """The `judge=` choice fits (a reward model on the judge split, with `hp`) or checks itself, and reports its
     val agreement."""
     ctx.judge.build(ctx, out, metrics, hp)
 
 
+@reads(lambda c, *, hp: ("tokenizer", "judge", c.graph.policy, c.graph.improver,
+                         "control_rl" if c.has("control_rl") else None))
 def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *, hp: DictConfig) -> None:
     """Generate every chain on `evaluate.split` (test), judge it, and save `report.json` and `generations.jsonl`.
 
@@ -40,17 +43,17 @@ def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *,
     if len(rows) < 2:
         raise ConfigError(f"evaluate runs on the {hp.split} split, which has {len(rows)} prompts (needs 2; raise "
                           f"splits.{hp.split})")
-    prompts, device, tokenizer = [e.prompt for e in rows], ctx.device, ctx.tokenizer()
+    prompts = [e.prompt for e in rows]
     sampling = instantiate(hp.sampling)
-    policy = ctx.load_stage_model(ctx.graph.policy).to(device)
+    policy = ctx.frozen_model(ctx.graph.policy)
     inputs = [ctx.policy_input(e) for e in rows]
-    y0 = Generator(policy, tokenizer, sampling, source.max_prompt_tokens, "y_0")(inputs)
+    y0 = ctx.generator(policy, sampling, source.max_prompt_tokens, "y_0")(inputs)
     controls: dict[str, list[str]] = {}
     if ctx.has("control_rl"):
-        control = ctx.load_stage_model("control_rl").to(device)
-        controls[CONTROL] = Generator(control, tokenizer, sampling, source.max_prompt_tokens, CONTROL)(inputs)
-    steps = improvement_steps(ctx, Generator(policy, tokenizer, sampling, source.max_improver_tokens * 2,
-                                             f"{ctx.baseline.name} step"))
+        controls[CONTROL] = ctx.generator(ctx.frozen_model("control_rl"), sampling, source.max_prompt_tokens,
+                                          CONTROL)(inputs)
+    steps = improvement_steps(ctx, ctx.generator(policy, sampling, source.max_improver_tokens * 2,
+                                                 f"{ctx.baseline.name} step"))
     if not steps:
         raise ConfigError("evaluate has nothing to compare with y_0: the objective trains no improver (sft_pit or "
                           "pit_rl) and baseline=none")
@@ -84,9 +87,9 @@ def improvement_steps(ctx: StageContext, policy: Generator) -> dict[str, Step]:
     baseline's step with the policy (Self-Refine) when there is one."""
     steps: dict[str, Step] = {}
     if ctx.graph.improver is not None:
-        improver = ctx.load_stage_model(ctx.graph.improver).to(ctx.device)
-        steps["pit"] = PITStep(Generator(improver, policy.tokenizer, policy.sampling, ctx.source.max_improver_tokens,
-                                         "pit step"), ctx.source.templates)
+        improver = ctx.frozen_model(ctx.graph.improver)
+        steps["pit"] = PITStep(ctx.generator(improver, policy.sampling, ctx.source.max_improver_tokens, "pit step"),
+                               ctx.source.templates)
     refine = ctx.baseline.step(policy)
     if refine is not None:
         steps[ctx.baseline.name] = refine

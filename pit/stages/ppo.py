@@ -18,21 +18,21 @@ from pit.data.schema import PreferenceExample
 from pit.errors import ConfigError
 from pit.evaluate.metrics import within_prompt_correlation
 from pit.models.factory import save_model
-from pit.models.gap import ResidualGap, RewardDifferenceGap, TrainedGap, load_gap
+from pit.models.gap import RewardDifferenceGap, TrainedGap
 from pit.models.generate import Sampling, generate_texts
 from pit.models.lora import ADAPTER_DIR
-from pit.models.reward import load_reward_model
 from pit.modules.ppo import PPOModule, RewardFn, Rollout
 from pit.modules.ppo_config import PPOConfig
-from pit.stages.context import StageContext
+from pit.stages.context import StageContext, reads
 
 
+@reads(lambda c, *, name, hp, start: ("tokenizer", start, "reward"))
 def build_rlhf_policy(ctx: StageContext, out: Path, metrics: dict[str, float], *, name: str, hp: DictConfig,
                       start: str) -> None:
     """PPO of the policy `start` against R_P(x, y) on the train prompts, KL-regularised towards `start` (M_P's
     RLHF, and the compute-matched control's)."""
     source, tokenizer = ctx.source, ctx.tokenizer()
-    reward = load_reward_model(ctx.artifact("reward"))
+    reward = ctx.reward_model("reward")
     same_tokens = reward.reads_tokens_of(tokenizer)
 
     def reward_fn(batch: list[Rollout], responses: list[str], ids: list[list[int]]) -> torch.Tensor:
@@ -46,6 +46,9 @@ def build_rlhf_policy(ctx: StageContext, out: Path, metrics: dict[str, float], *
                                    [e.chosen for e in val], source.max_prompt_tokens))
 
 
+@reads(lambda c, *, name, hp, reference_source, init_from: (
+    "tokenizer", "gap_reward", *c.gap.reads, init_from, c.graph.improver_base, c.graph.policy,
+    "reward" if c.has("reward") else None))   # R_P: its oracle correlation beside R_PIT's
 def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, name: str, hp: DictConfig,
                     reference_source: str, init_from: str) -> None:
     """One curriculum round: PPO of M_PIT against R_PIT(x, y, y_ref), KL-regularised towards M_PIT's start.
@@ -55,7 +58,7 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
     saved with the round as `references.jsonl`.
     """
     source, tokenizer = ctx.source, ctx.tokenizer()
-    gap = load_gap(ctx.artifact("gap_reward"), source.templates)
+    gap = ctx.gap.load(ctx, ctx.artifact("gap_reward"))
     train = ctx.splits["train"]
     if reference_source == "dataset":
         pairs = [(e, getattr(e, field)) for e in train for field in hp.dataset_references]
@@ -76,7 +79,7 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
     val = ctx.splits["val"][: hp.eval_samples]
     drafts = policy_samples(ctx, val, ctx.eval_sampling, "M_P's val drafts") if ctx.oracle is not None else []
     if drafts and init_from == ctx.graph.improver_base:   # the improver and the critics before any PPO of M_PIT
-        improver = ctx.load_stage_model(init_from).to(ctx.device)
+        improver = ctx.frozen_model(init_from)
         start = {**draft_eval(ctx, f"{name}/start", improver, val, drafts),
                  **gap_calibration(ctx, improver, gap, val, hp.temperature)}
         metrics.update({f"{key}_start": value for key, value in start.items()})
@@ -106,16 +109,16 @@ def gap_calibration(ctx: StageContext, improver: Any, gap: TrainedGap, rows: lis
     oracle of `samples` responses per val prompt (reference y_l), the signal PPO climbs. Measured after a round it
     is on samples PPO drew towards what that R_PIT rewards; before round 1 (`_start`) no PPO has seen either critic.
 
-    The samples are drawn from the run's seed, so every gap loss is measured on the same samples of the same model.
+    The samples are seeded by (run seed, stage), so every gap loss is measured on the same samples of the same model.
     For `residual` and `ensemble`, `val_trained_oracle_corr` is the trained part alone.
     """
     source, device = ctx.source, next(improver.parameters()).device
     repeated = [e for e in rows for _ in range(samples)]
     sampling = Sampling(max_new_tokens=source.max_response_tokens, temperature=temperature or 1.0,
                         batch_size=ctx.eval_sampling.batch_size)
-    ctx.reseed()
+    label = "improver val samples"
     texts = generate_texts(improver, ctx.tokenizer(), [ctx.improver_input_of_rejected(e) for e in repeated],
-                           sampling, source.max_improver_tokens, "improver val samples")
+                           sampling, source.max_improver_tokens, label, seed=ctx.sampling_seed(label))
     prompts, references = [e.prompt for e in repeated], [e.rejected for e in repeated]
     oracle = [ctx.oracle(p, t) for p, t in zip(prompts, texts, strict=True)]
     for model in gap.models:
@@ -125,19 +128,20 @@ def gap_calibration(ctx: StageContext, improver: Any, gap: TrainedGap, rows: lis
         return within_prompt_correlation(scorer.score(prompts, texts, references).tolist(), oracle, samples)
 
     found = {"val_gap_oracle_corr": correlation(gap)}
-    if isinstance(gap, ResidualGap):
-        found["val_trained_oracle_corr"] = correlation(TrainedGap(gap.model, source.templates))
+    if trained := gap.trained_part():
+        found["val_trained_oracle_corr"] = correlation(trained)
     if ctx.has("reward"):
         found["val_rp_oracle_corr"] = correlation(
-            RewardDifferenceGap(load_reward_model(ctx.artifact("reward")).to(device), source.templates))
+            RewardDifferenceGap(ctx.reward_model("reward").to(device), source.templates))
     return found
 
 
 def policy_samples(ctx: StageContext, rows: list[PreferenceExample], sampling: Sampling, label: str) -> list[str]:
-    """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device."""
-    policy = ctx.load_stage_model(ctx.graph.policy).to(ctx.device)
-    return generate_texts(policy, ctx.tokenizer(), [ctx.policy_input(e) for e in rows], sampling,
-                          ctx.source.max_prompt_tokens, label)
+    """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device, drawn
+    from the pass's own seed (`label` is its purpose): what was loaded before changes no sample."""
+    inputs = [ctx.policy_input(e) for e in rows]
+    return generate_texts(ctx.frozen_model(ctx.graph.policy), ctx.tokenizer(), inputs, sampling,
+                          ctx.source.max_prompt_tokens, label, seed=ctx.sampling_seed(label))
 
 
 def ppo_config(hp: DictConfig) -> PPOConfig:
@@ -163,7 +167,7 @@ def train_ppo(ctx: StageContext, name: str, hp: DictConfig, init_from: str, refe
                               f"({reference}) nor a LoRA PPO round of it")
         policy, frozen = adapters.wrap(ctx.trainable(ctx.load_stage_model(reference)), adapter), None
     else:
-        policy, frozen = ctx.trainable(ctx.load_stage_model(init_from)), ctx.load_stage_model(reference)
+        policy, frozen = ctx.trainable(ctx.load_stage_model(init_from)), ctx.frozen_model(reference)
     ppo = ppo_config(hp)
     sampling = Sampling(max_new_tokens=ctx.source.max_response_tokens, temperature=hp.temperature,
                         batch_size=hp.batch_size)
