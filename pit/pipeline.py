@@ -1,7 +1,7 @@
 """The PIT stage graph (docs/design.md §2), read top to bottom: the objective, the table of stages in the paper's
 order, how each is planned from the config, and the cached-stage mechanism that runs them.
 
-Every step is content-addressed (`pit.artifacts`): a finished step with the same key is reused, a step killed
+Every task is content-addressed (`pit.artifacts`): a finished task with the same key is reused, a task killed
 half-way leaves nothing under its final name and runs again. Stage bodies live in `pit.stages`.
 """
 
@@ -26,7 +26,7 @@ from pit.evaluate.figures import CURVES, publish_figures
 from pit.interrupt import Interrupted
 from pit.objective import Objective
 from pit.preflight import models_to_load, preflight
-from pit.stages.context import Choices, GapChoice, Graph, RewardSpec, StageContext, declared_reads
+from pit.stages.context import Choices, GapChoice, RewardSpec, Roles, StageContext, declared_reads
 from pit.stages.evaluate import build_evaluation, build_judge, publish_evaluation
 from pit.stages.gap import build_gap_reward
 from pit.stages.ppo import build_pit_round, build_rlhf_policy
@@ -42,12 +42,12 @@ TRAINER_KEY_FIELDS = ("accelerator", "devices", "strategy", "precision", "gradie
 
 
 @dataclass(frozen=True)
-class Step:
+class Task:
     """One cached unit of work: a stage, or one round of a stage that runs several (the curriculum)."""
 
     name: str
-    config: dict[str, Any]         # what its key hashes, with its upstream steps' keys and the code version
-    upstream: tuple[str, ...]      # steps whose keys its key holds (each must be planned before it)
+    config: dict[str, Any]         # what its key hashes, with its upstream tasks' keys and the code version
+    upstream: tuple[str, ...]      # tasks whose keys its key holds (each must be planned before it)
     args: dict[str, Any] = field(default_factory=dict)   # keyword arguments of the stage's body
     reads: frozenset[str] = frozenset()   # what its body declares it opens (checked against upstream by plan_run)
 
@@ -58,21 +58,21 @@ class Stage:
     trains (a stage that does not is built by rank zero alone under DDP while the other ranks wait)."""
 
     name: str
-    plan: Callable[[Plan], list[Step]]
-    build: Callable[..., None]     # build(ctx, out, metrics, **step.args)
+    plan: Callable[[Plan], list[Task]]
+    body: Callable[..., None]      # body(ctx, out, metrics, **task.args)
     fits: bool = True
     always: bool = False           # runs whatever objective.stages lists (the tokenizer)
 
 
 class Plan:
-    """The steps of one run in table order; each plan function checks that what it reads is planned before it."""
+    """The tasks of one run in table order; each plan function checks that what it reads is planned before it."""
 
     def __init__(self, cfg: DictConfig, objective: Objective, gap: GapChoice, reward_init_from: str | None):
         self.cfg, self.objective, self.gap, self.reward_init_from = cfg, objective, gap, reward_init_from
-        self.steps: list[tuple[Stage, Step]] = []
+        self.tasks: list[tuple[Stage, Task]] = []
 
     def has(self, stage: str) -> bool:
-        return any(step.name == stage for _, step in self.steps)
+        return any(task.name == stage for _, task in self.tasks)
 
     def require(self, stage: str, needed: list[str], why: str) -> None:
         if missing := [s for s in needed if not self.has(s)]:
@@ -82,57 +82,57 @@ class Plan:
         return OmegaConf.to_container(OmegaConf.select(self.cfg, path), resolve=True)
 
     def common(self, trains_with_peft: bool = True) -> dict[str, Any]:
-        """What every step's key holds: seed, templates, peft choice, the trainer's numerics, val samples' decoding."""
+        """What every task's key holds: seed, templates, peft choice, the trainer's numerics, val samples' decoding."""
         peft = {"peft": self.sub("peft")} if trains_with_peft else {}
         return {"seed": self.cfg.seed, "templates": self.sub("dataset.templates"), **peft,
                 "trainer": {k: self.cfg.trainer[k] for k in TRAINER_KEY_FIELDS},
                 "eval_sampling": self.sub("eval_sampling")}   # val samples (metrics) and M_P's references
 
     def after(self, stage: str, init_from: str | None) -> tuple[str, ...]:
-        """Upstream steps: the tokenizer, and the stage whose weights this one starts from (which must be planned)."""
+        """Upstream tasks: the tokenizer, and the stage whose weights this one starts from (which must be planned)."""
         if init_from is not None and not self.has(init_from):
             raise ConfigError(f"{stage} starts from '{init_from}' (init_from), which has not run before it; add it to "
                               f"objective.stages or set init_from=null")
         return ("tokenizer", *filter(None, [init_from]))
 
-    def sft(self, name: str, hp: DictConfig, improver: bool) -> list[Step]:
+    def sft(self, name: str, hp: DictConfig, improver: bool) -> list[Task]:
         config = {**self.common(), "model": self.sub("model"), "train": OmegaConf.to_container(hp, resolve=True)}
-        return [Step(name, config, self.after(name, hp.init_from), {"name": name, "hp": hp, "improver": improver})]
+        return [Task(name, config, self.after(name, hp.init_from), {"name": name, "hp": hp, "improver": improver})]
 
-    def ppo(self, name: str, hp: DictConfig, start: str) -> list[Step]:
+    def ppo(self, name: str, hp: DictConfig, start: str) -> list[Task]:
         """RLHF of `start` against R_P (M_P's, or the control's)."""
         self.require(name, [start, "reward"], f"optimises {start} against R_P")
         config = {**self.common(), "train": OmegaConf.to_container(hp, resolve=True)}
-        return [Step(name, config, (start, "reward"), {"name": name, "hp": hp, "start": start})]
+        return [Task(name, config, (start, "reward"), {"name": name, "hp": hp, "start": start})]
 
 
 # ---- how each stage is planned from the config, in the order of the paper's pipeline ----------------------------
-def plan_tokenizer(plan: Plan) -> list[Step]:
-    return [Step("tokenizer", {"model": plan.sub("model")}, ())]
+def plan_tokenizer(plan: Plan) -> list[Task]:
+    return [Task("tokenizer", {"model": plan.sub("model")}, ())]
 
 
-def plan_sft_policy(plan: Plan) -> list[Step]:
+def plan_sft_policy(plan: Plan) -> list[Task]:
     """M_P's SFT on (x, y_w)."""
     return plan.sft("sft_policy", plan.cfg.train.sft_policy, improver=False)
 
 
-def plan_reward(plan: Plan) -> list[Step]:
+def plan_reward(plan: Plan) -> list[Task]:
     """R_P: Bradley-Terry on (x, y_w > y_l)."""
     config = {**plan.common(), "reward_model": plan.sub("reward_model"), "train": plan.sub("train.reward")}
-    return [Step("reward", config, plan.after("reward", plan.reward_init_from), {"hp": plan.cfg.train.reward})]
+    return [Task("reward", config, plan.after("reward", plan.reward_init_from), {"hp": plan.cfg.train.reward})]
 
 
-def plan_rlhf_policy(plan: Plan) -> list[Step]:
+def plan_rlhf_policy(plan: Plan) -> list[Task]:
     """M_P's RLHF: PPO of the SFT policy against R_P."""
     return plan.ppo("rlhf_policy", plan.cfg.train.rlhf_policy, "sft_policy")
 
 
-def plan_sft_pit(plan: Plan) -> list[Step]:
+def plan_sft_pit(plan: Plan) -> list[Task]:
     """M_PIT's SFT on ((x, y_l), y_w)."""
     return plan.sft("sft_pit", plan.cfg.train.sft_pit, improver=True)
 
 
-def plan_gap_reward(plan: Plan) -> list[Step]:
+def plan_gap_reward(plan: Plan) -> list[Task]:
     """R_PIT(x, y, y_ref) as the `gap=` choice makes it: trained (from `reward_model=`), R_P's difference, or both."""
     gap, hp = plan.gap, plan.cfg.train.gap_reward
     plan.require("gap_reward", list(gap.reads), f"with gap={gap.name} reads {list(gap.reads)}")
@@ -142,14 +142,14 @@ def plan_gap_reward(plan: Plan) -> list[Step]:
     if gap.trains:
         config.update(reward_model=plan.sub("reward_model"), train=plan.sub("train.gap_reward"))
         upstream = plan.after("gap_reward", plan.reward_init_from)
-    return [Step("gap_reward", config, tuple(dict.fromkeys((*upstream, *gap.reads))), {"hp": hp})]
+    return [Task("gap_reward", config, tuple(dict.fromkeys((*upstream, *gap.reads))), {"hp": hp})]
 
 
-def plan_pit_rl(plan: Plan) -> list[Step]:
-    """One step per curriculum round, each starting from the last. A round's key holds its position, its reference
+def plan_pit_rl(plan: Plan) -> list[Task]:
+    """One task per curriculum round, each starting from the last. A round's key holds its position, its reference
     source and the rounds before it, so an ablation that shares a prefix of the curriculum reuses those rounds."""
     plan.require("pit_rl", ["gap_reward"], "optimises M_PIT against R_PIT")
-    objective, steps, hp = plan.objective, [], plan.cfg.train.pit_rl
+    objective, tasks, hp = plan.objective, [], plan.cfg.train.pit_rl
     if bad := sorted(set(hp.dataset_references) - set(DATASET_REFERENCES)):
         raise ConfigError(f"train.pit_rl.dataset_references: unknown {bad}; choose from {list(DATASET_REFERENCES)}")
     previous = objective.improver_base
@@ -158,20 +158,20 @@ def plan_pit_rl(plan: Plan) -> list[Step]:
         rp = ("reward",) if plan.has("reward") else ()   # R_P's oracle correlation is reported beside R_PIT's
         # M_P: every round is scored on its val drafts (`val_draft_*`), and a `policy` round samples its references
         upstream = tuple(dict.fromkeys((objective.improver_base, "gap_reward", previous, objective.policy, *rp)))
-        steps.append(Step(name, config, upstream, {"name": name, "hp": hp, "reference_source": source,
+        tasks.append(Task(name, config, upstream, {"name": name, "hp": hp, "reference_source": source,
                                                   "init_from": previous}))
         previous = name
-    return steps
+    return tasks
 
 
-def plan_control_sft(plan: Plan) -> list[Step]:
+def plan_control_sft(plan: Plan) -> list[Task]:
     """The compute-matched control, part 1: M_P's SFT continued for M_PIT's SFT budget (`sft_pit.max_steps`)."""
     train = plan.cfg.train
     hp = OmegaConf.merge(train.sft_policy, {"max_steps": train.sft_pit.max_steps, "init_from": "sft_policy"})
     return plan.sft("control_sft", hp, improver=False)
 
 
-def plan_control_rl(plan: Plan) -> list[Step]:
+def plan_control_rl(plan: Plan) -> list[Task]:
     """Part 2: plain RLHF against R_P for M_P's and every curriculum round's PPO iterations together."""
     train, objective = plan.cfg.train, plan.objective
     rlhf = train.rlhf_policy.iterations if "rlhf_policy" in objective.stages else 0
@@ -179,21 +179,21 @@ def plan_control_rl(plan: Plan) -> list[Step]:
     return plan.ppo("control_rl", hp, "control_sft")
 
 
-def plan_judge(plan: Plan) -> list[Step]:
+def plan_judge(plan: Plan) -> list[Task]:
     # the judge trains full weights whatever `peft` says: runs that differ in peft are judged by one judge
     config = {**plan.common(trains_with_peft=False), "judge": plan.sub("judge"), "train": plan.sub("train.judge")}
-    return [Step("judge", config, ("tokenizer",), {"hp": plan.cfg.train.judge})]
+    return [Task("judge", config, ("tokenizer",), {"hp": plan.cfg.train.judge})]
 
 
-def plan_evaluate(plan: Plan) -> list[Step]:
-    """y_0 of M_P, K steps of M_PIT (and the baseline), the control's answers: judged on the test (or val) split."""
+def plan_evaluate(plan: Plan) -> list[Task]:
+    """y_0 of M_P, K tasks of M_PIT (and the baseline), the control's answers: judged on the test (or val) split."""
     plan.require("evaluate", ["judge"], "needs the judge")
     if (hp := plan.cfg.evaluate).split not in ("test", "val") or hp.iterations < 1:   # train, judge: trained on
         raise ConfigError(f"evaluate.split={hp.split!r} must be test (or val, to choose settings), and "
                           f"evaluate.iterations={hp.iterations} at least 1")
     objective, control = plan.objective, ("control_rl",) if plan.has("control_rl") else ()
     config = {**plan.common(), "evaluate": plan.sub("evaluate"), "baseline": plan.sub("baseline")}
-    return [Step("evaluate", config, ("tokenizer", "judge", objective.policy, *filter(None, [objective.improver]),
+    return [Task("evaluate", config, ("tokenizer", "judge", objective.policy, *filter(None, [objective.improver]),
                                       *control), {"hp": plan.cfg.evaluate})]
 
 
@@ -213,41 +213,41 @@ STAGES: list[Stage] = [
 
 
 def plan_run(cfg: DictConfig, objective: Objective, gap: GapChoice,
-             reward_spec: RewardSpec) -> list[tuple[Stage, Step]]:
-    """Every step this run takes, checked before any work starts: each reads only planned steps, and what its body
-    declares it opens is among the steps its key holds (its upstream steps and theirs)."""
+             reward_spec: RewardSpec) -> list[tuple[Stage, Task]]:
+    """Every task this run takes, checked before any work starts: each reads only planned tasks, and what its body
+    declares it opens is among the tasks its key holds (its upstream tasks and theirs)."""
     known = [stage.name for stage in STAGES if not stage.always]
     if unknown := sorted(set(objective.stages) - set(known)):
         raise ConfigError(f"objective '{objective.name}': unknown stages {unknown}; known: {known}")
     plan = Plan(cfg, objective, gap, reward_spec.init_from)
     for stage in STAGES:
         if stage.always or stage.name in objective.stages:
-            for step in stage.plan(plan):
-                if missing := [u for u in step.upstream if not plan.has(u)]:
-                    raise ConfigError(f"{step.name} reads {missing}, which objective.stages does not run before it: "
+            for task in stage.plan(plan):
+                if missing := [u for u in task.upstream if not plan.has(u)]:
+                    raise ConfigError(f"{task.name} reads {missing}, which objective.stages does not run before it: "
                                       f"add them")
-                plan.steps.append((stage, step))
-    choices, keyed = Choices(run_graph(objective, plan.steps), gap, reward_spec), {}
+                plan.tasks.append((stage, task))
+    choices, keyed = Choices(run_roles(objective, plan.tasks), gap, reward_spec), {}
     checked = []
-    for stage, step in plan.steps:
-        keyed[step.name] = frozenset(step.upstream).union(*(keyed[u] for u in step.upstream))
-        opened = declared_reads(stage.build, choices, step.args)
-        if unkeyed := sorted(opened - keyed[step.name]):
-            raise ConfigError(f"stage {step.name} opens {unkeyed}, which its key does not hold (its upstream: "
-                              f"{sorted(keyed[step.name])}): a change to them would reuse a stale {step.name}. Add "
+    for stage, task in plan.tasks:
+        keyed[task.name] = frozenset(task.upstream).union(*(keyed[u] for u in task.upstream))
+        opened = declared_reads(stage.body, choices, task.args)
+        if unkeyed := sorted(opened - keyed[task.name]):
+            raise ConfigError(f"stage {task.name} opens {unkeyed}, which its key does not hold (its upstream: "
+                              f"{sorted(keyed[task.name])}): a change to them would reuse a stale {task.name}. Add "
                               f"them to its plan's upstream in pit/pipeline.py")
-        checked.append((stage, replace(step, reads=opened)))
+        checked.append((stage, replace(task, reads=opened)))
     return checked
 
 
-def run_graph(objective: Objective, steps: list[tuple[Stage, Step]]) -> Graph:
-    """Which planned step plays which role."""
-    return Graph(frozenset(step.name for _, step in steps), objective.policy, objective.improver_base,
+def run_roles(objective: Objective, tasks: list[tuple[Stage, Task]]) -> Roles:
+    """Which planned task plays which role."""
+    return Roles(frozenset(task.name for _, task in tasks), objective.policy, objective.improver_base,
                  objective.improver)
 
 
 class Pipeline:
-    """Runs one Hydra job's steps against the shared artifact cache and records everything in results.json."""
+    """Runs one Hydra job's tasks against the shared artifact cache and records everything in results.json."""
 
     def __init__(self, cfg: DictConfig):
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -267,15 +267,15 @@ class Pipeline:
         self.judge = instantiate(cfg.judge)
         self.baseline = instantiate(cfg.baseline)
         self.adapters = instantiate(cfg.peft, _convert_="all")
-        self.steps = plan_run(cfg, self.objective, self.gap, self.reward_spec)
+        self.tasks = plan_run(cfg, self.objective, self.gap, self.reward_spec)
         set_threads(cfg.threads)   # this job's share of its CPUs, from how it was launched
-        preflight(cfg, models_to_load({step.name for _, step in self.steps}, self.model_spec, self.reward_spec,
+        preflight(cfg, models_to_load({task.name for _, task in self.tasks}, self.model_spec, self.reward_spec,
                                       self.judge, self.source.has_oracle))
         self.results: dict[str, Any] = {"stages": {}}
         self.keys: dict[str, str] = {}
         self.config_keys: dict[str, str] = {}   # the same keys without the code version: to say why a stage reran
         self.artifacts: dict[str, Path] = {}
-        self.current: tuple[str, float] | None = None   # the step being built or reused, and when it started
+        self.current: tuple[str, float] | None = None   # the task being built or reused, and when it started
         self.code_version = cfg.cache.code_version or source_digest()
         self.rank_zero = is_rank_zero()      # under DDP only rank zero publishes artifacts, results and W&B
         self.ledger = RunLedger(self.store.root / "runs", run_identity(config, str(self.output_dir)),
@@ -291,8 +291,8 @@ class Pipeline:
         start, finished = time.perf_counter(), False
         try:
             ctx = self._context()
-            for stage, step in self.steps:
-                self._stage(ctx, stage, step)
+            for stage, task in self.tasks:
+                self._stage(ctx, stage, task)
             if ctx.has("evaluate"):
                 self.results["eval"] = publish_evaluation(self.artifacts["evaluate"], self.cfg.table_rows,
                                                           self.tracker)
@@ -341,8 +341,8 @@ class Pipeline:
         log.info("data %s: %s; dropped: %s", loaded.source, counts, dropped)
         if not splits["train"] or not splits["val"]:
             raise DataError(loaded.source, f"the train and val splits must not be empty (counts {counts})")
-        graph = run_graph(self.objective, self.steps)
-        return StageContext(source=self.source, splits=splits, oracle=loaded.oracle, graph=graph,
+        roles = run_roles(self.objective, self.tasks)
+        return StageContext(source=self.source, splits=splits, oracle=loaded.oracle, roles=roles,
                             model_spec=self.model_spec, reward_spec=self.reward_spec, adapters=self.adapters,
                             gap=self.gap, judge=self.judge, baseline=self.baseline, fitter=self.fitter,
                             tracker=self.tracker, artifacts=self.artifacts, seed=self.cfg.seed,
@@ -351,13 +351,13 @@ class Pipeline:
                             cache_dir=self.store.root)
 
     # ---- the cached-stage mechanism ----------------------------------------------------------------------------
-    def _stage(self, ctx: StageContext, stage: Stage, step: Step) -> None:
-        """Reuse the artifact of (step, config, upstream keys, code) when complete, else build it atomically under
-        the (step, key) lock; a job that waited for that lock reuses what the holder built."""
-        name, upstream = step.name, ("data", *step.upstream)
-        key = cache_key(name, step.config, {u: self.keys[u] for u in upstream}, code=self.code_version)
+    def _stage(self, ctx: StageContext, stage: Stage, task: Task) -> None:
+        """Reuse the artifact of (task, config, upstream keys, code) when complete, else build it atomically under
+        the (task, key) lock; a job that waited for that lock reuses what the holder built."""
+        name, upstream = task.name, ("data", *task.upstream)
+        key = cache_key(name, task.config, {u: self.keys[u] for u in upstream}, code=self.code_version)
         self.keys[name], self.artifacts[name] = key, self.store.path(name, key)
-        self.config_keys[name] = cache_key(name, step.config, {u: self.config_keys[u] for u in upstream})
+        self.config_keys[name] = cache_key(name, task.config, {u: self.config_keys[u] for u in upstream})
         start = time.perf_counter()
         self.current = (name, start)
         if not stage.fits and not self.rank_zero:   # under DDP rank zero builds it alone; the others read it
@@ -374,7 +374,7 @@ class Pipeline:
                 provenance = {"config_key": self.config_keys[name], "code": self.code_version}
                 with self.store.write(name, key, self.rank_zero, provenance) as (out, metrics):
                     self.fitter.record_curves(out / CURVES)
-                    stage.build(ctx.scoped(name, step.reads), out, metrics, **step.args)
+                    stage.body(ctx.scoped(name, task.reads), out, metrics, **task.args)
                 if stage.fits:
                     barrier()   # every rank built it (its fit needs them all); rank zero's copy is in place now
                 status = "ran" if self.fitter.resumed_from is None else "resumed"

@@ -37,7 +37,7 @@ def test_every_shipped_plan_opens_only_what_its_keys_hold(tmp_path: Path) -> Non
     """Every objective (default gap) and every gap choice (default objective) plans; the reads are what each step
     needs: the tokenizer everywhere a model is built, R_P for the gaps that add its difference."""
     for overrides in [[f"objective={o}"] for o in OBJECTIVES] + [[f"gap={g}"] for g in GAPS]:
-        steps = {step.name: step for _, step in planned(overrides, tmp_path)}
+        steps = {task.name: task for _, task in planned(overrides, tmp_path)}
         assert steps["tokenizer"].reads == frozenset()
         assert all("tokenizer" in step.reads for name, step in steps.items() if name not in ("tokenizer", "gap_reward"))
         if "gap_reward" in steps:
@@ -49,7 +49,7 @@ def test_every_shipped_plan_opens_only_what_its_keys_hold(tmp_path: Path) -> Non
 def test_a_body_opening_what_its_key_does_not_hold_fails_at_plan_time(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """R_P's body declaring that it also opens M_PIT's SFT (which its key does not hold) fails before any work."""
-    assert all(hasattr(stage.build, "reads") for stage in STAGES)
+    assert all(hasattr(stage.body, "reads") for stage in STAGES)
     monkeypatch.setattr(build_reward, "reads", lambda c, *, hp: ("tokenizer", c.reward_spec.init_from, "sft_pit"))
     with pytest.raises(ConfigError, match=r"stage reward opens \['sft_pit'\], which its key does not hold"):
         planned([], tmp_path)

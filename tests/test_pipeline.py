@@ -140,7 +140,8 @@ def test_killed_stage_resumes_there(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     def dies_in_sft_pit(*args, **kwargs):
         raise KeyboardInterrupt("killed inside sft_pit")
 
-    monkeypatch.setattr(pipeline, "STAGES", [replace(s, build=dies_in_sft_pit) if s.name == "sft_pit" else s
+    dies_in_sft_pit.reads = pipeline.build_sft.reads   # what the real body declares it opens
+    monkeypatch.setattr(pipeline, "STAGES", [replace(s, body=dies_in_sft_pit) if s.name == "sft_pit" else s
                                              for s in table])
     with pytest.raises(KeyboardInterrupt):
         run(compose_config(FAST, tmp_path))

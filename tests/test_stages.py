@@ -10,15 +10,16 @@ from helpers import FAST, compose_config, stage_status
 
 from pit import pipeline
 from pit.errors import ConfigError
-from pit.pipeline import Pipeline, Stage, Step
-from pit.stages.context import StageContext
+from pit.pipeline import Pipeline, Stage, Task
+from pit.stages.context import StageContext, reads
 
 
-def plan_vocab_report(plan: pipeline.Plan) -> list[Step]:
+def plan_vocab_report(plan: pipeline.Plan) -> list[Task]:
     """A toy stage: reads the tokenizer's artifact; its key holds its one setting."""
-    return [Step("vocab_report", {"min_words": 3}, ("tokenizer",), {"min_words": 3})]
+    return [Task("vocab_report", {"min_words": 3}, ("tokenizer",), {"min_words": 3})]
 
 
+@reads(lambda c, *, min_words: ("tokenizer",))
 def build_vocab_report(ctx: StageContext, out: Path, metrics: dict[str, float], *, min_words: int) -> None:
     """Count the train responses of at least `min_words` words, and how many tokens the tokenizer has."""
     count = sum(len(e.chosen.split()) >= min_words for e in ctx.splits["train"])
@@ -66,5 +67,5 @@ def test_a_missing_upstream_stage_fails_before_any_work(tmp_path: Path) -> None:
 def test_every_curriculum_round_is_keyed_on_m_p(tmp_path: Path, objective: str) -> None:
     """Each round scores M_PIT on M_P's val drafts, so a round cached for one M_P must not be reused for another."""
     plan = Pipeline(compose_config([*FAST, f"objective={objective}"], tmp_path))
-    rounds = [step for stage, step in plan.steps if stage.name == "pit_rl"]
-    assert rounds and all(plan.objective.policy in step.upstream for step in rounds)
+    rounds = [task for stage, task in plan.tasks if stage.name == "pit_rl"]
+    assert rounds and all(plan.objective.policy in task.upstream for task in rounds)

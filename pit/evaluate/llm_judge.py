@@ -58,7 +58,7 @@ class LLMJudge:
                               f"(set judge.api_key_env=null for a server without keys)")
         return key
 
-    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
+    def fit(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
         val = ctx.splits["val"][: self.val_pairs]
         verdicts = self.verdicts(ctx, out, 0.0)
         outcomes = verdicts.compare([e.prompt for e in val], [e.chosen for e in val], [e.rejected for e in val])

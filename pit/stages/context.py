@@ -44,7 +44,7 @@ class Judge(Protocol):
 
     name: str
 
-    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None: ...
+    def fit(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None: ...
 
     def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> Verdicts: ...
 
@@ -108,7 +108,7 @@ class Baseline(Protocol):
 
 
 @dataclass(frozen=True)
-class Graph:
+class Roles:
     """Which stage plays which role, fixed by the objective before anything runs."""
 
     planned: frozenset[str]      # every step of this run, curriculum rounds by their own names
@@ -121,12 +121,12 @@ class Graph:
 class Choices:
     """What a body's read declaration may depend on besides its arguments: the roles and the config's choices."""
 
-    graph: Graph
+    roles: Roles
     gap: GapChoice
     reward_spec: RewardSpec
 
     def has(self, stage: str) -> bool:
-        return stage in self.graph.planned
+        return stage in self.roles.planned
 
 
 Body = Callable[..., None]
@@ -154,12 +154,12 @@ def declared_reads(body: Body, choices: Choices, args: Mapping[str, Any]) -> fro
 @dataclass(frozen=True)
 class StageContext:
     """Everything a stage body reads besides its own `train.<stage>` settings (its `hp` argument): the data, the
-    objective's graph, the config's choices, finished artifacts, how to train and the few run-wide settings."""
+    objective's roles, the config's choices, finished artifacts, how to train and the few run-wide settings."""
 
     source: PreferenceSource
     splits: Mapping[str, list[PreferenceExample]]
     oracle: Oracle | None
-    graph: Graph
+    roles: Roles
     model_spec: ModelSpec
     reward_spec: RewardSpec
     adapters: Adapters
@@ -180,7 +180,7 @@ class StageContext:
 
     def has(self, stage: str) -> bool:
         """Whether this run's plan has `stage` (so a later body may read its artifact)."""
-        return stage in self.graph.planned
+        return stage in self.roles.planned
 
     def scoped(self, stage: str, readable: frozenset[str]) -> StageContext:
         """This context for the body of step `stage`, which declared `readable`: it opens those finished stages and

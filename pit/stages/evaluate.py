@@ -26,10 +26,10 @@ from pit.tracking import Tracker
 def build_judge(ctx: StageContext, out: Path, metrics: dict[str, float], *, hp: DictConfig) -> None:
     """The `judge=` choice fits (a reward model on the judge split, with `hp`) or checks itself, and reports its
     val agreement."""
-    ctx.judge.build(ctx, out, metrics, hp)
+    ctx.judge.fit(ctx, out, metrics, hp)
 
 
-@reads(lambda c, *, hp: ("tokenizer", "judge", c.graph.policy, c.graph.improver,
+@reads(lambda c, *, hp: ("tokenizer", "judge", c.roles.policy, c.roles.improver,
                          "control_rl" if c.has("control_rl") else None))
 def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *, hp: DictConfig) -> None:
     """Generate every chain on `evaluate.split` (test), judge it, and save `report.json` and `generations.jsonl`.
@@ -45,7 +45,7 @@ def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *,
                           f"splits.{hp.split})")
     prompts = [e.prompt for e in rows]
     sampling = instantiate(hp.sampling)
-    policy = ctx.frozen_model(ctx.graph.policy)
+    policy = ctx.frozen_model(ctx.roles.policy)
     inputs = [ctx.policy_input(e) for e in rows]
     y0 = ctx.generator(policy, sampling, source.max_prompt_tokens, "y_0")(inputs)
     controls: dict[str, list[str]] = {}
@@ -86,8 +86,8 @@ def improvement_steps(ctx: StageContext, policy: Generator) -> dict[str, Step]:
     """The improving methods: PIT (M_PIT reading the improver template) when the objective trains it, and the
     baseline's step with the policy (Self-Refine) when there is one."""
     steps: dict[str, Step] = {}
-    if ctx.graph.improver is not None:
-        improver = ctx.frozen_model(ctx.graph.improver)
+    if ctx.roles.improver is not None:
+        improver = ctx.frozen_model(ctx.roles.improver)
         steps["pit"] = PITStep(ctx.generator(improver, policy.sampling, ctx.source.max_improver_tokens, "pit step"),
                                ctx.source.templates)
     refine = ctx.baseline.step(policy)

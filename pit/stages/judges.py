@@ -56,7 +56,7 @@ class OracleJudge:
     def __init__(self, name: str = "oracle"):
         self.name = name
 
-    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
+    def fit(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
         if ctx.oracle is None:
             raise ConfigError(f"judge={self.name} needs a dataset with an exact oracle (dataset=synthetic)")
         val = ctx.splits["val"]
@@ -82,7 +82,7 @@ class RewardModelJudge:
                               "model trained on the policy's data")
         self.backbone, self.name = backbone, name
 
-    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
+    def fit(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
         judge_rows = ctx.splits["judge"]
         if not judge_rows:
             raise ConfigError("judge=reward_model trains on the judge split, which is empty (raise splits.judge)")
@@ -102,11 +102,11 @@ class AutoJudge(RewardModelJudge):
     def __init__(self, backbone: RewardSpec, name: str = "auto"):
         super().__init__(backbone, name)
 
-    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
+    def fit(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
         if ctx.oracle is not None:
-            OracleJudge(self.name).build(ctx, out, metrics, hp)
+            OracleJudge(self.name).fit(ctx, out, metrics, hp)
         else:
-            super().build(ctx, out, metrics, hp)
+            super().fit(ctx, out, metrics, hp)
 
     def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> ScoreVerdicts:
         if ctx.oracle is not None:
@@ -120,7 +120,7 @@ class PretrainedRewardJudge:
     def __init__(self, backbone: RewardSpec, name: str = "pretrained_rm"):
         self.backbone, self.name = backbone, name
 
-    def build(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
+    def fit(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
         model = self.backbone.build(None, None, ctx.model_spec, ctx.source.max_response_tokens)
         metrics.update(val_acc=pairwise_accuracy(model, ctx), val_pairs=len(ctx.splits["val"]))
 

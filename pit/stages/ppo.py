@@ -47,7 +47,7 @@ def build_rlhf_policy(ctx: StageContext, out: Path, metrics: dict[str, float], *
 
 
 @reads(lambda c, *, name, hp, reference_source, init_from: (
-    "tokenizer", "gap_reward", *c.gap.reads, init_from, c.graph.improver_base, c.graph.policy,
+    "tokenizer", "gap_reward", *c.gap.reads, init_from, c.roles.improver_base, c.roles.policy,
     "reward" if c.has("reward") else None))   # R_P: its oracle correlation beside R_PIT's
 def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, name: str, hp: DictConfig,
                     reference_source: str, init_from: str) -> None:
@@ -78,12 +78,12 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
 
     val = ctx.splits["val"][: hp.eval_samples]
     drafts = policy_samples(ctx, val, ctx.eval_sampling, "M_P's val drafts") if ctx.oracle is not None else []
-    if drafts and init_from == ctx.graph.improver_base:   # the improver and the critics before any PPO of M_PIT
+    if drafts and init_from == ctx.roles.improver_base:   # the improver and the critics before any PPO of M_PIT
         improver = ctx.frozen_model(init_from)
         start = {**draft_eval(ctx, f"{name}/start", improver, val, drafts),
                  **gap_calibration(ctx, improver, gap, val, hp.temperature)}
         metrics.update({f"{key}_start": value for key, value in start.items()})
-    model = train_ppo(ctx, name, hp, init_from, ctx.graph.improver_base, tokenizer, rollouts, reward_fn,
+    model = train_ppo(ctx, name, hp, init_from, ctx.roles.improver_base, tokenizer, rollouts, reward_fn,
                       gap.models, source.max_improver_tokens, out, metrics)
     metrics.update(ctx.sample_eval(name, model, tokenizer, [ctx.improver_input_of_rejected(e) for e in val], val,
                                    [e.rejected for e in val], source.max_improver_tokens))
@@ -140,7 +140,7 @@ def policy_samples(ctx: StageContext, rows: list[PreferenceExample], sampling: S
     """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device, drawn
     from the pass's own seed (`label` is its purpose): what was loaded before changes no sample."""
     inputs = [ctx.policy_input(e) for e in rows]
-    return generate_texts(ctx.frozen_model(ctx.graph.policy), ctx.tokenizer(), inputs, sampling,
+    return generate_texts(ctx.frozen_model(ctx.roles.policy), ctx.tokenizer(), inputs, sampling,
                           ctx.source.max_prompt_tokens, label, seed=ctx.sampling_seed(label))
 
 
