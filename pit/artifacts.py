@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -54,6 +55,15 @@ def source_digest(package: Path = PACKAGE) -> str:
     for path in sorted(package.rglob("*.py")):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def foreign_source(cls: type) -> dict[str, str]:
+    """For a key: the digest of the file defining `cls` when it lives outside `pit` (a user's `gap=` class), so an
+    edit to it reruns what it made, as `source_digest` does for `pit`'s own classes; {} for those."""
+    path = Path(inspect.getfile(cls)).resolve()
+    if path.is_relative_to(PACKAGE):
+        return {}
+    return {"source": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
 
 
 def writer_id() -> str:

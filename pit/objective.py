@@ -28,6 +28,16 @@ class Objective:
             raise ConfigError(f"objective '{self.name}': the compute-matched control needs both control_sft and "
                               f"control_rl in stages")
 
+    def check_choices(self, baseline_improves: bool, judge: str, judge_needs_oracle: bool, has_oracle: bool) -> None:
+        """Refuse, before any work, what would fail only after training: nothing for `evaluate` to compare with
+        y_0, or an oracle judge without an oracle."""
+        if "evaluate" in self.stages and self.improver is None and not baseline_improves:
+            raise ConfigError(f"evaluate has nothing to compare with y_0: objective '{self.name}' trains no improver "
+                              f"(sft_pit or pit_rl) and the baseline has no improvement step (baseline=self_refine)")
+        if "judge" in self.stages and judge_needs_oracle and not has_oracle:
+            raise ConfigError(f"judge={judge} needs a dataset with an exact oracle (dataset=synthetic); choose "
+                              f"judge=auto, reward_model, pretrained_rm or llm")
+
     @property
     def rounds(self) -> list[tuple[str, str]]:
         """(step name, reference source) of each curriculum round: `pit_rl/1_dataset`, `pit_rl/2_policy`."""

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pit.artifacts import ArtifactStore, cache_key, source_digest, write_json_atomic
+from pit.artifacts import ArtifactStore, cache_key, foreign_source, source_digest, write_json_atomic
 from pit.data.schema import DataError, LoadedData, PreferenceSource
 from pit.data.splits import split_examples
 from pit.distributed import barrier, is_rank_zero, single_process
@@ -137,7 +137,7 @@ def plan_gap_reward(plan: Plan) -> list[Task]:
     gap, hp = plan.gap, plan.cfg.train.gap_reward
     plan.require("gap_reward", list(gap.reads), f"with gap={gap.name} reads {list(gap.reads)}")
     gap.check(hp)
-    config = {**plan.common(), "gap": plan.sub("gap")}
+    config = {**plan.common(), "gap": {**plan.sub("gap"), **foreign_source(type(gap))}}
     upstream: tuple[str, ...] = ()
     if gap.trains:
         config.update(reward_model=plan.sub("reward_model"), train=plan.sub("train.gap_reward"))
@@ -268,6 +268,8 @@ class Pipeline:
         self.baseline = instantiate(cfg.baseline)
         self.adapters = instantiate(cfg.peft, _convert_="all")
         self.tasks = plan_run(cfg, self.objective, self.gap, self.reward_spec)
+        self.objective.check_choices(self.baseline.improves, self.judge.name, self.judge.needs_oracle,
+                                     self.source.has_oracle)
         set_threads(cfg.threads)   # this job's share of its CPUs, from how it was launched
         preflight(cfg, models_to_load({task.name for _, task in self.tasks}, self.model_spec, self.reward_spec,
                                       self.judge, self.source.has_oracle))

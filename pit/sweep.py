@@ -96,7 +96,7 @@ def _sweep_file(config: DictConfig) -> Path | None:
 
 def unfinished(path: Path) -> list[str]:
     """One line per point of `path` (a sweep.json) that did not finish, by the overrides that tell it from the other
-    points: `#2 objective.gap_loss=single: failed (...)`. A point still `running` when the sweep ended was stopped
+    points: `#2 gap=single: failed (...)`. A point still `running` when the sweep ended was stopped
     in the middle (the process died)."""
     points = json.loads(path.read_text())["points"]
     common = set.intersection(*(set(p["overrides"]) for p in points)) if len(points) > 1 else set()

@@ -206,7 +206,7 @@ def read_sweep(sweep_dir: Path) -> tuple[str, list[str]] | None:
 
 def sweep_labels(group: str | None, name: str | None, tags: list[str]) -> tuple[str | None, str | None, list[str]]:
     """W&B group, name and tags of this Hydra job (a name set in the config wins). A multirun point: named by its
-    swept values (`gap_loss=full`), tagged `key=value` of the swept keys, grouped per launch of its sweep
+    swept values (`gap=full`), tagged `key=value` of the swept keys, grouped per launch of its sweep
     (`<date>_<time>_<sweep name>`). A single run: named by its experiment then its command-line overrides, tagged
     with those overrides, in the config's group. Without multirun.yaml every override of a point counts as swept."""
     from hydra.core.hydra_config import HydraConfig

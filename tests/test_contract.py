@@ -34,16 +34,29 @@ def planned(overrides: list[str], tmp_path: Path) -> list:
 
 
 def test_every_shipped_plan_opens_only_what_its_keys_hold(tmp_path: Path) -> None:
-    """Every objective (default gap) and every gap choice (default objective) plans; the reads are what each step
-    needs: the tokenizer everywhere a model is built, R_P for the gaps that add its difference."""
-    for overrides in [[f"objective={o}"] for o in OBJECTIVES] + [[f"gap={g}"] for g in GAPS]:
-        steps = {task.name: task for _, task in planned(overrides, tmp_path)}
-        assert steps["tokenizer"].reads == frozenset()
-        assert all("tokenizer" in step.reads for name, step in steps.items() if name not in ("tokenizer", "gap_reward"))
-        if "gap_reward" in steps:
+    """Every objective (with LoRA too), and every gap choice with each reward model family and peft, plans: its
+    declared reads are within its key. The reads are what each task needs: the tokenizer wherever a model is
+    built, R_P for the gaps that add its difference."""
+    combos = [[f"objective={o}", f"peft={peft}"] for o in OBJECTIVES for peft in ("none", "lora")]
+    combos += [[f"gap={g}", f"reward_model={rm}", f"peft={peft}"] for g in GAPS for rm in ("causal", "minilm")
+               for peft in ("none", "lora")]
+    for overrides in combos:
+        tasks = {task.name: task for _, task in planned(overrides, tmp_path)}
+        assert tasks["tokenizer"].reads == frozenset()
+        assert all("tokenizer" in task.reads for name, task in tasks.items() if name not in ("tokenizer", "gap_reward"))
+        if "gap_reward" in tasks:
             gap = overrides[0].removeprefix("gap=") if overrides[0].startswith("gap=") else "residual"
-            assert ("reward" in steps["gap_reward"].reads) == (gap in ("rp_difference", "residual", "ensemble"))
-            assert ("tokenizer" in steps["gap_reward"].reads) == (gap != "rp_difference")
+            assert ("reward" in tasks["gap_reward"].reads) == (gap in ("rp_difference", "residual", "ensemble"))
+            assert ("tokenizer" in tasks["gap_reward"].reads) == (gap != "rp_difference")
+
+
+def test_a_gap_class_outside_pit_is_in_its_key(tmp_path: Path) -> None:
+    """`pit`'s own gap classes are in every key through the package digest; a user's class (here the toy one in
+    tests/) through its own file's digest, so editing it reruns R_PIT."""
+    toy = {task.name: task for _, task in planned([f"hydra.searchpath=[file://{FIXTURES / 'conf'}]", "gap=length"],
+                                                   tmp_path)}["gap_reward"]
+    shipped = {task.name: task for _, task in planned([], tmp_path)}["gap_reward"]
+    assert len(toy.config["gap"]["source"]) == 16 and "source" not in shipped.config["gap"]
 
 
 def test_a_body_opening_what_its_key_does_not_hold_fails_at_plan_time(tmp_path: Path,

@@ -123,7 +123,8 @@ def test_control_no_sft_and_combined_gaps_through_the_pipeline(tmp_path: Path, m
     assert calibrated["val_trained_oracle_corr_start"] == full["val_gap_oracle_corr_start"]
     meta = json.loads((tmp_path / "cache" / "gap_reward" / ensemble["gap_reward"]["key"] / "gap_reward.json")
                       .read_text())
-    assert meta == {"gap": "ensemble", "reads": {"reward": stages["reward"]["key"]}}   # R_P by key, not by path
+    assert meta["gap"] == "ensemble" and list(meta["reads"]) == ["reward"]   # R_P by key and digest, not by path
+    assert meta["reads"]["reward"]["key"] == stages["reward"]["key"] and len(meta["reads"]["reward"]["marker"]) == 64
 
 
 @pytest.mark.slow

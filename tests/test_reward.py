@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from pit.data.encode import collate_groups, pad_rows
 from pit.data.synthetic import SyntheticSource
+from pit.errors import ConfigError
 from pit.models.factory import TinyCausalLM
 from pit.models.reward import (
     CausalRewardSpec,
@@ -112,7 +113,6 @@ def test_minilm_encoder_backbone_offline(tmp_path: Path) -> None:
 
 
 def test_missing_package_is_a_clear_error() -> None:
-    from pit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="package 'not_a_pkg_xyz' is not installed"):
         EncoderRewardSpec("pkg://not_a_pkg_xyz/model").build(None, None, None, 16)
@@ -232,6 +232,9 @@ def test_residual_gap_starts_as_the_reward_difference_and_trains_with_offsets(tm
         scores = module._scores(batch)
     assert scores["wl"].tolist() == [0.5, 2.0] and scores["lw"].tolist() == [-0.5, -2.0]   # h = 0 at the start
     assert scores["ww"].tolist() == [0.0, 0.0]
+    (ctx.artifact("reward") / "_COMPLETE.json").write_text('{"files": {"rebuilt": 1}}')   # R_P rebuilt, same key
+    with pytest.raises(ConfigError, match="which is not this run's R_P"):
+        Residual("residual", GAP_COMPARISONS).load(ctx, tmp_path / "gap")
 
 
 def test_ensemble_gap_is_the_mean_of_the_reward_difference_and_the_trained_gap(tmp_path: Path) -> None:
@@ -267,6 +270,7 @@ def saved_gap(tmp_path: Path, choice: Any, trained: Any, reward: Any) -> tuple[A
     templates = Templates(improver="{prompt} | {reference} ->")
     reward_dir = tmp_path / "cache" / "reward" / "0123456789abcdef"
     reward.save(reward_dir)
+    (reward_dir / "_COMPLETE.json").write_text('{"files": {}}')   # what a finished artifact has
     ctx = SimpleNamespace(artifact={"reward": reward_dir}.__getitem__, source=SimpleNamespace(templates=templates),
                           reward_model=lambda stage: load_reward_model(reward_dir))
     trained.save(tmp_path / "gap")

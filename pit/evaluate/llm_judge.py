@@ -39,6 +39,8 @@ NO_KEY = "no-key"   # what the client sends as the key to a server without keys 
 class LLMJudge:
     """The judge stage measures agreement with y_w > y_l on `val_pairs` val pairs; `verdicts` serves evaluation."""
 
+    needs_oracle = False
+
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", name: str = "llm",
                  rubric: str | None = None, val_pairs: int = 50, concurrency: int = 8, max_retries: int = 5,
                  timeout_seconds: float = 60.0):

@@ -17,6 +17,7 @@ class SelfRefine:
     """`y_{k+1}`: the policy writes feedback on `y_k` (against `rubric` when given), then a response using it."""
 
     name: str = "self_refine"
+    improves = True   # evaluate compares its steps with y_0
     rubric: str | None = None
     feedback_instruction: str = "{prompt}{response}\n\nFeedback on the response{rubric}:"
     refine_instruction: str = "{prompt}{response}\n\nFeedback:{feedback}\n\nImproved response:"
@@ -48,6 +49,7 @@ class NoBaseline:
     """`baseline=none`: PIT is compared with the original responses only."""
 
     name: str = "none"
+    improves = False
 
     def step(self, generate: Generator) -> None:
         return None

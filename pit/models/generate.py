@@ -70,7 +70,8 @@ def seeded_rng(seed: int | None, device: torch.device) -> Iterator[None]:
     if seed is None:
         yield
         return
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []   # manual_seed seeds them all
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         yield
 

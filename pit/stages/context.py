@@ -5,7 +5,7 @@ through `ctx`, trains through `ctx.fitter`, writes its artifact into `out` and i
 It never sees the pipeline, so the stage graph (`pit.pipeline`) and the bodies (`pit.stages`) import one way.
 
 Every body declares the finished stages it opens (`@reads`). The plan checks each declaration against what the
-step's key hashes (its upstream steps and theirs) before any work, and the body's context opens nothing else: what
+task's key hashes (its upstream tasks and theirs) before any work, and the body's context opens nothing else: what
 a stage reads is what its key depends on, so a reused artifact is never stale.
 """
 
@@ -43,6 +43,7 @@ class Judge(Protocol):
     verdicts."""
 
     name: str
+    needs_oracle: bool   # only for a dataset with an exact oracle (dataset=synthetic)
 
     def fit(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None: ...
 
@@ -103,6 +104,7 @@ class Baseline(Protocol):
     """A `baseline=` choice: one prompting improvement step built on the policy's generator, or None."""
 
     name: str
+    improves: bool   # whether it has an improvement step (evaluate needs PIT or one)
 
     def step(self, generate: Generator) -> Step | None: ...
 
@@ -111,7 +113,7 @@ class Baseline(Protocol):
 class Roles:
     """Which stage plays which role, fixed by the objective before anything runs."""
 
-    planned: frozenset[str]      # every step of this run, curriculum rounds by their own names
+    planned: frozenset[str]      # every task of this run, curriculum rounds by their own names
     policy: str                  # M_P: rlhf_policy when the objective trains it, else sft_policy
     improver_base: str           # where M_PIT starts and its KL reference: sft_pit, or sft_policy (no-SFT ablation)
     improver: str | None         # M_PIT as evaluated: the last curriculum round, sft_pit, or none
@@ -174,7 +176,7 @@ class StageContext:
     log_rollouts_every: int         # PPO iterations between logged rollout tables
     table_rows: int                 # rows of every logged table
     cache_dir: Path                 # the artifact cache's root (the LLM judge keeps its answers there)
-    stage: str = ""                 # the step whose body runs with this context
+    stage: str = ""                 # the task whose body runs with this context
     readable: frozenset[str] = field(default_factory=frozenset)   # what that body declared it reads
     loaded: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)   # what it loaded once
 
@@ -183,18 +185,19 @@ class StageContext:
         return stage in self.roles.planned
 
     def scoped(self, stage: str, readable: frozenset[str]) -> StageContext:
-        """This context for the body of step `stage`, which declared `readable`: it opens those finished stages and
+        """This context for the body of task `stage`, which declared `readable`: it opens those finished stages and
         no other."""
         return replace(self, stage=stage, readable=readable, loaded={})
 
     def generator(self, model: PreTrainedModel, sampling: Sampling, max_input_tokens: int, label: str) -> Generator:
-        """A sampling pass of this step with the run's tokenizer, seeded by its purpose (`label`)."""
+        """A sampling pass of this task with the run's tokenizer, seeded by its purpose (`label`)."""
         return Generator(model, self.tokenizer(), sampling, max_input_tokens, label, self.sampling_seed(label))
 
-    def sampling_seed(self, purpose: str) -> int:
-        """The seed of one sampling pass of this step: (run seed, step, purpose), whatever was loaded or drawn
-        before it."""
-        return purpose_seed(self.seed, self.stage, purpose)
+    def sampling_seed(self, purpose: str, of: str | None = None) -> int:
+        """The seed of one sampling pass: (run seed, `of`, purpose), whatever was loaded or drawn before it. `of`
+        defaults to this task; a pass that samples another stage's model names that stage (M_P's references are then
+        the same in every round and objective), or a role its passes share across tasks."""
+        return purpose_seed(self.seed, self.stage if of is None else of, purpose)
 
     def artifact(self, stage: str) -> Path:
         """The directory of a finished stage the running body declared it reads."""
@@ -221,22 +224,26 @@ class StageContext:
         return self.fitter.device
 
     def _once(self, kind: str, stage: str, load: Callable[[Path], Any]) -> Any:
-        """`load(artifact of stage)`, loaded once per step."""
+        """`load(artifact of stage)`, loaded once per task."""
         if (kind, stage) not in self.loaded:
             self.loaded[kind, stage] = load(self.artifact(stage))
         return self.loaded[kind, stage]
 
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The run's tokenizer (loaded once per step)."""
+        """The run's tokenizer (loaded once per task)."""
         return self._once("tokenizer", "tokenizer", load_tokenizer)
 
     def frozen_model(self, stage: str) -> PreTrainedModel:
-        """A finished stage's causal LM on the step's device, to sample from or score with and never to train:
-        loaded once per step, however many passes use it. A model that trains is `load_stage_model`'s."""
+        """A finished stage's causal LM on the task's device, to sample from or score with and never to train:
+        loaded once per task, however many passes use it. A model that trains is `load_stage_model`'s."""
         return self._once("frozen", stage, lambda _: self.load_stage_model(stage).to(self.device))
 
+    def release(self, stage: str) -> None:
+        """Forget `stage`'s frozen model, to free its memory (a later `frozen_model` loads it again)."""
+        self.loaded.pop(("frozen", stage), None)
+
     def reward_model(self, stage: str) -> RewardModel:
-        """A finished scalar model (R_P) to score with, loaded once per step."""
+        """A finished scalar model (R_P) to score with, loaded once per task."""
         return self._once("reward", stage, load_reward_model)
 
     def trainable(self, model: Any) -> Any:

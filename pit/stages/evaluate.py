@@ -54,12 +54,10 @@ def build_evaluation(ctx: StageContext, out: Path, metrics: dict[str, float], *,
                                           CONTROL)(inputs)
     steps = improvement_steps(ctx, ctx.generator(policy, sampling, source.max_improver_tokens * 2,
                                                  f"{ctx.baseline.name} step"))
-    if not steps:
-        raise ConfigError("evaluate has nothing to compare with y_0: the objective trains no improver (sft_pit or "
-                          "pit_rl) and baseline=none")
-    chains = {name: iterate(step, prompts, y0, hp.iterations) for name, step in steps.items()}
     order = derangement(len(prompts), ctx.seed)   # prompt i is also improved from the draft y_0[order[i]]
+    # each method's first call (its seed does not depend on evaluate.iterations), then its chain
     deranged = {name: (order, step(prompts, [y0[j] for j in order])) for name, step in steps.items()}
+    chains = {name: iterate(step, prompts, y0, hp.iterations) for name, step in steps.items()}
     verdicts = ctx.judge.verdicts(ctx, ctx.artifact("judge"), hp.tie_margin)
     oracle = oracle_verdicts(ctx.oracle).scores if ctx.oracle is not None else None
     report = evaluation_report(prompts, chains, verdicts, hp.length_ratio, hp.bootstrap, hp.elo_bootstrap,

@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from pit.artifacts import MARKER, file_sha256
 from pit.data.encode import collate_groups, collate_groups_with_offsets
 from pit.data.schema import PreferenceExample
 from pit.errors import ConfigError
@@ -65,21 +66,24 @@ class GapReward:
         return partial(gap_items, ctx, model), partial(collate_groups, pad_id=model.pad_id())
 
     def save(self, ctx: StageContext, out: Path) -> None:
-        """`gap_reward.json`: this choice's name and the (stage, key) of every artifact it reads."""
-        (out / GAP_META).write_text(json.dumps({"gap": self.name,
-                                                "reads": {stage: ctx.artifact(stage).name for stage in self.reads}}))
+        """`gap_reward.json`: this choice's name and, of every artifact it reads, its key and the SHA-256 of its
+        completion marker (which lists every file's digest): what it was built with, without a path."""
+        reads = {stage: {"key": ctx.artifact(stage).name, "marker": file_sha256(ctx.artifact(stage) / MARKER)}
+                 for stage in self.reads}
+        (out / GAP_META).write_text(json.dumps({"gap": self.name, "reads": reads}))
 
     def load(self, ctx: StageContext, directory: Path) -> TrainedGap:
         """The scorer saved in `directory`, its reads opened through `ctx` (the current cache)."""
         return TrainedGap(load_reward_model(directory), ctx.source.templates)
 
     def reward_model(self, ctx: StageContext, directory: Path) -> RewardModel:
-        """R_P as this gap model was built with: the run's `reward` artifact, checked against the key it recorded."""
-        recorded = json.loads((directory / GAP_META).read_text())["reads"].get("reward")
+        """R_P as this gap model was built with: the run's `reward` artifact, checked against the one it recorded
+        (a rebuilt R_P under the same key, e.g. with `cache.code_version` pinned, is refused)."""
+        recorded = json.loads((directory / GAP_META).read_text())["reads"]["reward"]
         found = ctx.artifact("reward")
-        if recorded != found.name:
-            raise ConfigError(f"{directory / GAP_META}: built with R_P {recorded}, but this run's R_P is {found.name} "
-                              f"({found}); the gap_reward key should have changed with it: delete {directory}")
+        if recorded != {"key": found.name, "marker": file_sha256(found / MARKER)}:
+            raise ConfigError(f"{directory / GAP_META}: built with R_P {recorded['key']}, which is not this run's R_P "
+                              f"{found} as it is now (rebuilt since?): delete {directory} to rebuild it")
         return ctx.reward_model("reward")
 
 

@@ -53,12 +53,12 @@ def pairwise_accuracy(model: RewardModel, ctx: StageContext) -> float:
 class OracleJudge:
     """`judge=oracle`: the synthetic dataset's exact score (nothing to train)."""
 
+    needs_oracle = True   # checked against the dataset when the plan is built (Objective.check_choices)
+
     def __init__(self, name: str = "oracle"):
         self.name = name
 
     def fit(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
-        if ctx.oracle is None:
-            raise ConfigError(f"judge={self.name} needs a dataset with an exact oracle (dataset=synthetic)")
         val = ctx.splits["val"]
         metrics["val_acc"] = mean(float(ctx.oracle(e.prompt, e.chosen) > ctx.oracle(e.prompt, e.rejected))
                                   for e in val)
@@ -75,6 +75,8 @@ def oracle_verdicts(oracle: Callable[[str, str], float], tie_margin: float = 0.0
 
 class RewardModelJudge:
     """`judge=reward_model`: a reward model trained only on the judge split, which no other stage trains on."""
+
+    needs_oracle = False
 
     def __init__(self, backbone: RewardSpec, name: str = "reward_model"):
         if backbone.init_from is not None:
@@ -116,6 +118,8 @@ class AutoJudge(RewardModelJudge):
 
 class PretrainedRewardJudge:
     """`judge=pretrained_rm`: a published reward model by hub name or path (e.g. OpenAssistant's DeBERTa RM)."""
+
+    needs_oracle = False
 
     def __init__(self, backbone: RewardSpec, name: str = "pretrained_rm"):
         self.backbone, self.name = backbone, name

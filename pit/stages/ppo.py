@@ -83,6 +83,7 @@ def build_pit_round(ctx: StageContext, out: Path, metrics: dict[str, float], *, 
         start = {**draft_eval(ctx, f"{name}/start", improver, val, drafts),
                  **gap_calibration(ctx, improver, gap, val, hp.temperature)}
         metrics.update({f"{key}_start": value for key, value in start.items()})
+    ctx.release(ctx.roles.policy)   # M_P is not needed during PPO
     model = train_ppo(ctx, name, hp, init_from, ctx.roles.improver_base, tokenizer, rollouts, reward_fn,
                       gap.models, source.max_improver_tokens, out, metrics)
     metrics.update(ctx.sample_eval(name, model, tokenizer, [ctx.improver_input_of_rejected(e) for e in val], val,
@@ -109,16 +110,17 @@ def gap_calibration(ctx: StageContext, improver: Any, gap: TrainedGap, rows: lis
     oracle of `samples` responses per val prompt (reference y_l), the signal PPO climbs. Measured after a round it
     is on samples PPO drew towards what that R_PIT rewards; before round 1 (`_start`) no PPO has seen either critic.
 
-    The samples are seeded by (run seed, stage), so every gap loss is measured on the same samples of the same model.
+    The samples are seeded alike in every round, before and after it, and in every objective, so every gap loss is
+    measured on the same draws of the same model, and before/after a round on paired draws.
     For `residual` and `ensemble`, `val_trained_oracle_corr` is the trained part alone.
     """
     source, device = ctx.source, next(improver.parameters()).device
     repeated = [e for e in rows for _ in range(samples)]
     sampling = Sampling(max_new_tokens=source.max_response_tokens, temperature=temperature or 1.0,
                         batch_size=ctx.eval_sampling.batch_size)
-    label = "improver val samples"
+    label = "improver val samples"   # one seed for every round and objective: the same noise, paired comparisons
     texts = generate_texts(improver, ctx.tokenizer(), [ctx.improver_input_of_rejected(e) for e in repeated],
-                           sampling, source.max_improver_tokens, label, seed=ctx.sampling_seed(label))
+                           sampling, source.max_improver_tokens, label, seed=ctx.sampling_seed(label, of="M_PIT"))
     prompts, references = [e.prompt for e in repeated], [e.rejected for e in repeated]
     oracle = [ctx.oracle(p, t) for p, t in zip(prompts, texts, strict=True)]
     for model in gap.models:
@@ -139,9 +141,9 @@ def gap_calibration(ctx: StageContext, improver: Any, gap: TrainedGap, rows: lis
 def policy_samples(ctx: StageContext, rows: list[PreferenceExample], sampling: Sampling, label: str) -> list[str]:
     """One response of M_P (the RLHF policy when it ran, else the SFT policy) per row, on the stage's device, drawn
     from the pass's own seed (`label` is its purpose): what was loaded before changes no sample."""
-    inputs = [ctx.policy_input(e) for e in rows]
-    return generate_texts(ctx.frozen_model(ctx.roles.policy), ctx.tokenizer(), inputs, sampling,
-                          ctx.source.max_prompt_tokens, label, seed=ctx.sampling_seed(label))
+    inputs, policy = [ctx.policy_input(e) for e in rows], ctx.roles.policy
+    return generate_texts(ctx.frozen_model(policy), ctx.tokenizer(), inputs, sampling, ctx.source.max_prompt_tokens,
+                          label, seed=ctx.sampling_seed(label, of=policy))
 
 
 def ppo_config(hp: DictConfig) -> PPOConfig:
@@ -168,6 +170,7 @@ def train_ppo(ctx: StageContext, name: str, hp: DictConfig, init_from: str, refe
         policy, frozen = adapters.wrap(ctx.trainable(ctx.load_stage_model(reference)), adapter), None
     else:
         policy, frozen = ctx.trainable(ctx.load_stage_model(init_from)), ctx.frozen_model(reference)
+        ctx.release(reference)   # PPO freezes and moves it as its own: no later pass may take it for pristine
     ppo = ppo_config(hp)
     sampling = Sampling(max_new_tokens=ctx.source.max_response_tokens, temperature=hp.temperature,
                         batch_size=hp.batch_size)
