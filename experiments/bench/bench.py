@@ -148,8 +148,10 @@ class Setup:
         return AutoModelForSequenceClassification.from_config(config)
 
     def hf_args(self, **kwargs: Any) -> dict[str, Any]:
-        """Settings every TRL config gets: same precision and device, nothing saved, logged or evaluated."""
+        """Settings every TRL config gets: same precision and device, nothing saved, logged or evaluated, and no
+        gradient checkpointing (TRL 1.0 turns it on by default; ours is off, so on TRL it would cost a recompute)."""
         return {"output_dir": tempfile.mkdtemp(prefix="bench-trl-"), "report_to": [], "save_strategy": "no",
+                "gradient_checkpointing": False,
                 "logging_steps": 10 ** 6, "bf16": self.precision == "bf16", "use_cpu": self.device == "cpu",
                 "dataloader_num_workers": 0, "seed": 0, "disable_tqdm": True, "weight_decay": 0.0,
                 "lr_scheduler_type": "constant", "warmup_steps": 0, "max_grad_norm": 1.0, **kwargs}
