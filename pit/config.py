@@ -183,7 +183,7 @@ class PretrainedJudgeConfig:
 
 @dataclass
 class LLMJudgeConfig:
-    _target_: str = "pit.evaluate.llm_judge.LLMJudge"
+    _target_: str = "pit.stages.judges.LLMJudge"
     name: str = MISSING
     base_url: str = MISSING
     model: str = MISSING

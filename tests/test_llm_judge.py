@@ -10,7 +10,8 @@ import pytest
 from helpers import FakeAPI
 
 from pit.errors import ConfigError, UserError
-from pit.evaluate.llm_judge import LLMJudge, LLMVerdicts
+from pit.evaluate.llm_judge import LLMVerdicts
+from pit.stages.judges import LLMJudge
 
 KEY = "sk-test-0123456789abcdef"
 

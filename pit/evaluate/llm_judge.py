@@ -18,16 +18,12 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from statistics import mean
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from filelock import FileLock
 
 from pit.errors import ConfigError, UserError
 from pit.progress import progress
-
-if TYPE_CHECKING:
-    from pit.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +32,14 @@ QUESTION = ("Which response to the conversation is better{rubric}? Answer with t
 NO_KEY = "no-key"   # what the client sends as the key to a server without keys (api_key_env: null)
 
 
-class LLMJudge:
-    """The judge stage measures agreement with y_w > y_l on `val_pairs` val pairs; `verdicts` serves evaluation."""
-
-    needs_oracle = False
+class LLMClient:
+    """Where and how an LLM judge is asked: the server, model, key variable, rubric and request limits (the
+    `judge=llm` choice, `pit.stages.judges.LLMJudge`, adds its stage)."""
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", name: str = "llm",
-                 rubric: str | None = None, val_pairs: int = 50, concurrency: int = 8, max_retries: int = 5,
-                 timeout_seconds: float = 60.0):
+                 rubric: str | None = None, concurrency: int = 8, max_retries: int = 5, timeout_seconds: float = 60.0):
         self.base_url, self.model, self.api_key_env, self.name = base_url.rstrip("/"), model, api_key_env, name
-        self.rubric, self.val_pairs, self.concurrency = rubric, val_pairs, concurrency
+        self.rubric, self.concurrency = rubric, concurrency
         self.max_retries, self.timeout_seconds = max_retries, timeout_seconds
         self.api_key()   # a missing key or client fails when the run starts, not after hours of training
         self.openai = openai_module()
@@ -59,16 +53,6 @@ class LLMJudge:
             raise ConfigError(f"judge={self.name} reads its API key from ${self.api_key_env}, which is not set "
                               f"(set judge.api_key_env=null for a server without keys)")
         return key
-
-    def fit(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
-        val = ctx.splits["val"][: self.val_pairs]
-        verdicts = self.verdicts(ctx, out, 0.0)
-        outcomes = verdicts.compare([e.prompt for e in val], [e.chosen for e in val], [e.rejected for e in val])
-        metrics.update(val_acc=mean(o == 1.0 for o in outcomes), val_tie=mean(o == 0.5 for o in outcomes),
-                       val_pairs=len(val), requests=verdicts.requests, no_verdicts=verdicts.no_verdicts)
-
-    def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> LLMVerdicts:
-        return LLMVerdicts(self, ctx.cache_dir / "llm_judge" / "verdicts.jsonl")
 
 
 def openai_module() -> Any:
@@ -99,7 +83,7 @@ def read_verdicts(path: Path) -> tuple[dict[str, str | None], int]:
 class LLMVerdicts:
     """Order-swapped, cached, retried pairwise verdicts of one LLM judge."""
 
-    def __init__(self, judge: LLMJudge, cache_file: Path):
+    def __init__(self, judge: LLMClient, cache_file: Path):
         self.judge, self.cache_file = judge, cache_file
         self.key = judge.api_key()
         self.lock = threading.Lock()

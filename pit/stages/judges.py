@@ -10,6 +10,7 @@ from statistics import mean
 from typing import Any
 
 from pit.errors import ConfigError
+from pit.evaluate.llm_judge import LLMClient, LLMVerdicts
 from pit.evaluate.metrics import outcomes_from_scores
 from pit.models.lora import FullWeights
 from pit.models.reward import RewardModel, load_reward_model
@@ -114,6 +115,27 @@ class AutoJudge(RewardModelJudge):
         if ctx.oracle is not None:
             return OracleJudge(self.name).verdicts(ctx, directory, tie_margin)
         return super().verdicts(ctx, directory, tie_margin)
+
+
+class LLMJudge(LLMClient):
+    """`judge=llm`: its stage measures agreement with y_w > y_l on `val_pairs` val pairs (answers cached under the
+    cache dir); `verdicts` serves evaluation."""
+
+    needs_oracle = False
+
+    def __init__(self, *args: Any, val_pairs: int = 50, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.val_pairs = val_pairs
+
+    def fit(self, ctx: StageContext, out: Path, metrics: dict[str, float], hp: Any) -> None:
+        val = ctx.splits["val"][: self.val_pairs]
+        verdicts = self.verdicts(ctx, out, 0.0)
+        outcomes = verdicts.compare([e.prompt for e in val], [e.chosen for e in val], [e.rejected for e in val])
+        metrics.update(val_acc=mean(o == 1.0 for o in outcomes), val_tie=mean(o == 0.5 for o in outcomes),
+                       val_pairs=len(val), requests=verdicts.requests, no_verdicts=verdicts.no_verdicts)
+
+    def verdicts(self, ctx: StageContext, directory: Path, tie_margin: float) -> LLMVerdicts:
+        return LLMVerdicts(self, ctx.cache_dir / "llm_judge" / "verdicts.jsonl")
 
 
 class PretrainedRewardJudge:
