@@ -186,7 +186,8 @@ def plan_judge(plan: Plan) -> list[Task]:
 
 
 def plan_evaluate(plan: Plan) -> list[Task]:
-    """y_0 of M_P, K tasks of M_PIT (and the baseline), the control's answers: judged on the test (or val) split."""
+    """y_0 of M_P, K improvement steps of M_PIT (and the baseline), the control's answers: judged on the test (or
+    val) split."""
     plan.require("evaluate", ["judge"], "needs the judge")
     if (hp := plan.cfg.evaluate).split not in ("test", "val") or hp.iterations < 1:   # train, judge: trained on
         raise ConfigError(f"evaluate.split={hp.split!r} must be test (or val, to choose settings), and "
