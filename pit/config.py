@@ -358,6 +358,7 @@ class RootConfig:
     seed: int = MISSING
     log_rollouts_every: int = MISSING
     table_rows: int = MISSING
+    figures: bool = MISSING
     threads: int | None = MISSING
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

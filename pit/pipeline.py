@@ -299,7 +299,7 @@ class Pipeline:
             if ctx.has("evaluate"):
                 self.results["eval"] = publish_evaluation(self.artifacts["evaluate"], self.cfg.table_rows,
                                                           self.tracker)
-            if self.rank_zero:
+            if self.rank_zero and self.cfg.figures:
                 publish_figures(self.results, self.artifacts, self.output_dir, self.tracker)
             self.results["wall_seconds"] = round(time.perf_counter() - start, 2)
             self._write_results()

@@ -38,6 +38,7 @@ FAST_TRAIN = [
     "train.pit_rl.iterations=2", "train.pit_rl.batch_size=8", "train.pit_rl.eval_samples=8",
     "train.pit_rl.ppo.ppo_epochs=1", "train.pit_rl.ppo.minibatches=2",
     "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "logger=none",
+    "figures=false",   # ~1 s a PNG on 2 cores; the tests of figures turn them on
 ]
 # The pipeline tests also exercise the Self-Refine baseline (the default, baseline=none, runs without it).
 FAST = ["dataset.n_pairs=300", "baseline=self_refine", *FAST_TRAIN]

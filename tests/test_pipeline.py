@@ -39,7 +39,7 @@ from pit.run import format_summary, run
 def test_pipeline_runs_then_reuses(tmp_path: Path) -> None:
     # y_0 and the chains sampled at T = 1: the FAST models' greedy answers are one repeated token whatever the
     # prompt, every verdict would be a tie
-    overrides = [*FAST, "evaluate.sampling.temperature=1.0"]
+    overrides = [*FAST, "evaluate.sampling.temperature=1.0", "figures=true"]
     cfg = compose_config(overrides, tmp_path)
     first = run(cfg)
     assert first["data"]["source"] == "synthetic"
@@ -196,7 +196,7 @@ def test_sigkill_at_each_point_then_rerun_equals_an_uninterrupted_run(tmp_path: 
 
 @pytest.mark.slow
 def test_sft_only_objective_and_csv_logger(tmp_path: Path) -> None:
-    overrides = [o for o in FAST if o != "logger=none"] + ["objective=sft_only", "logger=csv"]
+    overrides = [o for o in FAST if o != "logger=none"] + ["objective=sft_only", "logger=csv", "figures=true"]
     results = run(compose_config(overrides, tmp_path))
     assert list(results["stages"]) == ["tokenizer", "sft_policy", "sft_pit", "judge", "evaluate"]
     metrics_csv = (tmp_path / "out" / "csv" / "metrics.csv").read_text()
@@ -249,9 +249,12 @@ def test_curve_axes_say_their_units() -> None:
 def test_hh_real_slice_through_reward_models(tmp_path: Path, hh_slice: Path) -> None:
     """The real HH slice end to end: tiny policy, R_P and R_PIT on pretrained MiniLM, curriculum RL, and the
     evaluation judged by a MiniLM reward model trained on the held-out judge split only."""
+    # every pair is parsed and split; most go to test (24 evaluated) so that MiniLM (22 M parameters, 2 CPU cores)
+    # scores few: R_P's offsets of gap=residual cover every train pair, each reward stage validates on every val pair
     overrides = ["+experiment=hh_rlhf", "model=tiny", "trainer=cpu", f"dataset.path={hh_slice}", "reward_model=minilm",
-                 "reward_model.max_length=96", "model.vocab_size=600", "dataset.max_prompt_tokens=64",
-                 "dataset.max_response_tokens=16", "judge.backbone.max_length=96", "evaluate.samples=24",
+                 "reward_model.max_length=32", "model.vocab_size=600", "dataset.max_prompt_tokens=48",
+                 "dataset.max_response_tokens=16", "judge.backbone.max_length=32", "evaluate.samples=24",
+                 "splits.val=0.02", "splits.test=0.86", "splits.judge=0.04", "checkpoint.every=0",
                  "evaluate.iterations=1", "baseline.max_feedback_tokens=8", "evaluate.sampling.temperature=1.0",
                  *FAST_TRAIN]   # sampled chains: greedy ones of the FAST models are the same text, all verdicts ties
     cfg = compose_config(overrides, tmp_path)
