@@ -1,12 +1,26 @@
-"""Fixtures only; what test files share otherwise lives in helpers.py."""
+"""Fixtures, and each pytest-xdist worker's share of the CPUs; what test files share otherwise lives in helpers.py."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pytest
-from helpers import HH_SLICE
+
+def _pin_xdist_worker() -> None:
+    """Under `pytest -n N`, worker i runs on every N-th of the CPUs from i (its affinity mask, inherited by the jobs
+    it starts), so each of its jobs takes that share of threads (pit/threads.py) and workers never oversubscribe the
+    cores. Done before torch is imported, so that torch's own default is the share too."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker.startswith("gw") and count > 1 and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= count:
+            os.sched_setaffinity(0, cpus[int(worker[2:]) % count::count])
+
+
+_pin_xdist_worker()
+
+import pytest  # noqa: E402  (after the pin: helpers imports torch)
+from helpers import HH_SLICE  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -351,7 +351,7 @@ def test_synthetic_without_banned_words_and_capacity_error() -> None:
     assert all("without" not in e.prompt for e in data.examples)
     assert all(score(e.prompt, e.chosen) > score(e.prompt, e.rejected) for e in data.examples)
     assert score("write 4 words with cat red", "cat red sun box") == 1.0
-    with pytest.raises(ConfigError, match="fewer than n_pairs=500 distinct prompts"):
+    with pytest.raises(ConfigError, match="allow 41 distinct prompts, fewer than n_pairs=500"):
         SyntheticSource(n_pairs=500, n_required=1, n_banned=0, min_length=5, max_length=5).load()
 
 

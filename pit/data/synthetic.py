@@ -24,6 +24,7 @@ top of the quality scale (always oracle(chosen) > oracle(rejected)).
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from typing import Any
@@ -78,6 +79,10 @@ class SyntheticSource(PreferenceSource):
             raise ConfigError(f"synthetic: rejected_corruptions={list(rejected_corruptions)} must allow at least one")
         if not 0.0 <= slip_prob <= 1.0:
             raise ConfigError(f"synthetic: slip_prob={slip_prob} must be a probability in [0, 1]")
+        # a prompt is (length, required words in order, banned words in order): this many exist
+        if n_pairs > (capacity := (max_length - min_length + 1) * math.perm(len(WORDS), n_required + n_banned)):
+            raise ConfigError(f"synthetic: these constraints allow {capacity} distinct prompts, fewer than "
+                              f"n_pairs={n_pairs}")
         self.n_pairs, self.seed, self.name, self.slip_prob, self.filler = n_pairs, seed, name, slip_prob, filler
         self.n_required, self.n_banned, self.ordered = n_required, n_banned, ordered
         self.slips = tuple(s for s in SLIPS if s in slips)   # a fixed order keeps the random stream per choice
@@ -86,17 +91,12 @@ class SyntheticSource(PreferenceSource):
 
     def load(self) -> LoadedData:
         rng = random.Random(self.seed)
-        examples, seen, repeats = [], set(), 0
-        while len(examples) < self.n_pairs:
+        examples, seen = [], set()
+        while len(examples) < self.n_pairs:   # ends: __init__ checked that n_pairs distinct prompts exist
             example = self._pair(rng)
-            if example.prompt in seen:
-                repeats += 1
-                if repeats > 100 * self.n_pairs:
-                    raise ConfigError(f"synthetic: these constraints allow fewer than n_pairs={self.n_pairs} "
-                                      f"distinct prompts (made {len(examples)})")
-                continue
-            seen.add(example.prompt)
-            examples.append(example)
+            if example.prompt not in seen:
+                seen.add(example.prompt)
+                examples.append(example)
         return LoadedData(self.name, examples, oracle=score)
 
     def _pair(self, rng: random.Random) -> PreferenceExample:
