@@ -20,7 +20,7 @@ def _pin_xdist_worker() -> None:
 _pin_xdist_worker()
 
 import pytest  # noqa: E402  (after the pin: helpers imports torch)
-from helpers import HH_SLICE  # noqa: E402
+from helpers import HH_SLICE, command_line  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +46,11 @@ def subprocess_env(tmp_path: Path) -> dict[str, str]:
                PIT_CACHE_DIR=str(tmp_path / "cache"))
     env.pop("WANDB_API_KEY", None)
     return env
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """`cli(args)`: `python -m pit.run ARGS` in this process (helpers.command_line), its cache under tmp_path;
+    returns (exit status, stderr)."""
+    monkeypatch.setenv("PIT_CACHE_DIR", str(tmp_path / "cache"))
+    return lambda args: command_line(args, capsys)

@@ -124,13 +124,12 @@ def test_cli_with_wandb_offline_run_dir(tmp_path: Path, subprocess_env: dict[str
 
 
 @pytest.mark.slow
-def test_secret_in_config_is_refused_before_any_logging(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+def test_secret_in_config_is_refused_before_any_logging(tmp_path: Path, cli, capsys) -> None:
     overrides = [o for o in FAST if o != "logger=none"] + [f"hydra.run.dir={tmp_path / 'job'}",
                                                            "+judge.api_key=sk-do-not-log"]
-    done = subprocess.run([sys.executable, "-m", "pit.run", *overrides], cwd=ROOT, env=subprocess_env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and "judge.api_key" in done.stderr and "environment variable" in done.stderr
-    assert "sk-do-not-log" not in done.stdout + done.stderr
+    status, stderr = cli(overrides)
+    assert status != 0 and "judge.api_key" in stderr and "environment variable" in stderr
+    assert "sk-do-not-log" not in stderr + capsys.readouterr().out
     assert not (tmp_path / "job" / "wandb").exists() and not (tmp_path / "job" / "results.json").exists()
 
 
@@ -145,13 +144,12 @@ def test_secret_in_config_is_refused_before_any_logging(tmp_path: Path, subproce
     (["train.sft_policy.batch_size=100000"],
      "stage sft_policy: 3010 training examples do not fill one batch of 100000"),
 ])
-def test_bad_input_is_one_clear_line(overrides: list[str], message: str, tmp_path: Path,
-                                     subprocess_env: dict[str, str]) -> None:
+def test_bad_input_is_one_clear_line(overrides: list[str], message: str, tmp_path: Path, cli) -> None:
+    """Each exits 1 with its line (in this process; test_error_inside_a_constructor_... runs one as a process)."""
     fast = [o for o in FAST if not o.startswith("dataset.")]
-    done = subprocess.run([sys.executable, "-m", "pit.run", *fast, *overrides, f"hydra.run.dir={tmp_path}"],
-                          cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and message in done.stderr, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
+    status, stderr = cli([*fast, *overrides, f"hydra.run.dir={tmp_path}"])
+    assert status == 1 and message in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.slow

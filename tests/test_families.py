@@ -75,6 +75,8 @@ def test_local_family_checkpoint_runs_the_experiment(family: str, experiment: st
                  "dataset.max_prompt_tokens=64", "dataset.max_response_tokens=12", "evaluate.samples=8",
                  "evaluate.iterations=1", "baseline.max_feedback_tokens=4", "eval_sampling.batch_size=8",
                  "evaluate.sampling.batch_size=8", *(o for o in FAST_TRAIN if not o.startswith("model."))]
+    if experiment == "hh_rlhf":   # every pair of the slice is parsed; few are scored (R_P's offsets cover all train)
+        overrides += ["splits.val=0.02", "splits.test=0.86", "splits.judge=0.04"]
     cfg = compose_config(overrides, tmp_path)
     results = run(cfg)
     assert set(stage_status(results).values()) == {"ran"}

@@ -39,8 +39,8 @@ from pit.run import format_summary, run
 def test_pipeline_runs_then_reuses(tmp_path: Path) -> None:
     # y_0 and the chains sampled at T = 1: the FAST models' greedy answers are one repeated token whatever the
     # prompt, every verdict would be a tie
-    overrides = [*FAST, "evaluate.sampling.temperature=1.0", "figures=true"]
-    cfg = compose_config(overrides, tmp_path)
+    overrides = [*FAST, "evaluate.sampling.temperature=1.0"]
+    cfg = compose_config([*overrides, "figures=true"], tmp_path)   # the figures of a job once; reruns skip them
     first = run(cfg)
     assert first["data"]["source"] == "synthetic"
     assert first["data"]["counts"]["train"] + first["data"]["counts"]["val"] > 200

@@ -77,13 +77,12 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     (["+experiment=hh_rlhf"], "dataset=hh_rlhf reads the hub"),
 ])
 def test_the_command_line_fails_before_training_in_seconds(overrides: list[str], message: str, tmp_path: Path,
-                                                           subprocess_env: dict[str, str]) -> None:
+                                                           cli) -> None:
     """The cases #31 met as 60-130-line tracebacks after minutes: now one error block, before W&B starts."""
     fast = [o for o in FAST if o != "logger=none" and not o.startswith(("dataset.", "model."))]
-    done = subprocess.run([sys.executable, "-m", "pit.run", *fast, *overrides, f"hydra.run.dir={tmp_path}"],
-                          cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1 and message in done.stderr, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr and "nothing has run" in done.stderr
+    status, stderr = cli([*fast, *overrides, f"hydra.run.dir={tmp_path}"])
+    assert status == 1 and message in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr and "nothing has run" in stderr
     assert not (tmp_path / "wandb").exists() and not (tmp_path / "results.json").exists()
 
 

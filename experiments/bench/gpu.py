@@ -94,7 +94,7 @@ SCALES = {
                            "train.sft_policy.max_steps=2", "train.sft_policy.val_every=2",
                            "train.sft_policy.eval_samples=8", "train.sft_pit.max_steps=2",
                            "train.sft_pit.val_every=2", "train.sft_pit.eval_samples=8", "train.judge.max_steps=2",
-                           "train.judge.val_every=2", "evaluate.samples=8")),
+                           "train.judge.val_every=2", "evaluate.samples=8", "figures=false")),
 }
 
 
