@@ -20,7 +20,7 @@ def _pin_xdist_worker() -> None:
 _pin_xdist_worker()
 
 import pytest  # noqa: E402  (after the pin: helpers imports torch)
-from helpers import HH_SLICE, command_line  # noqa: E402
+from helpers import CHECKPOINTED, HH_SLICE, command_line, compose_config, model_hashes  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +54,15 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     returns (exit status, stderr)."""
     monkeypatch.setenv("PIT_CACHE_DIR", str(tmp_path / "cache"))
     return lambda args: command_line(args, capsys)
+
+
+@pytest.fixture(scope="session")
+def checkpointed_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict[str, str]]:
+    """One uninterrupted run of CHECKPOINTED (its results and weight hashes) that the kill-and-resume tests of this
+    worker compare with."""
+    from pit.run import run
+
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    results = run(compose_config(CHECKPOINTED, tmp))
+    assert not list((tmp / "cache").rglob(".ckpt-*/*"))                # checkpoints go once a stage completes
+    return results, model_hashes(tmp / "cache")

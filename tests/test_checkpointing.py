@@ -113,19 +113,11 @@ def test_only_the_newest_keep_last_checkpoints_stay(tmp_path: Path, every: int, 
     assert latest_checkpoint(tmp_path).batches == steps
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict[str, str]]:
-    tmp = tmp_path_factory.mktemp("uninterrupted")
-    results = run(compose_config(CHECKPOINTED, tmp))
-    assert not list((tmp / "cache").rglob(".ckpt-*/*"))                # checkpoints go once a stage completes
-    return results, model_hashes(tmp / "cache")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stage, batch", [("sft_policy", 27), ("reward", 2), ("rlhf_policy", 3),
                                           ("pit_rl/2_policy", 1)])
 def test_killed_inside_a_stage_resumes_bit_identically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       uninterrupted: tuple[dict, dict[str, str]], stage: str,
+                                                       checkpointed_reference: tuple[dict, dict[str, str]], stage: str,
                                                        batch: int) -> None:
     """SFT (killed in its second epoch), reward, RLHF and curriculum-round PPO: same weights as never stopped."""
     real = checkpointing.StageCheckpoint.on_train_batch_end
@@ -142,7 +134,7 @@ def test_killed_inside_a_stage_resumes_bit_identically(tmp_path: Path, monkeypat
     results = run(compose_config(CHECKPOINTED, tmp_path))
     record = results["stages"][stage]
     assert record["status"] == "resumed" and record["resumed_from_batch"] == batch
-    reference, hashes = uninterrupted
+    reference, hashes = checkpointed_reference
     assert model_hashes(tmp_path / "cache") == hashes
     assert results["eval"]["pairs"] == reference["eval"]["pairs"]
     timings = ("train_seconds", "checkpoint_seconds")
