@@ -47,6 +47,7 @@ def test_error_inside_a_constructor_is_one_line_printed_once(tmp_path: Path, sub
     assert message in (tmp_path / "job" / "run.log").read_text()
 
 
+@pytest.mark.slow
 def test_installed_package_finds_its_configs_from_an_empty_directory(tmp_path: Path,
                                                                      subprocess_env: dict[str, str]) -> None:
     """A non-editable install (as on a cluster) ships conf/ and the HH slice inside the package: `--cfg job` works

@@ -21,6 +21,7 @@ from pit.modules.ppo import PPOConfig, PPOModule, Rollout
 from pit.modules.ppo_math import token_logprobs
 
 
+@pytest.mark.slow
 def test_ppo_raises_token_frequency_reward_with_bounded_kl() -> None:
     examples = SyntheticSource(n_pairs=200, seed=0).load().examples
     spec = TinyCausalLM(config={"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 64})
@@ -117,6 +118,7 @@ def test_rollout_tables_every_n_iterations() -> None:
     assert rows[0][1] == rollouts[0].input_text and rows[0][3] == 0.0
 
 
+@pytest.mark.slow
 def test_ppo_raises_a_minilm_reward_that_reads_text_with_its_own_tokenizer() -> None:
     """Policy: a tiny GPT-2-style model with its own BPE. Reward: the packaged MiniLM encoder, whose head points
     from sentences of function words to sentences of content words; it re-tokenizes each decoded sample."""
@@ -231,6 +233,7 @@ def test_dropout_is_off_in_the_policy_so_rollout_logprobs_are_reproducible() -> 
     assert rollout.kl.abs().max().item() < 1e-5
 
 
+@pytest.mark.slow
 def test_value_head_learns_a_prompt_dependent_reward() -> None:
     """Reward +1 or -1 by the prompt's last word, whatever the response: the critic reads it from the hidden state it
     values, so with its own learning rate its explained variance ends clearly above 0 (at the policy's lr it stays

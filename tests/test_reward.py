@@ -124,6 +124,7 @@ def pairwise_accuracy(model, rows) -> float:
     return (scores[: len(rows)] > scores[len(rows):]).float().mean().item()
 
 
+@pytest.mark.slow
 def test_reward_training_raises_val_accuracy() -> None:
     """A from-scratch 2-layer RM on an easier synthetic variant (2 required words, no banned word): ~7 s on CPU."""
     model, examples = tiny_causal_reward(n_pairs=500, n_required=2, n_banned=0, min_length=4, max_length=8)
