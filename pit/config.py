@@ -4,10 +4,9 @@ Each `conf/<group>/<choice>.yaml` lists `/schema/<group>@_here_: <schema>` first
 merges it into the dataclass below while composing: a typo (`dataset.n_pair=...`) or a wrong type
 (`seed=abc`) fails with the offending key named, not later inside a library.
 
-Every fact has one home. A schema names the `_target_` when it maps to exactly one class (a schema shared by
-several classes leaves it to the YAML), and holds a default only where every choice of its group shares it;
-all other values, and their comments, live in the YAML (MISSING here). `train.<stage>.ppo` is `PPOConfig`,
-whose dataclass defaults are the defaults (the YAML only overrides).
+Every fact has one home. A schema names the `_target_` when it maps to exactly one class (a schema shared by several
+classes leaves it to the YAML), and holds a default only where every choice of its group shares it; all other values,
+and their comments, live in the YAML (MISSING here). `train.<stage>.ppo` is `PPOConfig` (its defaults are the defaults).
 """
 
 from __future__ import annotations
@@ -88,6 +87,7 @@ class ModelConfig:
     gradient_checkpointing: bool = False   # recompute activations in backward: less memory, ~30 % more compute
     generation_cache: str = "dynamic"      # static: a preallocated KV cache (on GPUs transformers compiles decoding)
     compile_training: bool = False         # SFT's training forward through torch.compile (GPUs: faster after a compile)
+    fused_loss: bool = False               # SFT: loss via a chunked LM head on labelled positions, no mask if unpadded
 
 
 @dataclass

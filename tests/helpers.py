@@ -24,6 +24,17 @@ CONF = ROOT / "conf"
 HH_SLICE = ROOT / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"   # shipped in the repo (data/hh-rlhf/README.md)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+# Tiny configs of the model families the tests build from config (transformers' names and fields).
+FAMILIES = {
+    "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                 "rotary_pct": 0.25, "max_position_embeddings": 256, "tie_word_embeddings": False},
+    "llama": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 256, "tie_word_embeddings": False},
+    "gpt2": {"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 256},   # learned absolute positions
+    "qwen2": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+              "num_key_value_heads": 1, "max_position_embeddings": 256, "tie_word_embeddings": True},
+}
+
 # A pipeline that finishes in seconds: few pairs, a very small model, a handful of steps.
 FAST_TRAIN = [
     "model.config.n_layer=1", "model.config.n_embd=32", "model.config.n_head=2",

@@ -10,23 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import FAST_TRAIN, compose_config, rejudged, stage_status
+from helpers import FAMILIES, FAST_TRAIN, compose_config, rejudged, stage_status
 from hydra.utils import instantiate
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from pit.models.reward import load_reward_model
 from pit.models.tokenizer import train_bpe_tokenizer
 from pit.run import run
-
-FAMILIES = {
-    "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                 "rotary_pct": 0.25, "max_position_embeddings": 256, "tie_word_embeddings": False},
-    "llama": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 256, "tie_word_embeddings": False},
-    "gpt2": {"n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 256},   # learned absolute positions
-    "qwen2": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
-              "num_key_value_heads": 1, "max_position_embeddings": 256, "tie_word_embeddings": True},
-}
 
 
 def save_tiny(family: str, texts: list[str], directory: Path, initializer_range: float = 0.02) -> Path:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pit.data.encode import EncodedPair, collate_sft, encode_pairs
-from pit.modules.losses import IGNORE, response_nll
+from pit.modules.losses import IGNORE, linear_response_nll, response_nll
 from pit.modules.optim import warmup_cosine
 
 
@@ -69,3 +69,23 @@ def test_warmup_cosine() -> None:
     assert warmup_cosine(60, 10, 110) == pytest.approx(0.1 + 0.9 * 0.5)
     assert warmup_cosine(110, 10, 110) == pytest.approx(0.1)
     assert warmup_cosine(500, 10, 110) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1024])
+def test_linear_response_nll_equals_the_logits_path_with_its_gradients(chunk: int) -> None:
+    """The chunked LM head + loss over labelled positions gives today's sum, count and gradients (hidden states and
+    head weight), whatever the chunk; prompt and padding positions get zero gradient."""
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 7, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    labels = torch.randint(0, 50, (3, 7))
+    labels[0, :3] = IGNORE          # a prompt
+    labels[2, 5:] = IGNORE          # padding
+    nll, n = response_nll(hidden @ weight.T, labels)
+    grads = torch.autograd.grad(nll, (hidden, weight))
+    fused, m = linear_response_nll(hidden, weight, labels, chunk=chunk)
+    assert m == n == 14 and torch.allclose(fused, nll, rtol=1e-6)
+    fused_grads = torch.autograd.grad(2.5 * fused, (hidden, weight))
+    for mine, today in zip(fused_grads, grads, strict=True):
+        assert torch.allclose(mine, 2.5 * today, rtol=1e-5, atol=1e-6)
+    assert fused_grads[0][0, :2].abs().sum() == 0 and fused_grads[0][:, -1].abs().sum() == 0

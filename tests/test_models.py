@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FAMILIES
 
 from pit.data.encode import pad_rows
 from pit.data.synthetic import SyntheticSource
@@ -145,3 +146,51 @@ def test_static_generation_cache_gives_the_same_tokens() -> None:
     assert model.generation_config.cache_implementation == "static" and static == dynamic
     with pytest.raises(ConfigError, match="model.generation_cache='paged'"):
         TinyCausalLM(generation_cache="paged")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama", "qwen2"])
+def test_fused_loss_gives_the_logits_paths_loss_and_gradients(family: str) -> None:
+    """`model.fused_loss`: the trunk's hidden states of labelled positions through the LM head in chunks give the
+    loss and every parameter's gradient of the full-logits path, on a padded batch and on an unpadded one (no mask)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from pit.data.encode import collate_sft, encode_pairs
+    from pit.modules.sft import SFTModule
+
+    tokenizer, _ = tiny()
+    config = AutoConfig.for_model(family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                  **FAMILIES[family])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()   # GPT-2's dropout off: both paths see the same net
+    rows = SyntheticSource(n_pairs=6).load().examples
+    padded = collate_sft(encode_pairs(tokenizer, [e.prompt for e in rows], [e.chosen for e in rows], 32, 16),
+                         pad_id=tokenizer.pad_token_id)
+    same = [rows[0]] * 3
+    unpadded = collate_sft(encode_pairs(tokenizer, [e.prompt for e in same], [e.chosen for e in same], 32, 16),
+                           pad_id=tokenizer.pad_token_id)
+    assert not padded["attention_mask"].all() and unpadded["attention_mask"].all()
+    for batch in (padded, unpadded):
+        results = []
+        for fused in (False, True):
+            module = SFTModule(model, 1e-3, 0.0, 0, 10, prefix="sft", fused_loss=fused)
+            model.zero_grad()
+            nll, n = module._nll(batch)
+            nll.backward()
+            results.append((nll.detach(), n, {k: p.grad.clone() for k, p in model.named_parameters()}))
+        (today, n, grads), (fused_nll, m, fused_grads) = results
+        assert m == n and torch.allclose(fused_nll, today, rtol=1e-5)
+        for name, grad in grads.items():
+            assert torch.allclose(fused_grads[name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_fused_loss_refuses_a_head_it_does_not_know() -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from pit.errors import ConfigError
+    from pit.models.factory import trunk_and_head
+
+    opt = AutoModelForCausalLM.from_config(AutoConfig.for_model(
+        "opt", vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32,
+        word_embed_proj_dim=16, max_position_embeddings=32))
+    with pytest.raises(ConfigError, match="model.fused_loss=true: a opt model has no plain linear LM head"):
+        trunk_and_head(opt)

@@ -121,12 +121,13 @@ class Setup:
 
     def __init__(self, spec: TinyCausalLM, tokenizer: Any, examples: list[PreferenceExample], inputs: list[str],
                  max_prompt: int, max_response: int, precision: str, device: str, peak_tflops: float | None = None,
-                 generation_cache: str = "dynamic", compile_training: bool = False):
+                 generation_cache: str = "dynamic", compile_training: bool = False, fused_loss: bool = False):
         self.spec, self.tokenizer, self.examples, self.inputs = spec, tokenizer, examples, inputs
         self.max_prompt, self.max_response = max_prompt, max_response
         self.precision, self.device, self.peak_tflops = precision, device, peak_tflops
         self.generation_cache = generation_cache   # our sampler's KV cache; TRL and raw `generate` keep theirs
         self.compile_training = compile_training   # our SFT forward through torch.compile
+        self.fused_loss = fused_loss               # our SFT loss through the chunked LM head (model.fused_loss)
 
     @classmethod
     def synthetic(cls, size: str, precision: str, device: str, **kwargs: Any) -> Setup:
@@ -170,7 +171,7 @@ def ours_sft(s: Setup, batch: int, steps: int, timer: LightningStepTimes | None 
     tokens = statistics.mean(len(p.input_ids) + len(p.response_ids) for p in pairs)
     ours = timer or LightningStepTimes()
     module = SFTModule(s.causal_lm(), lr=1e-3, weight_decay=0.0, warmup_steps=0, total_steps=10 ** 6, prefix="sft",
-                       compile=s.compile_training)
+                       compile=s.compile_training, fused_loss=s.fused_loss)
     loader = DataLoader(pairs, batch_size=batch, shuffle=True, drop_last=True,
                         collate_fn=partial(collate_sft, pad_id=s.tokenizer.pad_token_id))
     s.trainer(steps, ours, gradient_clip_val=1.0).fit(module, loader)

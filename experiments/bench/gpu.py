@@ -126,19 +126,23 @@ def random_setup(scale: Scale, model: dict[str, int], rows: int, prompt: int, re
 
 
 def sft(scale: Scale) -> list[dict[str, Any]]:
-    """SFT at batch x length against TRL's `SFTTrainer`: ours eager, then ours with `compile_training` (same TRL
-    figure: it is not rerun)."""
+    """SFT at batch x length against TRL's `SFTTrainer`: ours eager, then with `compile_training`, `fused_loss` and
+    both (the same TRL figure: it is not rerun)."""
     batch, length = scale.sft
     s = random_setup(scale, scale.model, batch * scale.steps, length // 2, length // 2)
     eager = bench_sft(s, batch, scale.steps, scale.warmup)
-    s.compile_training = True
-    times, _, tokens = ours_sft(s, batch, scale.steps)
-    rate = batch * tokens / median_after(times, scale.warmup)
-    compiled = {**eager, "workload": "SFT (compile_training)", "ours": rate, "ratio": rate / eager["reference"]}
-    if "mfu" in eager:
-        compiled["mfu"] = eager["mfu"] * rate / eager["ours"]
-    print(f"SFT (compile_training): ours {rate:,.1f} tokens/s, ratio {compiled['ratio']:.2f}", flush=True)
-    return [eager, compiled]
+    rows = [eager]
+    for compile_training, fused_loss in ((True, False), (False, True), (True, True)):
+        s.compile_training, s.fused_loss = compile_training, fused_loss
+        name = " + ".join(n for n, on in (("compile_training", compile_training), ("fused_loss", fused_loss)) if on)
+        times, _, tokens = ours_sft(s, batch, scale.steps)
+        rate = batch * tokens / median_after(times, scale.warmup)
+        row = {**eager, "workload": f"SFT ({name})", "ours": rate, "ratio": rate / eager["reference"]}
+        if "mfu" in eager:
+            row["mfu"] = eager["mfu"] * rate / eager["ours"]
+        print(f"SFT ({name}): ours {rate:,.1f} tokens/s, ratio {row['ratio']:.2f}", flush=True)
+        rows.append(row)
+    return rows
 
 
 def reward(scale: Scale) -> list[dict[str, Any]]:

@@ -43,9 +43,10 @@ class TinyCausalLM:
 
     def __init__(self, model_type: str = "gpt2", vocab_size: int = 512, config: dict[str, Any] | None = None,
                  gradient_checkpointing: bool = False, generation_cache: str = "dynamic",
-                 compile_training: bool = False):
+                 compile_training: bool = False, fused_loss: bool = False):
         self.model_type, self.vocab_size, self.config = model_type, vocab_size, dict(config or {})
         self.gradient_checkpointing, self.compile_training = gradient_checkpointing, compile_training
+        self.fused_loss = fused_loss
         self.generation_cache = checked_generation_cache(generation_cache)
 
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:
@@ -66,16 +67,33 @@ class TinyCausalLM:
         return AutoModel.from_config(self.hf_config(tokenizer))
 
 
+# Families whose logits are exactly `lm_head(base_model(...).last_hidden_state)`: no bias, scale or soft-capping.
+PLAIN_HEAD_FAMILIES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2")
+
+
+def trunk_and_head(model: Any) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The transformer of a causal LM and its LM head's weight, for `model.fused_loss` (the loss computed from the
+    trunk's hidden states); a ConfigError for a model whose logits are more than that product."""
+    head = model.get_output_embeddings() if isinstance(model, PreTrainedModel) else None
+    family = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    if family not in PLAIN_HEAD_FAMILIES or head is None or getattr(head, "bias", None) is not None:
+        raise ConfigError(f"model.fused_loss=true: a {family} model{' with adapters' if head is None else ''} has no "
+                          f"plain linear LM head this loss knows (it knows {list(PLAIN_HEAD_FAMILIES)} without "
+                          f"adapters); set model.fused_loss=false")
+    return model.base_model, head.weight
+
+
 class PretrainedCausalLM:
     """A hub name or local path (e.g. `gpt2`, `EleutherAI/pythia-410m`); remote code only when the user allows it."""
 
     def __init__(self, name_or_path: str, trust_remote_code: bool = False, dtype: str = "float32",
                  attn_implementation: str | None = "sdpa", revision: str | None = None,
                  gradient_checkpointing: bool = False, generation_cache: str = "dynamic",
-                 compile_training: bool = False):
+                 compile_training: bool = False, fused_loss: bool = False):
         self.name_or_path, self.trust_remote_code, self.revision = name_or_path, trust_remote_code, revision
         self.dtype, self.attn_implementation = dtype, attn_implementation
         self.gradient_checkpointing, self.compile_training = gradient_checkpointing, compile_training
+        self.fused_loss = fused_loss
         self.generation_cache = checked_generation_cache(generation_cache)
 
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:

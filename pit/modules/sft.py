@@ -9,7 +9,8 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel
 
-from pit.modules.losses import response_nll
+from pit.models.factory import trunk_and_head
+from pit.modules.losses import linear_response_nll, response_nll
 from pit.modules.optim import adamw_warmup_cosine
 
 
@@ -17,16 +18,24 @@ class SFTModule(L.LightningModule):
     """Next-token cross-entropy averaged over response tokens; logs `<prefix>/train_loss`, `val_loss`, `val_ppl`."""
 
     def __init__(self, model: PreTrainedModel, lr: float, weight_decay: float, warmup_steps: int,
-                 total_steps: int, prefix: str, compile: bool = False):
+                 total_steps: int, prefix: str, compile: bool = False, fused_loss: bool = False):
         super().__init__()
         self.model, self.prefix = model, prefix
         self.lr, self.weight_decay, self.warmup_steps, self.total_steps = lr, weight_decay, warmup_steps, total_steps
         self._val_sums = torch.zeros(2)
         self.val_metrics: dict[str, float] = {}
+        # `fused_loss`: logits only at labelled positions, a chunk at a time (the full [batch, length, vocabulary]
+        # logits of a 50k vocabulary dominate SFT's memory); the same loss and gradients to rounding
+        self._fused = trunk_and_head(model) if fused_loss else None
         # `compile`: the training forward + loss through torch.compile (validation stays eager: no second graph)
         self._train_nll = torch.compile(self._nll) if compile else self._nll
 
     def _nll(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._fused is not None:   # and no mask on an unpadded batch: SDPA's causal (flash) path
+            trunk, head = self._fused
+            mask = None if bool(batch["attention_mask"].all()) else batch["attention_mask"]
+            hidden = trunk(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+            return linear_response_nll(hidden, head, batch["labels"])
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return response_nll(logits, batch["labels"])
 

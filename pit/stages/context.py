@@ -71,6 +71,7 @@ class ModelSpec(Protocol):
     gradient_checkpointing: bool
     generation_cache: str
     compile_training: bool
+    fused_loss: bool
     trust_remote_code: bool
 
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase: ...

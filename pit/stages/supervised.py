@@ -50,7 +50,7 @@ def build_sft(ctx: StageContext, out: Path, metrics: dict[str, float], *, name: 
                             ctx.source.max_response_tokens)
 
     module = SFTModule(model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, prefix=name,
-                       compile=ctx.model_spec.compile_training)
+                       compile=ctx.model_spec.compile_training, fused_loss=ctx.model_spec.fused_loss)
     collate = partial(collate_sft, pad_id=tokenizer.pad_token_id)
     trainer = ctx.fitter.fit(module, hp, encode("train"), encode("val"), collate, metrics)
     model = ctx.adapters.merged(model)
