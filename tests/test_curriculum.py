@@ -4,12 +4,10 @@ compute-matched control and the residual gap reward."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import FAST, ROOT, compose_config, stage_status
+from helpers import FAST, compose_config, stage_status
 
 from pit.run import format_summary, run
 
@@ -128,13 +126,12 @@ def test_control_no_sft_and_combined_gaps_through_the_pipeline(tmp_path: Path, m
 
 
 @pytest.mark.slow
-def test_curriculum_ablations_multirun_reuse_rounds(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
-    """`-m objective=pit,pit_round1_only,pit_round2_only,pit_no_rl`: shared prefixes of the curriculum are reused."""
-    done = subprocess.run([sys.executable, "-m", "pit.run", "-m", *FAST,
-                           "objective=pit,pit_round1_only,pit_round2_only,pit_no_rl",
-                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                          cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_curriculum_ablations_multirun_reuse_rounds(tmp_path: Path, cli) -> None:
+    """`-m objective=pit,pit_round1_only,pit_round2_only,pit_no_rl`: shared prefixes of the curriculum are reused
+    (the multirun in this process; test_cli runs one as a process)."""
+    status, stderr = cli(["-m", *FAST, "objective=pit,pit_round1_only,pit_round2_only,pit_no_rl",
+                          f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert status == 0, stderr[-3000:]
     jobs = [stage_status(json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text())) for i in range(4)]
     assert (jobs[0]["pit_rl/1_dataset"], jobs[0]["pit_rl/2_policy"]) == ("ran", "ran")
     assert jobs[1]["pit_rl/1_dataset"] == "reused" and "pit_rl/2_policy" not in jobs[1]

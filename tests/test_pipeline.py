@@ -256,9 +256,10 @@ def test_hh_real_slice_through_reward_models(tmp_path: Path, hh_slice: Path) -> 
     overrides = ["+experiment=hh_rlhf", "model=tiny", "trainer=cpu", f"dataset.path={hh_slice}", "reward_model=minilm",
                  "reward_model.max_length=32", "model.vocab_size=600", "dataset.max_prompt_tokens=48",
                  "dataset.max_response_tokens=16", "judge.backbone.max_length=32", "evaluate.samples=24",
-                 "splits.val=0.02", "splits.test=0.86", "splits.judge=0.04", "checkpoint.every=0",
+                 "splits.val=0.01", "splits.test=0.9", "splits.judge=0.03", "checkpoint.every=0",
                  "evaluate.iterations=1", "baseline.max_feedback_tokens=8", "evaluate.sampling.temperature=1.0",
-                 *FAST_TRAIN]   # sampled chains: greedy ones of the FAST models are the same text, all verdicts ties
+                 *FAST_TRAIN,   # sampled chains: greedy ones of the FAST models are the same text, all verdicts ties
+                 "train.reward.batch_size=4", "train.gap_reward.batch_size=4", "train.judge.batch_size=4"]
     cfg = compose_config(overrides, tmp_path)
     results = run(cfg)
     assert results["data"]["dropped"] == {"diverged_before_last_turn": 5, "empty_response": 4}
