@@ -49,11 +49,18 @@ def subprocess_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]):
     """`cli(args)`: `python -m pit.run ARGS` in this process (helpers.command_line), its cache under tmp_path;
-    returns (exit status, stderr)."""
+    returns (exit status, stdout, stderr)."""
     monkeypatch.setenv("PIT_CACHE_DIR", str(tmp_path / "cache"))
-    return lambda args: command_line(args, capsys)
+    return lambda args: command_line(args, capfd)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per CPU this job may use (its affinity mask, Slurm's share), not per core of the host."""
+    from pit.threads import job_cpus
+
+    return job_cpus()
 
 
 @pytest.fixture(scope="session")

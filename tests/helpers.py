@@ -68,9 +68,10 @@ def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:
     return cfg
 
 
-def command_line(args: list[str], capsys: Any) -> tuple[int, str]:
+def command_line(args: list[str], capfd: Any) -> tuple[int, str, str]:
     """`python -m pit.run ARGS` in this process, so that no second interpreter imports the stack again (~15 s on one
-    CPU): its exit status and what it wrote to stderr (`sys.exit("error: ...")` prints its message and exits 1).
+    CPU): its exit status and what it wrote to stdout and stderr, file descriptors included (`sys.exit("error: ...")`
+    prints its message and exits 1).
     The root logger's handlers (Hydra's job log) and the signal handlers (pit.interrupt) are put back afterwards.
     test_cli runs one such error as a real process too."""
     import logging
@@ -86,7 +87,7 @@ def command_line(args: list[str], capsys: Any) -> tuple[int, str]:
     try:
         main()
     except SystemExit as exit:
-        status = exit.code if isinstance(exit.code, int) else 1
+        status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
         if isinstance(exit.code, str):
             sys.stderr.write(exit.code + "\n")
     finally:
@@ -97,7 +98,8 @@ def command_line(args: list[str], capsys: Any) -> tuple[int, str]:
         root.setLevel(level)
         for signum, handler in signals.items():
             signal.signal(signum, handler)
-    return status, capsys.readouterr().err
+    captured = capfd.readouterr()
+    return status, captured.out, captured.err
 
 
 def stage_status(results: dict) -> dict[str, str]:

@@ -125,12 +125,12 @@ def test_cli_with_wandb_offline_run_dir(tmp_path: Path, subprocess_env: dict[str
 
 
 @pytest.mark.slow
-def test_secret_in_config_is_refused_before_any_logging(tmp_path: Path, cli, capsys) -> None:
+def test_secret_in_config_is_refused_before_any_logging(tmp_path: Path, cli) -> None:
     overrides = [o for o in FAST if o != "logger=none"] + [f"hydra.run.dir={tmp_path / 'job'}",
                                                            "+judge.api_key=sk-do-not-log"]
-    status, stderr = cli(overrides)
+    status, stdout, stderr = cli(overrides)
     assert status != 0 and "judge.api_key" in stderr and "environment variable" in stderr
-    assert "sk-do-not-log" not in stderr + capsys.readouterr().out
+    assert "sk-do-not-log" not in stdout + stderr
     assert not (tmp_path / "job" / "wandb").exists() and not (tmp_path / "job" / "results.json").exists()
 
 
@@ -148,7 +148,7 @@ def test_secret_in_config_is_refused_before_any_logging(tmp_path: Path, cli, cap
 def test_bad_input_is_one_clear_line(overrides: list[str], message: str, tmp_path: Path, cli) -> None:
     """Each exits 1 with its line (in this process; test_error_inside_a_constructor_... runs one as a process)."""
     fast = [o for o in FAST if not o.startswith("dataset.")]
-    status, stderr = cli([*fast, *overrides, f"hydra.run.dir={tmp_path}"])
+    status, _, stderr = cli([*fast, *overrides, f"hydra.run.dir={tmp_path}"])
     assert status == 1 and message in stderr, stderr[-2000:]
     assert "Traceback" not in stderr
 

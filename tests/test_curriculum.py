@@ -129,7 +129,7 @@ def test_control_no_sft_and_combined_gaps_through_the_pipeline(tmp_path: Path, m
 def test_curriculum_ablations_multirun_reuse_rounds(tmp_path: Path, cli) -> None:
     """`-m objective=pit,pit_round1_only,pit_round2_only,pit_no_rl`: shared prefixes of the curriculum are reused
     (the multirun in this process; test_cli runs one as a process)."""
-    status, stderr = cli(["-m", *FAST, "objective=pit,pit_round1_only,pit_round2_only,pit_no_rl",
+    status, _, stderr = cli(["-m", *FAST, "objective=pit,pit_round1_only,pit_round2_only,pit_no_rl",
                           f"hydra.sweep.dir={tmp_path / 'sweep'}"])
     assert status == 0, stderr[-3000:]
     jobs = [stage_status(json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text())) for i in range(4)]

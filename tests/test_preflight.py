@@ -80,7 +80,7 @@ def test_the_command_line_fails_before_training_in_seconds(overrides: list[str],
                                                            cli) -> None:
     """The cases #31 met as 60-130-line tracebacks after minutes: now one error block, before W&B starts."""
     fast = [o for o in FAST if o != "logger=none" and not o.startswith(("dataset.", "model."))]
-    status, stderr = cli([*fast, *overrides, f"hydra.run.dir={tmp_path}"])
+    status, _, stderr = cli([*fast, *overrides, f"hydra.run.dir={tmp_path}"])
     assert status == 1 and message in stderr, stderr[-3000:]
     assert "Traceback" not in stderr and "nothing has run" in stderr
     assert not (tmp_path / "wandb").exists() and not (tmp_path / "results.json").exists()

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from pit.data.encode import IGNORE
 
@@ -23,21 +24,23 @@ def response_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of `hidden @ weight.T` against `targets`, its gradients computed chunk by chunk in the
-    forward pass: the [positions, vocabulary] logits exist one chunk at a time and are never kept for backward."""
+    """Summed cross-entropy of `hidden @ weight.T` against `targets`, with (when `grads`) its gradients computed chunk
+    by chunk in the forward pass: the [positions, vocabulary] logits exist one chunk at a time and are never kept."""
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                chunk: int) -> torch.Tensor:
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+                grads: bool) -> torch.Tensor:
         total = hidden.new_zeros((), dtype=torch.float32)
-        grad_hidden = torch.empty_like(hidden) if hidden.requires_grad else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
+        grad_hidden = torch.empty_like(hidden) if grads and hidden.requires_grad else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if grads and weight.requires_grad else None
         for start in range(0, hidden.shape[0], chunk):
             h, y = hidden[start:start + chunk], targets[start:start + chunk]
             logits = (h @ weight.T).float()
             lse = torch.logsumexp(logits, dim=-1)
             total += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
-            grad_logits = torch.softmax(logits, dim=-1)           # d(lse - logit_y)/d logits = softmax - onehot(y)
+            if grad_hidden is None and grad_weight is None:
+                continue
+            grad_logits = logits.sub_(lse[:, None]).exp_()   # softmax in place: d(lse - logit_y) = softmax - onehot
             grad_logits[torch.arange(len(y), device=y.device), y] -= 1
             if grad_hidden is not None:
                 grad_hidden[start:start + chunk] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
@@ -48,18 +51,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return total
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_output.float()
-        return (None if grad_hidden is None else grad_hidden * scale.to(grad_hidden.dtype),
-                None if grad_weight is None else (grad_weight * scale).to(ctx.weight_dtype), None, None)
+        return (None if grad_hidden is None else grad_hidden.mul_(scale.to(grad_hidden.dtype)),
+                None if grad_weight is None else grad_weight.mul_(scale).to(ctx.weight_dtype), None, None, None)
 
 
 def linear_response_nll(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                         chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """`response_nll` of the logits `hidden @ weight.T` (an LM head without bias) computed from the hidden states of
     the labelled positions only, `chunk` positions at a time: the same sum and count (and gradients, to rounding),
-    without the [batch, length, vocabulary] logits. `hidden[b, t]` predicts token `t + 1`."""
+    without the [batch, length, vocabulary] logits; under `no_grad` (validation) no gradient is computed at all.
+    `hidden[b, t]` predicts token `t + 1`."""
     shifted_labels = labels[:, 1:]
     keep = shifted_labels != IGNORE
-    return _LinearCrossEntropy.apply(hidden[:, :-1][keep], weight, shifted_labels[keep], chunk), keep.sum()
+    return (_LinearCrossEntropy.apply(hidden[:, :-1][keep], weight, shifted_labels[keep], chunk,
+                                      torch.is_grad_enabled()), keep.sum())

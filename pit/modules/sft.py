@@ -26,13 +26,15 @@ class SFTModule(L.LightningModule):
         self.val_metrics: dict[str, float] = {}
         # `fused_loss`: logits only at labelled positions, a chunk at a time (the full [batch, length, vocabulary]
         # logits of a 50k vocabulary dominate SFT's memory); the same loss and gradients to rounding
-        self._fused = trunk_and_head(model) if fused_loss else None
+        if fused_loss:
+            trunk_and_head(model)   # a head it does not know is refused before training starts
+        self.fused_loss = fused_loss
         # `compile`: the training forward + loss through torch.compile (validation stays eager: no second graph)
         self._train_nll = torch.compile(self._nll) if compile else self._nll
 
     def _nll(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._fused is not None:   # and no mask on an unpadded batch: SDPA's causal (flash) path
-            trunk, head = self._fused
+        if self.fused_loss:   # and no mask on an unpadded batch: SDPA's causal (flash) path
+            trunk, head = trunk_and_head(self.model)   # each call: a strategy may have replaced the parameters
             mask = None if bool(batch["attention_mask"].all()) else batch["attention_mask"]
             hidden = trunk(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
             return linear_response_nll(hidden, head, batch["labels"])
