@@ -85,7 +85,7 @@ class ModelConfig:
     """What every `model=` choice has: how it trains (memory) and how it generates (KV cache)."""
 
     gradient_checkpointing: bool = False   # recompute activations in backward: less memory, ~30 % more compute
-    generation_cache: str = "dynamic"      # static: a preallocated KV cache (on GPUs transformers compiles decoding)
+    generation_cache: str = "dynamic"      # static: a preallocated KV cache (on GPUs the decode step is a CUDA graph)
     compile_training: bool = False         # SFT's training forward through torch.compile (GPUs: faster after a compile)
     fused_loss: bool = False               # SFT: loss via a chunked LM head on labelled positions, no mask if unpadded
 

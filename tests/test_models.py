@@ -82,8 +82,9 @@ def test_response_mask_hand_values() -> None:
     assert response_mask(response, eos_id=0).tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
 
 
-def test_generation_inputs_are_cut_to_fit_the_context() -> None:
+def test_generation_inputs_are_cut_to_fit_the_context(monkeypatch: pytest.MonkeyPatch) -> None:
     """Input + new tokens never exceed the model's positions: the input is cut on the left, not an IndexError."""
+    import pit.models.generate
     from pit.errors import ConfigError
     from pit.models.generate import Sampling, generate_texts, input_budget
 
@@ -94,13 +95,13 @@ def test_generation_inputs_are_cut_to_fit_the_context() -> None:
     text = " ".join("abcdefgh" * 5 + "hgfedcba")                   # 48 tokens; its start and its end differ
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == 48 and ids[:24] != ids[-24:]
-    seen, generate = [], model.generate
+    seen, decode = [], pit.models.generate.decode
 
-    def spy(input_ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
+    def spy(model: torch.nn.Module, input_ids: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         seen.append(input_ids.tolist())
-        return generate(input_ids=input_ids, **kwargs)
+        return decode(model, input_ids, *args, **kwargs)
 
-    model.generate = spy
+    monkeypatch.setattr(pit.models.generate, "decode", spy)
     texts = generate_texts(model, tokenizer, [text], Sampling(max_new_tokens=8, temperature=0.0), 100)
     assert seen == [[ids[-24:]]]                  # the last 24 tokens: the end holds the turn to answer
     assert len(texts) == 1

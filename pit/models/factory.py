@@ -30,8 +30,8 @@ def checked_generation_cache(cache: str) -> str:
 
 
 def set_generation_cache(model: PreTrainedModel, cache: str) -> PreTrainedModel:
-    """How `generate` keeps its KV cache: `dynamic` (grows token by token) or `static` (preallocated once; on GPUs
-    transformers then compiles the decode step). Both give the same tokens."""
+    """How sampling keeps its KV cache: `dynamic` (grows token by token) or `static` (preallocated once; on GPUs our
+    decode loop then replays its step as a CUDA graph). Both give the same tokens."""
     model.generation_config.cache_implementation = None if checked_generation_cache(cache) == "dynamic" else cache
     return model
 

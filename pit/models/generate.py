@@ -1,18 +1,25 @@
-"""Batched sampling shared by every stage that generates: left padding, KV cache, stop at EOS, no token loops."""
+"""Batched sampling shared by every stage that generates: left padding, KV cache, one step per new token for the whole
+batch, stop at EOS."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pit.data.encode import encode_inputs, pad_rows
 from pit.errors import ConfigError
+from pit.models.decode import CUDA_GRAPH, backbone, decode, unsupported
 from pit.progress import progress
+
+log = logging.getLogger(__name__)
+CHECK_EVERY = 8                  # on a GPU, decode steps between looks at whether every row has ended
 
 
 @dataclass(frozen=True)
@@ -28,18 +35,43 @@ class Sampling:
 @torch.no_grad()
 def sample(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: Sampling,
            eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Response ids `[B, T]` after left-padded inputs, and their mask: 1 up to and including the first EOS."""
+    """Response ids `[B, T]` after left-padded inputs, and their mask: 1 up to and including the first EOS.
+
+    Our decode loop (`pit.models.decode`) where it can run the model, with the cache `model.generation_cache` chose
+    (static on a GPU: the step replayed as a CUDA graph, completion looked at every `CHECK_EVERY` steps); else
+    transformers' `generate`, saying why once."""
     was_training = model.training
     model.eval()
+    why = unsupported(model)
+    if why is None:
+        static = getattr(backbone(model).generation_config, "cache_implementation", None) == "static"
+        cuda = input_ids.device.type == "cuda"
+        response = decode(model, input_ids, attention_mask, sampling.max_new_tokens, sampling.temperature,
+                          sampling.top_p, eos_id, pad_id, static=static, check_every=CHECK_EVERY if cuda else 1,
+                          compile_options=CUDA_GRAPH if static and cuda else None)
+    else:
+        _say_fallback(type(model).__name__, why)
+        response = hf_generate(model, input_ids, attention_mask, sampling, eos_id, pad_id)
+    model.train(was_training)
+    mask = response_mask(response, eos_id)
+    return response.masked_fill(mask == 0, pad_id), mask
+
+
+def hf_generate(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: Sampling,
+                eos_id: int, pad_id: int) -> torch.Tensor:
+    """New tokens from transformers' `generate` with the same settings (no top-k): the fallback, and the bench's
+    reference."""
     greedy = sampling.temperature <= 0
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=sampling.max_new_tokens,
                          do_sample=not greedy, temperature=None if greedy else sampling.temperature,
                          top_p=None if greedy else sampling.top_p, top_k=None, eos_token_id=eos_id,
                          pad_token_id=pad_id, use_cache=True)
-    model.train(was_training)
-    response = out[:, input_ids.shape[1]:]
-    mask = response_mask(response, eos_id)
-    return response.masked_fill(mask == 0, pad_id), mask
+    return out[:, input_ids.shape[1]:]
+
+
+@cache
+def _say_fallback(model: str, why: str) -> None:
+    log.warning("sampling %s with transformers' generate, not our decode loop: %s", model, why)
 
 
 def response_mask(response: torch.Tensor, eos_id: int) -> torch.Tensor:
