@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import pytest
+import torch
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "experiments" / "bench"))
-from bench import median_after, peak_tflops, training_flops_per_token  # noqa: E402
+from bench import Phases, median_after, paired, peak_tflops, training_flops_per_token  # noqa: E402
 from gpu import main as gpu_bench  # noqa: E402
 from gpu import verdicts  # noqa: E402
 
@@ -39,7 +41,7 @@ def test_gpu_bench_dry_run_goes_through_every_workload(tmp_path) -> None:
         import trl  # noqa: F401
         allowed = ()
     except ImportError:
-        allowed = ("sft", "reward", "ppo")
+        allowed = ("sft", "reward", "ppo", "rloo")
     for name, error in results["errors"].items():
         assert name in allowed and "No module named 'trl'" in error, (name, error)
     done = {r["workload"] for r in results["workloads"]}
@@ -49,6 +51,43 @@ def test_gpu_bench_dry_run_goes_through_every_workload(tmp_path) -> None:
     assert losses["max_relative_error"] < 1e-5   # float32 on CPU against float64
     assert "| PPO losses vs float64 | max_relative_error | < 0.02 |" in path.read_text()
     assert path.with_suffix(".png").exists()
+
+
+def test_pairs_alternate_which_side_goes_first_and_report_the_spread() -> None:
+    """Rounds run AB, BA, AB; each side's rate is the median over its runs, the ratio the median of the rounds'
+    ratios, with their range (hand-computed: ours 2, 4, 3 steps/s against 1 → ratios 2, 4, 3)."""
+    calls, ours_times = [], iter([[9.0, 0.5], [9.0, 0.25], [9.0, 1 / 3]])
+
+    def ours() -> list[float]:
+        calls.append("ours")
+        return next(ours_times)
+
+    def theirs() -> list[float]:
+        calls.append("reference")
+        return [9.0, 1.0]
+
+    result = paired("x", "steps/s", 1.0, ours, theirs, warmup=1, repeats=3)
+    assert calls == ["ours", "reference", "reference", "ours", "ours", "reference"]
+    assert (result["ratio"], result["ratio_min"], result["ratio_max"]) == (3.0, 2.0, 4.0)
+    assert result["ours"] == 3.0 and result["reference"] == 1.0
+
+
+def test_rl_phases_split_each_iteration() -> None:
+    """Time in wrapped functions goes to its phase (with gradients off only, where asked); update is the rest of the
+    iteration; medians skip each run's warm-up iterations."""
+    phases = Phases()
+    for _ in range(2):
+        phases.start_run()
+        for seconds in (5.0, 1.0):
+            phases.timed("generate", lambda: time.sleep(0.02))()
+            with torch.no_grad():
+                phases.timed("score", lambda: None, without_grad_only=True)()
+            phases.timed("score", lambda: time.sleep(0.05), without_grad_only=True)()   # gradients on: not score
+            phases.end_iteration(seconds)
+    medians = phases.medians(warmup=1)
+    assert 0.02 <= medians["generate"] < 0.04 and medians["score"] < 0.01
+    assert medians["update"] == pytest.approx(1.0 - medians["generate"] - medians["score"])
+    assert len(phases.runs) == 2 and all(len(run) == 2 for run in phases.runs)
 
 
 def test_gpu_targets_judge_the_best_row_and_skip_unmeasured() -> None:

@@ -13,7 +13,9 @@ import copy
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from pit.data.encode import collate_groups, collate_sft, encode_inputs, encode_p
 from pit.data.schema import PreferenceExample
 from pit.data.synthetic import SyntheticSource
 from pit.models.factory import TinyCausalLM, set_generation_cache
-from pit.models.generate import Sampling, sample
+from pit.models.generate import Sampling, hf_generate, sample
 from pit.models.reward import CausalRewardSpec
 from pit.modules.ppo import PPOModule, Rollout
 from pit.modules.ppo_config import PPOConfig
@@ -57,14 +59,49 @@ def _now() -> float:
     return time.perf_counter()
 
 
+class Phases:
+    """Seconds in each phase of every RL iteration of one side: `generate`, `score` (forward passes without gradients
+    and the reward model), both from the functions `timed` wraps, and `update` (the rest of the iteration)."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[dict[str, float]]] = []
+        self.current: dict[str, float] = defaultdict(float)
+
+    def start_run(self) -> None:
+        self.runs.append([])
+        self.current.clear()
+
+    def timed(self, phase: str, fn: Callable[..., Any], without_grad_only: bool = False) -> Callable[..., Any]:
+        """`fn`, its time added to `phase` (with `without_grad_only`, only calls made with gradients off)."""
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if without_grad_only and torch.is_grad_enabled():
+                return fn(*args, **kwargs)
+            start = _now()
+            out = fn(*args, **kwargs)
+            self.current[phase] += _now() - start
+            return out
+        return wrapper
+
+    def end_iteration(self, seconds: float) -> None:
+        generate, score = self.current["generate"], self.current["score"]
+        self.runs[-1].append({"generate": generate, "score": score, "update": seconds - generate - score})
+        self.current.clear()
+
+    def medians(self, warmup: int) -> dict[str, float]:
+        """Median seconds per phase over the iterations after each run's first `warmup`."""
+        timed = [it for run in self.runs for it in run[warmup:]]
+        return {k: statistics.median(it[k] for it in timed) for k in ("generate", "score", "update")} if timed else {}
+
+
 class LightningStepTimes(L.Callback):
     """Wall time of each training batch of a Lightning trainer (a PPO iteration is one batch); with `profile_from`,
-    a torch.profiler trace from that batch to the end of training (not setup, compilation or teardown)."""
+    a torch.profiler trace from that batch to the end of training (not setup, compilation or teardown); with
+    `phases`, each batch ends an RL iteration there."""
 
-    def __init__(self, profile_from: int | None = None) -> None:
+    def __init__(self, profile_from: int | None = None, phases: Phases | None = None) -> None:
         self.times: list[float] = []
         self._start = 0.0
-        self.profile_from, self.profiler = profile_from, None
+        self.profile_from, self.profiler, self.phases = profile_from, None, phases
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if self.profiler is None and self.profile_from is not None and batch_idx >= self.profile_from:
@@ -77,6 +114,8 @@ class LightningStepTimes(L.Callback):
 
     def on_train_batch_end(self, *args: Any) -> None:
         self.times.append(_now() - self._start)
+        if self.phases is not None:
+            self.phases.end_iteration(self.times[-1])
 
     def on_train_end(self, *args: Any) -> None:
         if self.profiler is not None:
@@ -97,16 +136,25 @@ class HFStepTimes(TrainerCallback):
         self.times.append(_now() - self._start)
 
 
-class HFIterationTimes(HFStepTimes):
-    """TRL's PPO loop calls only on_step_end, once per iteration: the time between consecutive calls."""
+class HFIterationTimes(TrainerCallback):
+    """The time of each RL iteration of a TRL trainer, from consecutive on_step_end calls: TRL's PPO calls it once per
+    iteration, RLOO once per optimizer step (`steps_per_iteration` of them)."""
+
+    def __init__(self, steps_per_iteration: int = 1, phases: Phases | None = None) -> None:
+        self.times: list[float] = []
+        self.steps_per_iteration, self.phases, self._steps, self._start = steps_per_iteration, phases, 0, 0.0
 
     def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
         self._start = _now()
 
     def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-        now = _now()
-        self.times.append(now - self._start)
-        self._start = now
+        self._steps += 1
+        if self._steps % self.steps_per_iteration == 0:
+            now = _now()
+            self.times.append(now - self._start)
+            self._start = now
+            if self.phases is not None:
+                self.phases.end_iteration(self.times[-1])
 
 
 def median_after(times: list[float], warmup: int) -> float:
@@ -164,39 +212,50 @@ class Setup:
                          num_sanity_val_steps=0, limit_val_batches=0, **kwargs)
 
 
+def sft_pairs(s: Setup) -> list[Any]:
+    return encode_pairs(s.tokenizer, s.inputs, [e.chosen for e in s.examples], s.max_prompt, s.max_response)
+
+
+def sft_tokens(s: Setup) -> float:
+    """Mean tokens per SFT sequence (prompt + response): the work of one row."""
+    return statistics.mean(len(p.input_ids) + len(p.response_ids) for p in sft_pairs(s))
+
+
 def ours_sft(s: Setup, batch: int, steps: int, timer: LightningStepTimes | None = None
-             ) -> tuple[list[float], SFTModule, float]:
-    """Our SFT on (x, y_w) for `steps` steps: per-step times, the module, and mean tokens per sequence."""
-    pairs = encode_pairs(s.tokenizer, s.inputs, [e.chosen for e in s.examples], s.max_prompt, s.max_response)
-    tokens = statistics.mean(len(p.input_ids) + len(p.response_ids) for p in pairs)
+             ) -> tuple[list[float], SFTModule]:
+    """Our SFT on (x, y_w) for `steps` steps: per-step times and the module."""
+    pairs = sft_pairs(s)
     ours = timer or LightningStepTimes()
     module = SFTModule(s.causal_lm(), lr=1e-3, weight_decay=0.0, warmup_steps=0, total_steps=10 ** 6, prefix="sft",
                        compile=s.compile_training, fused_loss=s.fused_loss)
     loader = DataLoader(pairs, batch_size=batch, shuffle=True, drop_last=True,
                         collate_fn=partial(collate_sft, pad_id=s.tokenizer.pad_token_id))
     s.trainer(steps, ours, gradient_clip_val=1.0).fit(module, loader)
-    return ours.times, module, tokens
+    return ours.times, module
 
 
-def bench_sft(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+def bench_sft(s: Setup, batch: int, steps: int, warmup: int, repeats: int = 2) -> dict[str, Any]:
     """Supervised fine-tuning on (x, y_w) with the loss on response tokens: trained tokens per second."""
-    ours, module, tokens = ours_sft(s, batch, steps)
-
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    theirs = HFStepTimes()
     data = Dataset.from_dict({"prompt": s.inputs, "completion": [e.chosen for e in s.examples]})
-    SFTTrainer(model=s.causal_lm(), processing_class=s.tokenizer, train_dataset=data, callbacks=[theirs],
-               args=SFTConfig(**s.hf_args(per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-3,
-                                          max_length=s.max_prompt + s.max_response, packing=False,
-                                          completion_only_loss=True))).train()
-    result = _compare("SFT", "tokens/s", batch * tokens, ours, theirs.times, warmup)
+
+    def theirs() -> list[float]:
+        timer = HFStepTimes()
+        SFTTrainer(model=s.causal_lm(), processing_class=s.tokenizer, train_dataset=data, callbacks=[timer],
+                   args=SFTConfig(**s.hf_args(per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-3,
+                                              max_length=s.max_prompt + s.max_response, packing=False,
+                                              completion_only_loss=True))).train()
+        return timer.times
+
+    tokens = sft_tokens(s)
+    result = paired("SFT", "tokens/s", batch * tokens, lambda: ours_sft(s, batch, steps)[0], theirs, warmup, repeats)
     peak = args_peak_tflops(s)
     if peak:
         config = s.spec.hf_config(s.tokenizer)
-        flops = training_flops_per_token(sum(p.numel() for p in module.parameters()), config.n_layer, config.n_embd,
-                                         tokens)
+        flops = training_flops_per_token(sum(p.numel() for p in s.causal_lm().parameters()), config.n_layer,
+                                         config.n_embd, tokens)
         result.update(peak_tflops=peak, mfu=result["ours"] * flops / (peak * 1e12),
                       reference_mfu=result["reference"] * flops / (peak * 1e12))
         print(f"SFT MFU: ours {result['mfu']:.1%}, reference {result['reference_mfu']:.1%} of {peak} TFLOP/s")
@@ -210,119 +269,223 @@ def args_peak_tflops(s: Setup) -> float | None:
     return peak_tflops(torch.cuda.get_device_name()) if s.device.startswith("cuda") else None
 
 
-def bench_reward(s: Setup, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+def bench_reward(s: Setup, batch: int, steps: int, warmup: int, repeats: int = 2) -> dict[str, Any]:
     """Bradley-Terry reward model on (x, y_w, y_l) pairs, a scalar head on the same GPT-2 trunk: pairs per second."""
-    torch.manual_seed(0)
-    model = CausalRewardSpec(init_from=None).build(s.tokenizer, None, s.spec, s.max_response)
-    items = list(zip(model.encode(s.inputs, [e.chosen for e in s.examples]),
-                     model.encode(s.inputs, [e.rejected for e in s.examples]), strict=True))
-    ours = LightningStepTimes()
-    module = RewardModule(model, prefix="reward", lr=1e-4, weight_decay=0.0, warmup_steps=0, total_steps=10 ** 6)
-    loader = DataLoader(items, batch_size=batch, shuffle=True, drop_last=True,
-                        collate_fn=partial(collate_groups, pad_id=model.pad_id()))
-    s.trainer(steps, ours, gradient_clip_val=1.0).fit(module, loader)
-
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    theirs = HFStepTimes()
-    torch.manual_seed(0)
-    classifier = s.classifier()
+    def ours() -> list[float]:
+        torch.manual_seed(0)
+        model = CausalRewardSpec(init_from=None).build(s.tokenizer, None, s.spec, s.max_response)
+        items = list(zip(model.encode(s.inputs, [e.chosen for e in s.examples]),
+                         model.encode(s.inputs, [e.rejected for e in s.examples]), strict=True))
+        timer = LightningStepTimes()
+        module = RewardModule(model, prefix="reward", lr=1e-4, weight_decay=0.0, warmup_steps=0,
+                              total_steps=10 ** 6)
+        loader = DataLoader(items, batch_size=batch, shuffle=True, drop_last=True,
+                            collate_fn=partial(collate_groups, pad_id=model.pad_id()))
+        s.trainer(steps, timer, gradient_clip_val=1.0).fit(module, loader)
+        return timer.times
+
     data = Dataset.from_dict({"prompt": s.inputs, "chosen": [e.chosen for e in s.examples],
                               "rejected": [e.rejected for e in s.examples]})
-    RewardTrainer(model=classifier, processing_class=s.tokenizer, train_dataset=data, callbacks=[theirs],
-                  args=RewardConfig(**s.hf_args(per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-4,
-                                                max_length=s.max_prompt + s.max_response))).train()
-    return _compare("reward model", "pairs/s", batch, ours.times, theirs.times, warmup)
+
+    def theirs() -> list[float]:
+        timer = HFStepTimes()
+        torch.manual_seed(0)
+        RewardTrainer(model=s.classifier(), processing_class=s.tokenizer, train_dataset=data, callbacks=[timer],
+                      args=RewardConfig(**s.hf_args(per_device_train_batch_size=batch, max_steps=steps,
+                                                    learning_rate=1e-4,
+                                                    max_length=s.max_prompt + s.max_response))).train()
+        return timer.times
+
+    return paired("reward model", "pairs/s", batch, ours, theirs, warmup, repeats)
 
 
 def ours_ppo(s: Setup, batch: int, iterations: int, epochs: int = 4, minibatches: int = 4,
-             timer: LightningStepTimes | None = None) -> list[float]:
-    """Our PPO for `iterations` iterations against a fresh GPT-2-trunk reward model: per-iteration times."""
+             timer: LightningStepTimes | None = None, advantage: str = "gae", group_size: int = 4) -> list[float]:
+    """Our PPO for `iterations` iterations of `batch` samples against a fresh GPT-2-trunk reward model: per-iteration
+    times. `advantage="group"`: no critic, `group_size` samples per prompt (RLOO's baseline). A timer with `phases`
+    gets the seconds of generation (`sample`) and scoring (reward model, forward passes without gradients)."""
+    import pit.modules.ppo
+
     torch.manual_seed(0)
     reward = CausalRewardSpec(init_from=None).build(s.tokenizer, None, s.spec, s.max_response)
     policy = set_generation_cache(s.causal_lm(), s.generation_cache)
     rollouts = [Rollout(x, x) for x in s.inputs]
     sampling = Sampling(max_new_tokens=s.max_response, temperature=1.0, batch_size=batch)
-    config = PPOConfig(lr=3e-6, ppo_epochs=epochs, minibatches=minibatches, init_beta=0.05, target_kl=None)
+    config = PPOConfig(lr=3e-6, ppo_epochs=epochs, minibatches=minibatches, init_beta=0.05, target_kl=None,
+                       advantage=advantage, group_size=group_size)
     same_tokens = reward.reads_tokens_of(s.tokenizer)   # as in the pipeline: the sampled ids, no re-encoding
-    module = PPOModule(policy, copy.deepcopy(policy), s.tokenizer,
-                       lambda items, texts, ids: reward.score([i.input_text for i in items], texts,
-                                                              ids if same_tokens else None),
-                       sampling, s.max_prompt, config, prefix="ppo", total_steps=10 ** 6, scorers=(reward,))
     ours = timer or LightningStepTimes()
-    loader = DataLoader(rollouts, batch_size=batch, shuffle=True, drop_last=True, collate_fn=list)
-    s.trainer(iterations * epochs * minibatches, ours).fit(module, loader)
+    phases = ours.phases or Phases()
+    phases.start_run()
+    module = PPOModule(policy, copy.deepcopy(policy), s.tokenizer,
+                       phases.timed("score", lambda items, texts, ids: reward.score(
+                           [i.input_text for i in items], texts, ids if same_tokens else None)),
+                       sampling, s.max_prompt, config, prefix="ppo", total_steps=10 ** 6, scorers=(reward,))
+    module._forward = phases.timed("score", module._forward, without_grad_only=True)
+    inputs = batch if advantage == "gae" else batch // group_size   # each sampled group_size times
+    loader = DataLoader(rollouts, batch_size=inputs, shuffle=True, drop_last=True, collate_fn=list)
+    with patched(pit.modules.ppo, sample=phases.timed("generate", pit.modules.ppo.sample)):
+        s.trainer(iterations * epochs * minibatches, ours).fit(module, loader)
     return ours.times
 
 
-def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 4, minibatches: int = 4
-              ) -> dict[str, Any]:
-    """One PPO iteration = rollouts of `batch` prompts + reward + `epochs` x `minibatches` updates: episodes/s."""
-    ours = ours_ppo(s, batch, iterations, epochs, minibatches)
+@contextmanager
+def patched(module: Any, **names: Any) -> Iterator[None]:
+    """`module`'s attributes set to `names` inside, restored after."""
+    saved = {name: getattr(module, name) for name in names}
+    for name, value in names.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
 
+
+def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 4, minibatches: int = 4,
+              repeats: int = 2) -> dict[str, Any]:
+    """One PPO iteration = rollouts of `batch` prompts + reward + `epochs` x `minibatches` updates: episodes/s."""
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig as TRLPPOConfig
     from trl.experimental.ppo import PPOTrainer
 
-    theirs = HFIterationTimes()
-    torch.manual_seed(0)
-    reward_model, value_model = s.classifier(), s.classifier()
-    trl_policy = s.causal_lm()
     tokenizer = copy.deepcopy(s.tokenizer)
     tokenizer.padding_side = "left"
     ids = encode_inputs(s.tokenizer, s.inputs, s.max_prompt)
-    # TRL 1.0: rollout batch = per_device_train_batch_size x gradient_accumulation_steps, split into
-    # num_mini_batches, one optimizer step per minibatch when gradient_accumulation_steps = 1 (as ours)
-    PPOTrainer(args=TRLPPOConfig(**s.hf_args(per_device_train_batch_size=batch, gradient_accumulation_steps=1,
-                                             num_mini_batches=minibatches, num_ppo_epochs=epochs,
-                                             total_episodes=batch * iterations, learning_rate=3e-6,
-                                             response_length=s.max_response, stop_token="eos", temperature=1.0,
-                                             kl_coef=0.05, local_rollout_forward_batch_size=batch,
-                                             num_sample_generations=0)),
-               processing_class=tokenizer, model=trl_policy, ref_model=copy.deepcopy(trl_policy),
-               reward_model=reward_model, value_model=value_model, callbacks=[theirs],
-               train_dataset=Dataset.from_dict({"input_ids": ids})).train()
-    return _compare("PPO iteration", "episodes/s", batch, ours, theirs.times, warmup)
+
+    import trl.experimental.ppo.ppo_trainer as trl_ppo
+
+    our_phases, their_phases = Phases(), Phases()
+
+    def ours() -> list[float]:
+        return ours_ppo(s, batch, iterations, epochs, minibatches, timer=LightningStepTimes(phases=our_phases))
+
+    def theirs() -> list[float]:
+        timer = HFIterationTimes(phases=their_phases)
+        their_phases.start_run()
+        torch.manual_seed(0)
+        reward_model, value_model = s.classifier(), s.classifier()
+        trl_policy = s.causal_lm()
+        # TRL 1.0: rollout batch = per_device_train_batch_size x gradient_accumulation_steps, split into
+        # num_mini_batches, one optimizer step per minibatch when gradient_accumulation_steps = 1 (as ours)
+        with patched(trl_ppo, batch_generation=their_phases.timed("generate", trl_ppo.batch_generation),
+                     forward=their_phases.timed("score", trl_ppo.forward, without_grad_only=True),
+                     get_reward=their_phases.timed("score", trl_ppo.get_reward)):
+            PPOTrainer(args=TRLPPOConfig(**s.hf_args(per_device_train_batch_size=batch, gradient_accumulation_steps=1,
+                                                 num_mini_batches=minibatches, num_ppo_epochs=epochs,
+                                                 total_episodes=batch * iterations, learning_rate=3e-6,
+                                                 response_length=s.max_response, stop_token="eos",
+                                                 temperature=1.0, kl_coef=0.05,
+                                                 local_rollout_forward_batch_size=batch, num_sample_generations=0)),
+                       processing_class=tokenizer, model=trl_policy, ref_model=copy.deepcopy(trl_policy),
+                       reward_model=reward_model, value_model=value_model, callbacks=[timer],
+                       train_dataset=Dataset.from_dict({"input_ids": ids})).train()
+        return timer.times
+
+    result = paired("PPO iteration", "episodes/s", batch, ours, theirs, warmup, repeats)
+    return {**result, "phases": {"ours": our_phases.medians(warmup), "reference": their_phases.medians(warmup)}}
 
 
-def bench_generation(s: Setup, batch: int, repeats: int, warmup: int) -> dict[str, Any]:
-    """Our sampler (left padding, KV cache, EOS mask, no token loop) against raw `generate` on the same batch."""
-    model = s.causal_lm().to(s.device).eval()
+def bench_rloo(s: Setup, batch: int, iterations: int, warmup: int, group: int = 4, epochs: int = 4,
+               minibatches: int = 4, repeats: int = 2) -> dict[str, Any]:
+    """No critic on either side: ours with `advantage: group` against TRL's `RLOOTrainer`. An iteration samples
+    `batch` completions (`batch / group` prompts, `group` each), scores them with a GPT-2-trunk reward model, and
+    makes `epochs` x `minibatches` clipped updates with a KL penalty (β 0.05) to a frozen reference: episodes/s."""
+    from datasets import Dataset
+    from trl import RLOOConfig, RLOOTrainer
+
+    our_phases, their_phases = Phases(), Phases()
+    tokenizer = copy.deepcopy(s.tokenizer)
+    tokenizer.padding_side = "left"
+    prompts = Dataset.from_dict({"prompt": s.inputs})
+
+    def ours() -> list[float]:
+        return ours_ppo(s, batch, iterations, epochs, minibatches, timer=LightningStepTimes(phases=our_phases),
+                        advantage="group", group_size=group)
+
+    def theirs() -> list[float]:
+        timer = HFIterationTimes(steps_per_iteration=epochs * minibatches, phases=their_phases)
+        their_phases.start_run()
+        torch.manual_seed(0)
+        # TRL 1.0: one generation of per_device_train_batch_size x steps_per_generation completions, then
+        # num_iterations passes of steps_per_generation optimizer steps. It loads its reference from the policy's
+        # path, so the policy goes by one.
+        policy = tempfile.mkdtemp(prefix="bench-rloo-")
+        s.causal_lm().save_pretrained(policy)
+        trainer = RLOOTrainer(
+            model=policy, reward_funcs=s.classifier(), processing_class=tokenizer,
+            reward_processing_classes=tokenizer, train_dataset=prompts, callbacks=[timer],
+            args=RLOOConfig(**s.hf_args(per_device_train_batch_size=batch // minibatches,
+                                        steps_per_generation=minibatches, num_generations=group,
+                                        num_iterations=epochs, max_steps=iterations * epochs * minibatches,
+                                        learning_rate=3e-6, max_completion_length=s.max_response, temperature=1.0,
+                                        top_k=0, top_p=1.0, beta=0.05, disable_dropout=True)))
+        trainer._generate = their_phases.timed("generate", trainer._generate)
+        trainer._calculate_rewards = their_phases.timed("score", trainer._calculate_rewards)
+        trainer._get_per_token_logps_and_entropies = their_phases.timed(
+            "score", trainer._get_per_token_logps_and_entropies, without_grad_only=True)
+        trainer.train()
+        return timer.times
+
+    result = paired("RL iteration without a critic (RLOO)", "episodes/s", batch, ours, theirs, warmup, repeats)
+    return {**result, "phases": {"ours": our_phases.medians(warmup), "reference": their_phases.medians(warmup)}}
+
+
+def bench_generation(s: Setup, batch: int, calls: int, warmup: int, temperature: float = 1.0,
+                     repeats: int = 2) -> dict[str, Any]:
+    """Our sampler (`sample`: our decode loop, with the setup's KV cache) against transformers' `generate` with the
+    same settings, on the same batch and weights in the setup's precision; call i of either side draws from seed i,
+    so both produce the same tokens."""
+    dtype = torch.bfloat16 if s.precision == "bf16" else torch.float32
+    model = s.causal_lm().to(s.device, dtype).eval()
     ours_model = set_generation_cache(copy.deepcopy(model), s.generation_cache)
     ids, mask = pad_rows(encode_inputs(s.tokenizer, s.inputs[:batch], s.max_prompt), s.tokenizer.pad_token_id,
                          s.device, left=True)
-    sampling = Sampling(max_new_tokens=s.max_response, temperature=0.0, batch_size=batch)
+    sampling = Sampling(max_new_tokens=s.max_response, temperature=temperature, batch_size=batch)
     eos, pad = s.tokenizer.eos_token_id, s.tokenizer.pad_token_id
 
-    def raw() -> None:
-        with torch.no_grad():
-            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=s.max_response, do_sample=False,
-                           eos_token_id=eos, pad_token_id=pad, use_cache=True)
+    def timed(fn: Callable[..., Any], model_: Any) -> Callable[[], list[float]]:
+        def run() -> list[float]:
+            times = []
+            for i in range(calls):
+                torch.manual_seed(i)
+                start = _now()
+                fn(model_, ids, mask, sampling, eos, pad)
+                times.append(_now() - start)
+            return times
+        return run
 
-    ours, theirs = _repeat(lambda: sample(ours_model, ids, mask, sampling, eos, pad), repeats), _repeat(raw, repeats)
-    result = _compare("rollout sampling", "sequences/s", batch, ours, theirs, warmup)
+    result = paired("rollout sampling", "sequences/s", batch, timed(sample, ours_model), timed(hf_generate, model),
+                    warmup, repeats)
     result["overhead"] = 1 / result["ratio"] - 1
     return result
 
 
-def _repeat(fn: Callable[[], Any], n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(_now() - start)
-    return times
-
-
-def _compare(name: str, unit: str, work_per_step: float, ours: list[float], theirs: list[float],
-             warmup: int) -> dict[str, Any]:
-    our_rate = work_per_step / median_after(ours, warmup)
-    their_rate = work_per_step / median_after(theirs, warmup)
-    print(f"{name}: ours {our_rate:,.1f} {unit}, reference {their_rate:,.1f} {unit}, ratio {our_rate / their_rate:.2f}",
+def paired(name: str, unit: str, work_per_step: float, ours: Callable[[], list[float]],
+           theirs: Callable[[], list[float]], warmup: int, repeats: int = 2) -> dict[str, Any]:
+    """Run ours and the reference `repeats` times each, interleaved, alternating which goes first (AB BA ...), and
+    compare the median step time of each run after `warmup` steps: rates are medians over runs, the ratio ours/
+    reference the median of the rounds' ratios, with its range over rounds as the spread."""
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats}: at least one round")
+    rounds = []
+    for r in range(repeats):
+        steps = {}
+        for side, fn in ((("ours", ours), ("reference", theirs)) if r % 2 == 0 else
+                         (("reference", theirs), ("ours", ours))):
+            steps[side] = median_after(fn(), warmup)
+        rounds.append({side: work_per_step / t for side, t in steps.items()})
+    ratios = [r["ours"] / r["reference"] for r in rounds]
+    result = {"workload": name, "unit": unit, "ours": statistics.median(r["ours"] for r in rounds),
+              "reference": statistics.median(r["reference"] for r in rounds), "ratio": statistics.median(ratios),
+              "ratio_min": min(ratios), "ratio_max": max(ratios), "rounds": rounds, "warmup_steps": warmup}
+    print(f"{name}: ours {result['ours']:,.1f} {unit}, reference {result['reference']:,.1f} {unit}, ratio "
+          f"{result['ratio']:.2f} (range {min(ratios):.2f}-{max(ratios):.2f} over {repeats} interleaved rounds)",
           flush=True)
-    return {"workload": name, "unit": unit, "ours": our_rate, "reference": their_rate, "ratio": our_rate / their_rate,
-            "timed_steps": min(len(ours), len(theirs)) - warmup, "warmup_steps": warmup}
+    return result
 
 
 def main() -> None:
@@ -334,7 +497,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="training steps per side (warm-up included)")
     parser.add_argument("--ppo-iterations", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--workloads", default="sft,reward,ppo,generation")
+    parser.add_argument("--workloads", default="sft,reward,ppo,rloo,generation")
     parser.add_argument("--default-pipeline", action="store_true", help="also time `python -m pit.run` cold")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--generation-cache", choices=["dynamic", "static"], default="dynamic",
@@ -350,6 +513,7 @@ def main() -> None:
     runs = {"sft": lambda: bench_sft(s, args.batch, args.steps, args.warmup),
             "reward": lambda: bench_reward(s, args.batch, args.steps, args.warmup),
             "ppo": lambda: bench_ppo(s, args.batch, args.ppo_iterations, args.warmup),
+            "rloo": lambda: bench_rloo(s, args.batch, args.ppo_iterations, args.warmup),
             "generation": lambda: bench_generation(s, args.batch, args.steps, args.warmup)}
     results = {"machine": machine(), "size": args.size, "device": args.device, "precision": args.precision,
                "parameters": sum(p.numel() for p in s.causal_lm().parameters()),

@@ -36,17 +36,24 @@ def machine() -> str:
 
 
 def table_rows(workloads: list[dict[str, Any]]) -> list[str]:
-    """Markdown rows `| workload | ours | reference | ratio |` of each compared workload, with MFU and step time."""
+    """Markdown rows `| workload | ours | reference | ratio |` of each compared workload (the ratio's range over
+    interleaved rounds where there were several), with MFU, step time and RL phases."""
     lines = []
     for r in (r for r in workloads if "ratio" in r):
+        spread = f" ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})" if len(r.get("rounds", ())) > 1 else ""
         lines.append(f"| {r['workload']} | {r['ours']:,.1f} {r['unit']} | {r['reference']:,.1f} {r['unit']} | "
-                     f"{r['ratio']:.2f} |")
+                     f"{r['ratio']:.2f}{spread} |")
         if "mfu" in r:
             lines.append(f"| {r['workload']}: model FLOPs utilisation (of {r['peak_tflops']} TFLOP/s) | "
                          f"{r['mfu']:.1%} | {r['reference_mfu']:.1%} | |")
         if "ms_per_step_ours" in r:
             lines.append(f"| {r['workload']}: ms per decode step | {r['ms_per_step_ours']:.1f} | "
                          f"{r['ms_per_step_reference']:.1f} | |")
+        phases = r.get("phases", {})
+        if phases.get("ours") and phases.get("reference"):
+            ours, theirs = phases["ours"], phases["reference"]
+            lines += [f"| {r['workload']}: {k} s/iteration | {ours[k]:.3f} | {theirs[k]:.3f} | "
+                      f"{theirs[k] / ours[k] if ours[k] > 0 else float('nan'):.2f} |" for k in ours]
     return lines
 
 
