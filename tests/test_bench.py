@@ -53,6 +53,22 @@ def test_gpu_bench_dry_run_goes_through_every_workload(tmp_path) -> None:
     assert path.with_suffix(".png").exists()
 
 
+@pytest.mark.slow
+def test_hh_rlhf_at_size_goes_through_every_stage_and_projects_the_full_config(tmp_path) -> None:
+    """gpu.py's `hh_rlhf` workload at its dry size: `+experiment=hh_rlhf` on a random GPT-NeoX saved as a hub
+    checkpoint, every stage run, and the projection of the full config (its step counts / the short run's)."""
+    path = gpu_bench(["--dry-run", "--workloads", "hh_rlhf", "--out", str(tmp_path)])
+    results = json.loads(path.with_suffix(".json").read_text())
+    assert not results["errors"]
+    row = next(r for r in results["workloads"] if r["workload"].startswith("+experiment=hh_rlhf"))
+    assert {"sft_policy", "reward", "rlhf_policy", "sft_pit", "gap_reward", "pit_rl/1_dataset", "pit_rl/2_policy",
+            "judge", "evaluate"} <= set(row["stages"])
+    assert row["stages"]["sft_policy"]["scale_up"] == 1000 / 2 and row["stages"]["pit_rl/2_policy"]["scale_up"] == 40
+    assert row["stages"]["evaluate"]["scale_up"] == 400 * 3 / 8
+    assert row["projected_full_seconds"] > row["wall_seconds"] / 2
+    assert "projected full config" in path.read_text()
+
+
 def test_pairs_alternate_which_side_goes_first_and_report_the_spread() -> None:
     """Rounds run AB, BA, AB; each side's rate is the median over its runs, the ratio the median of the rounds'
     ratios, with their range (hand-computed: ours 2, 4, 3 steps/s against 1 → ratios 2, 4, 3)."""

@@ -1,11 +1,15 @@
 """`make bench-gpu` (experiments/bench/gpu.sh): the GPU figures, ours against TRL 1.0 and HF `generate`, one run.
 
 Workloads at the sizes of issue #20 on one GPU (bf16): SFT tokens/s and MFU at 16 x 1024, reward-model pairs/s at
-16 x 512, a PPO iteration at batch 64 (prompt 64, response 128, 4 epochs x 4 minibatches), sampling 64 x 128 new
-tokens, peak memory of a PPO iteration of a ~1 B Llama-style config with full weights and with LoRA, PPO losses on
-a fixed batch against a float64 reference, a profile of our SFT step and PPO iteration, and the embedded default
-pipeline with `trainer=gpu`. Models are GPT-2-size configs with random weights over a word-level tokenizer of
-GPT-2's vocabulary size (random words: no EOS before the length limit, so both sides do the same work).
+16 x 512, a PPO iteration at batch 64 (prompt 64, response 128, 4 epochs x 4 minibatches) split into generate /
+score / update, the same without a critic (ours `advantage: group` against TRL's RLOOTrainer), sampling 64 x 128
+new tokens (our decode loop against `generate`, both in bf16), peak memory of a PPO iteration of a ~1 B Llama-style
+config with full weights and with LoRA, PPO losses on a fixed batch against a float64 copy of the weights, a profile
+of our SFT steps and PPO iteration after a warm-up one, the embedded default pipeline with `trainer=gpu`, and
+(`hh_rlhf`, run by gpu.sh after the rest) `+experiment=hh_rlhf` at Pythia-410M's size for a few steps per stage.
+Each pair of ours and the reference runs twice, interleaved (AB BA): the ratio is the median of the rounds, with
+its range. Models are GPT-2-size configs with random weights over a word-level tokenizer of GPT-2's vocabulary size
+(random words: no EOS before the length limit, so both sides do the same work).
 `--dry-run` runs every workload through the same code at tiny sizes on CPU (a test does, so the GPU call cannot
 fail on a typo). Each workload's failure is recorded and the rest go on; results are rewritten after each one,
 so a run cut short still leaves its table. Writes `results/gpu-<card>.{md,json,png}`.
@@ -19,6 +23,7 @@ import gc
 import json
 import random
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -59,6 +64,22 @@ GPT2 = {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024}
 LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
             "num_key_value_heads": 4, "max_position_embeddings": 2048}   # TinyLlama-1.1B's shape
 TINY_GPT2 = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 256}
+PYTHIA_410M = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+               "rotary_pct": 0.25, "rotary_emb_base": 10000, "max_position_embeddings": 2048,
+               "use_parallel_residual": True, "tie_word_embeddings": False}   # EleutherAI/pythia-410m's config.json
+TINY_NEOX = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "rotary_pct": 0.25, "max_position_embeddings": 256, "tie_word_embeddings": False}
+# Every stage of +experiment=hh_rlhf for a fixed few steps; the rest of its config as users run it, but the judge: a
+# causal reward model trained from scratch on the judge split (the default's MiniLM comes from a package the GPU
+# image lacks)
+HH_STEPS = ("train.sft_policy.max_steps={sft}", "train.sft_policy.val_every={sft}", "train.sft_policy.eval_samples=16",
+            "train.sft_pit.max_steps={sft}", "train.sft_pit.val_every={sft}", "train.sft_pit.eval_samples=16",
+            "train.reward.max_steps={rm}", "train.reward.val_every={rm}", "train.gap_reward.max_steps={rm}",
+            "train.gap_reward.val_every={rm}", "train.judge.max_steps={rm}", "train.judge.val_every={rm}",
+            "train.rlhf_policy.iterations={rl}", "train.rlhf_policy.eval_samples=16", "train.pit_rl.iterations={rl}",
+            "train.pit_rl.eval_samples=16", "evaluate.samples={samples}", "evaluate.iterations=1",
+            "reward_model@judge.backbone=causal", "judge.backbone.init_from=null", "figures=false", "logger=none",
+            "trainer.enable_progress_bar=false")
 TINY_LLAMA = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "max_position_embeddings": 256}
 # The targets of issues #20 and #30, as (workload, field, comparison, bound)
@@ -86,18 +107,30 @@ class Scale:
     warmup: int
     ppo_iterations: int
     pipeline: tuple[str, ...] = field(default=())
+    hh_model: dict[str, Any] = field(default_factory=dict)   # +experiment=hh_rlhf's architecture (GPT-NeoX)
+    hh_vocab: int = 0
+    hh_overrides: tuple[str, ...] = field(default=())
 
 
 SCALES = {
     "gpu": Scale("cuda", "bf16", GPT2, 50257, (16, 1024), (16, 512), (64, 64, 128), (64, 128), LLAMA_1B, 64,
-                 steps=12, warmup=4, ppo_iterations=4, pipeline=("trainer=gpu",)),
+                 steps=12, warmup=4, ppo_iterations=4, pipeline=("trainer=gpu",), hh_model=PYTHIA_410M,
+                 hh_vocab=50304, hh_overrides=("trainer=gpu", *(o.format(sft=20, rm=10, rl=2, samples=64)
+                                                                for o in HH_STEPS))),
     "dry": Scale("cpu", "fp32", TINY_GPT2, 600, (2, 64), (2, 32), (4, 8, 8), (4, 8), TINY_LLAMA, 4,
                  steps=3, warmup=1, ppo_iterations=2,
                  pipeline=("trainer=cpu", "objective=sft_only", "dataset.n_pairs=200", "model.config.n_layer=1",
                            "train.sft_policy.max_steps=2", "train.sft_policy.val_every=2",
                            "train.sft_policy.eval_samples=8", "train.sft_pit.max_steps=2",
                            "train.sft_pit.val_every=2", "train.sft_pit.eval_samples=8", "train.judge.max_steps=2",
-                           "train.judge.val_every=2", "evaluate.samples=8", "figures=false")),
+                           "train.judge.val_every=2", "evaluate.samples=8", "figures=false"),
+                 hh_model=TINY_NEOX, hh_vocab=400,
+                 hh_overrides=("trainer=cpu", "dataset.max_prompt_tokens=64", "dataset.max_response_tokens=12",
+                               "reward_model.max_length=96", "judge.backbone.max_length=96",
+                               "baseline.max_feedback_tokens=4", "eval_sampling.batch_size=8",
+                               "evaluate.sampling.batch_size=8", "train.rlhf_policy.batch_size=8",
+                               "train.pit_rl.batch_size=8", "splits.val=0.02", "splits.test=0.86", "splits.judge=0.04",
+                               *(o.format(sft=2, rm=2, rl=1, samples=8) for o in HH_STEPS))),
 }
 
 
@@ -140,7 +173,8 @@ def sft(scale: Scale) -> list[dict[str, Any]]:
         name = " + ".join(n for n, on in (("compile_training", compile_training), ("fused_loss", fused_loss)) if on)
         times, _ = ours_sft(s, batch, scale.steps)
         rate = batch * sft_tokens(s) / median_after(times, scale.warmup)
-        row = {**eager, "workload": f"SFT ({name})", "ours": rate, "ratio": rate / eager["reference"]}
+        single = {k: v for k, v in eager.items() if k not in ("rounds", "ratio_min", "ratio_max")}   # one run
+        row = {**single, "workload": f"SFT ({name})", "ours": rate, "ratio": rate / eager["reference"]}
         if "mfu" in eager:
             row["mfu"] = eager["mfu"] * rate / eager["ours"]
         print(f"SFT ({name}): ours {rate:,.1f} tokens/s, ratio {row['ratio']:.2f}", flush=True)
@@ -254,6 +288,70 @@ def profile(scale: Scale) -> list[dict[str, Any]]:
             for name, timer in (("SFT steps", sft_timer), ("PPO iteration", ppo_timer))]
 
 
+def hh_rlhf(scale: Scale) -> list[dict[str, Any]]:
+    """`python -m pit.run +experiment=hh_rlhf` at its size: Pythia-410M's architecture from config with random
+    weights (no hub here) and a byte-level BPE tokenizer of up to Pythia's vocabulary size trained on the shipped HH
+    slice, every stage for a fixed few steps (`Scale.hh_overrides`), in this process: per-stage seconds and
+    training throughput, peak device memory, and the wall time the full config would take, each stage's training
+    time scaled linearly to its full step count (evaluation to its full prompts x iterations; setup as measured)."""
+    import gzip
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from pit.models.tokenizer import train_bpe_tokenizer
+    from pit.resolvers import shipped_data
+    from pit.run import run
+
+    data = shipped_data("hh-rlhf/harmless-base-test.jsonl.gz")
+    with gzip.open(data, "rt") as f:
+        texts = [json.loads(line)["chosen"] for line in f]
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = train_bpe_tokenizer(texts, scale.hh_vocab)
+        config = AutoConfig.for_model("gpt_neox", vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                      **scale.hh_model)
+        AutoModelForCausalLM.from_config(config).save_pretrained(f"{tmp}/model", safe_serialization=True)
+        tokenizer.save_pretrained(f"{tmp}/model")
+        conf = str(Path(__file__).resolve().parents[2] / "conf")
+        with initialize_config_dir(config_dir=conf, version_base="1.3"):
+            full = compose("config", overrides=["+experiment=hh_rlhf"])
+            cfg = compose("config", overrides=["+experiment=hh_rlhf", f"model.name_or_path={tmp}/model",
+                                               f"dataset.path={data}", *scale.hh_overrides])
+        with open_dict(cfg):
+            cfg.paths.output_dir, cfg.paths.cache_dir = f"{tmp}/out", f"{tmp}/cache"
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        results = run(cfg)
+        wall = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else float("nan")
+    stages, projected = {}, 0.0
+    for name, stage in results["stages"].items():
+        seconds, train = stage["seconds"], stage.get("metrics", {}).get("train_seconds", 0.0)
+        scale_up, row = hh_scale_up(name, cfg, full), {"seconds": seconds, "train_seconds": train}
+        projected += seconds - train + train * scale_up if train else seconds * scale_up
+        stages[name] = {**row, "scale_up": scale_up}
+    parameters = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    return [{"workload": "+experiment=hh_rlhf, few steps", "unit": "s", "wall_seconds": wall, "stages": stages,
+             "peak_gib": peak, "parameters": parameters, "vocab": len(tokenizer),
+             "projected_full_seconds": projected, "overrides": list(scale.hh_overrides)}]
+
+
+def hh_scale_up(stage: str, cfg: Any, full: Any) -> float:
+    """How many times the full config's work a stage did in the short run: training steps (PPO: iterations), or
+    for evaluation prompts x improvement steps; 1 for the stages that do not scale (tokenizer)."""
+    name = stage.split("/")[0]
+    if name == "evaluate":
+        return (full.evaluate.samples * full.evaluate.iterations) / (cfg.evaluate.samples * cfg.evaluate.iterations)
+    train, train_full = cfg.train.get(name), full.train.get(name)
+    if train is None:
+        return 1.0
+    key = "iterations" if "iterations" in train else "max_steps"
+    return train_full[key] / train[key]
+
+
 def pipeline(scale: Scale) -> list[dict[str, Any]]:
     """The embedded default, cold, with this scale's trainer: wall time and per stage."""
     return [{"workload": "default pipeline", **time_default_pipeline(*scale.pipeline)}]
@@ -261,15 +359,16 @@ def pipeline(scale: Scale) -> list[dict[str, Any]]:
 
 WORKLOADS: dict[str, Callable[[Scale], list[dict[str, Any]]]] = {
     "sampling": sampling, "sft": sft, "reward": reward, "ppo": ppo, "rloo": rloo, "losses": losses, "memory": memory,
-    "profile": profile, "pipeline": pipeline}
+    "profile": profile, "pipeline": pipeline, "hh_rlhf": hh_rlhf}
 
 ROWS = {"sampling": "rollout sampling", "sft": "SFT", "reward": "reward model", "ppo": "PPO iteration",
         "rloo": "RL iteration without a critic",
-        "losses": "PPO losses", "memory": "PPO memory", "profile": "profile:", "pipeline": "default pipeline"}
+        "losses": "PPO losses", "memory": "PPO memory", "profile": "profile:", "pipeline": "default pipeline",
+        "hh_rlhf": "+experiment=hh_rlhf"}
 
 
 def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each target of issue #20 against the best row of its workload: met, missed, or not measured."""
+    """Each target of issues #20 and #30 against the best row of its workload: met, missed, or not measured."""
     out = []
     for workload, key, op, bound in TARGETS:
         values = [r[key] for r in rows if r.get("workload", "").startswith(workload) and key in r
@@ -324,11 +423,18 @@ def write(results: dict[str, Any], out: Path) -> Path:
         if r["workload"] == "PPO losses vs float64":
             lines += ["", f"PPO on a fixed batch, ours ({results['precision']}) vs float64: log-probs relative error "
                       f"{r['logp_relative_error']:.1e}, clipped policy loss {r['loss_relative_error']:.1e}."]
+        if r["workload"].startswith("+experiment=hh_rlhf"):
+            lines += ["", f"`+experiment=hh_rlhf` (GPT-NeoX at {r['parameters'] / 1e6:.3g} M parameters, vocabulary "
+                      f"{r['vocab']}, random weights), every stage a few steps: {r['wall_seconds']:.0f} s, peak "
+                      f"{r['peak_gib']:.1f} GiB; projected full config {r['projected_full_seconds'] / 3600:.1f} h. "
+                      "Per stage (seconds, training seconds, x work of the full config): "
+                      + ", ".join(f"{k} {v['seconds']:.0f}/{v['train_seconds']:.0f} (x{v['scale_up']:g})"
+                                  for k, v in r["stages"].items())]
         if r["workload"] == "default pipeline":
             lines += ["", f"Embedded default (`python -m pit.run {' '.join(results['pipeline_overrides'])}`, cold): "
                       f"{r['wall_seconds']:.0f} s; per stage: "
                       + ", ".join(f"{k} {v:.0f} s" for k, v in r["stages"].items())]
-    lines += ["", "| target (issue #20) | measure | bound | ours | met |", "|---|---|---|---|---|"]
+    lines += ["", "| target (issues #20, #30) | measure | bound | ours | met |", "|---|---|---|---|---|"]
     for v in results["targets"]:
         value = "not measured" if v["value"] is None else f"{v['value']:.3g}"
         met = {None: "n/a", True: "yes", False: "**no**"}[v["met"]]
@@ -356,7 +462,9 @@ def write(results: dict[str, Any], out: Path) -> Path:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU through the same code paths")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {list(WORKLOADS)}")
+    parser.add_argument("--workloads", default=",".join(w for w in WORKLOADS if w != "hh_rlhf"),
+                        help=f"comma-separated, of {list(WORKLOADS)} (default: all but hh_rlhf, which gpu.sh runs "
+                             "after the rest with its own deadline)")
     parser.add_argument("--deadline", type=float, default=470.0,
                         help="seconds after which the remaining workloads are skipped (recorded as such)")
     parser.add_argument("--out", type=Path, default=RESULTS)
