@@ -86,8 +86,9 @@ class ModelConfig:
 
     gradient_checkpointing: bool = False   # recompute activations in backward: less memory, ~30 % more compute
     generation_cache: str = "dynamic"      # static: a preallocated KV cache (on GPUs the decode step is a CUDA graph)
-    compile_training: bool = False         # SFT's training forward through torch.compile (GPUs: faster after a compile)
+    compile_training: bool = False         # SFT's, R_P's and R_PIT's training forward through torch.compile
     fused_loss: bool = False               # SFT: loss via a chunked LM head on labelled positions, no mask if unpadded
+    fused_optimizer: bool = False          # fused AdamW in every training stage, gradients clipped by pit (bf16/32)
 
 
 @dataclass

@@ -105,6 +105,19 @@ def device_problem(trainer: DictConfig) -> str | None:
     return None
 
 
+def fused_optimizer_problem(model: DictConfig, trainer: DictConfig) -> str | None:
+    """Why pit cannot clip the gradients of a fused AdamW under this trainer: a loss scaler (16-mixed) hands the
+    optimizer scaled gradients, and FSDP and DeepSpeed clip sharded gradients their own way."""
+    if not model.get("fused_optimizer"):
+        return None
+    precision, strategy = str(trainer.precision), str(trainer.strategy)
+    if precision.startswith("16"):
+        return f"not with trainer.precision={precision} (a loss scaler); use bf16-mixed or 32-true, or set it false"
+    if "fsdp" in strategy or "deepspeed" in strategy:
+        return f"not with trainer.strategy={strategy} (it clips sharded gradients itself); set it false"
+    return None
+
+
 def models_to_load(stages: set[str], model: Any, reward: Any, judge: Any, has_oracle: bool) -> list[tuple[str, Any]]:
     """(config key, spec) of every named model the planned stages load: the policy's (with its tokenizer), R_P's
     backbone, the judge's (`judge=auto` uses the dataset's oracle where it has one)."""
@@ -132,6 +145,8 @@ def preflight(cfg: DictConfig, models: list[tuple[str, Any]]) -> None:
                         f"dataset.path=<local .jsonl[.gz] or .parquet>{hint}")
     if problem := device_problem(cfg.trainer):
         problems.append(f"trainer.accelerator={cfg.trainer.accelerator}: {problem}")
+    if problem := fused_optimizer_problem(cfg.model, cfg.trainer):
+        problems.append(f"model.fused_optimizer=true: {problem}")
     if problems:
         raise ConfigError("this run cannot load what it needs (nothing has run):\n" +
                           "\n".join(f"  {p}" for p in problems))

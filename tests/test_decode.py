@@ -11,7 +11,7 @@ from helpers import FAMILIES
 from transformers import AutoConfig, AutoModelForCausalLM, StaticCache
 from transformers.generation.logits_process import TopPLogitsWarper
 
-from pit.models.decode import _step, choose, decode, top_p_filter
+from pit.models.decode import STATIC_BUCKET, _step, choose, decode, static_cache, top_p_filter
 from pit.models.generate import Sampling, hf_generate, sample
 
 VOCAB, PROMPT, NEW = 97, 9, 12
@@ -107,6 +107,8 @@ def test_the_static_step_is_one_graph_compiled_once(family: str) -> None:
     torch._dynamo.reset()
     counters.clear()
     eager = decode(model, ids, mask, NEW, 0.0, 1.0, 1, 0, static=True)
+    kv = static_cache(model, 3, STATIC_BUCKET, ids.device)           # the same memory again, zeroed
+    assert kv is static_cache(model, 3, STATIC_BUCKET, ids.device) and not kv.layers[0].keys.any()
     assert torch.equal(decode(model, ids, mask, NEW, 0.0, 1.0, 1, 0, static=True, compile_options=EAGER_GRAPH), eager)
     assert counters["stats"]["unique_graphs"] == 1
     counters.clear()

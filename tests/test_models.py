@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,92 @@ def test_fused_loss_refuses_a_head_it_does_not_know() -> None:
         word_embed_proj_dim=16, max_position_embeddings=32))
     with pytest.raises(ConfigError, match="model.fused_loss=true: a opt model has no plain linear LM head"):
         trunk_and_head(opt)
+
+
+@pytest.mark.parametrize("kind", ["sft", "reward"])
+def test_fused_adamw_with_pit_clipping_trains_as_lightnings_adamw(kind: str) -> None:
+    """`model.fused_optimizer`: fused AdamW with the gradients clipped by pit (Lightning refuses to clip for it) ends
+    three clipped steps where the multi-tensor AdamW with Lightning's clipping does, to rounding; for SFT and for a
+    reward model."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from pit.data.encode import collate_groups, collate_sft, encode_pairs
+    from pit.models.reward import CausalRewardSpec
+    from pit.modules.preference import RewardModule
+    from pit.modules.sft import SFTModule
+
+    tokenizer, model = tiny()
+    rows = SyntheticSource(n_pairs=24).load().examples
+    prompts = [e.prompt for e in rows]
+    if kind == "sft":
+        items = encode_pairs(tokenizer, prompts, [e.chosen for e in rows], 32, 16)
+        collate = partial(collate_sft, pad_id=tokenizer.pad_token_id)
+    else:
+        torch.manual_seed(0)
+        model = CausalRewardSpec(init_from=None).build(tokenizer, None, SPEC, 48)
+        items = list(zip(model.encode(prompts, [e.chosen for e in rows]),
+                         model.encode(prompts, [e.rejected for e in rows]), strict=True))
+        collate = partial(collate_groups, pad_id=model.pad_id())
+    trained = []
+    for fused in (False, True):
+        net = copy.deepcopy(model)
+        module = (SFTModule(net, 1e-2, 0.1, 0, 3, prefix="sft", fused_optimizer=fused) if kind == "sft" else
+                  RewardModule(net, prefix="reward", lr=1e-2, weight_decay=0.1, warmup_steps=0, total_steps=3,
+                               fused_optimizer=fused))
+        optimizer = module.configure_optimizers()["optimizer"]
+        assert optimizer.defaults["fused"] is (True if fused else None)
+        torch.manual_seed(1)   # the same dropout masks on both sides
+        L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, accelerator="cpu", gradient_clip_val=0.05).fit(
+            module, DataLoader(items, batch_size=8, collate_fn=collate))
+        trained.append(dict(net.named_parameters()))
+    moved = 0
+    for name, param in trained[0].items():
+        assert torch.allclose(trained[1][name], param, rtol=1e-5, atol=1e-5), name   # steps of lr 1e-2
+        moved += not torch.equal(param, dict(model.named_parameters())[name])
+    assert moved > 0
+
+
+def test_pit_clips_the_global_norm_as_lightning_does() -> None:
+    """With a fused optimizer, `configure_gradient_clipping` clips the optimizer's parameters to the global norm (or
+    each value)."""
+    import lightning as L
+
+    from pit.modules.optim import AdamWTraining
+
+    class Module(AdamWTraining, L.LightningModule):
+        pass
+
+    module, layer = Module(), torch.nn.Linear(4, 3)
+    optimizer = torch.optim.AdamW(layer.parameters(), fused=True)
+    for algorithm, check in (("norm", lambda g: torch.linalg.vector_norm(torch.cat([x.flatten() for x in g]))),
+                             ("value", lambda g: max(x.abs().max() for x in g))):
+        for p in layer.parameters():
+            p.grad = torch.full_like(p, 3.0)
+        module.fused_optimizer = True
+        module.configure_gradient_clipping(optimizer, 0.5, algorithm)
+        assert float(check([p.grad for p in layer.parameters()])) == pytest.approx(0.5)
+
+
+def test_compile_training_compiles_the_reward_models_training_forward() -> None:
+    """`model.compile_training` reaches R_P, R_PIT and the judge: the training step's scores come from
+    torch.compile's graph and equal the eager forward's; validation stays eager."""
+    from pit.data.encode import collate_groups
+    from pit.models.reward import CausalRewardSpec
+    from pit.modules.preference import RewardModule
+
+    tokenizer, _ = tiny()
+    torch.manual_seed(0)
+    model = CausalRewardSpec(init_from=None).build(tokenizer, None, SPEC, 48)
+    rows = SyntheticSource(n_pairs=8).load().examples
+    prompts = [e.prompt for e in rows]
+    batch = collate_groups(list(zip(model.encode(prompts, [e.chosen for e in rows]),
+                                    model.encode(prompts, [e.rejected for e in rows]), strict=True)),
+                           pad_id=model.pad_id())
+    module = RewardModule(model, prefix="reward", lr=1e-3, weight_decay=0.0, warmup_steps=0, total_steps=1,
+                          compile=True)
+    assert module._train_scores is not module._scores
+    compiled, eager = module._train_scores(batch), module._scores(batch)
+    for group in ("w", "l"):
+        assert torch.allclose(compiled[group], eager[group], rtol=1e-4, atol=1e-5)

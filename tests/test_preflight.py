@@ -53,6 +53,23 @@ def test_trainer_gpu_without_cuda_is_refused(tmp_path: Path) -> None:
     assert device_problem(compose_config([], tmp_path).trainer) is None
 
 
+def test_a_fused_optimizer_is_refused_where_pit_cannot_clip_its_gradients(tmp_path: Path) -> None:
+    """Fused AdamW's gradients are clipped by pit: not under a loss scaler (16-mixed), FSDP or DeepSpeed."""
+    from pit.preflight import fused_optimizer_problem
+
+    def problem(*overrides: str) -> str | None:
+        cfg = compose_config(["model.fused_optimizer=true", *overrides], tmp_path)
+        return fused_optimizer_problem(cfg.model, cfg.trainer)
+
+    assert problem() is None and problem("trainer.precision=bf16-mixed") is None
+    assert "trainer.precision=16-mixed (a loss scaler)" in problem("trainer.precision=16-mixed")
+    assert "trainer.strategy=fsdp" in problem("trainer=fsdp", "trainer.precision=bf16-mixed")
+    assert "deepspeed_stage_2" in problem("trainer=deepspeed", "trainer.precision=bf16-mixed")
+    cfg = compose_config(["model.fused_optimizer=true", "trainer.precision=16-mixed"], tmp_path)
+    with pytest.raises(ConfigError, match="model.fused_optimizer=true: not with trainer.precision=16-mixed"):
+        preflight(cfg, [])
+
+
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     """hh_rlhf from an unreachable hub with a missing judge package and a GPU trainer: three lines, one error."""
     cfg = compose_config(["dataset=hh_rlhf", "trainer=gpu"], tmp_path)

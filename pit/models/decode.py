@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -24,6 +25,8 @@ StepFn = Callable[..., torch.Tensor]
 # One shape per step over a static cache, the whole step one graph, replayed as a CUDA graph
 CUDA_GRAPH = (("mode", "reduce-overhead"), ("fullgraph", True), ("dynamic", False))
 STATIC_BUCKET = 64               # static caches are a multiple of this many tokens long
+_STATIC_CACHES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[Any, ...], StaticCache]] = (
+    weakref.WeakKeyDictionary())
 
 
 def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -82,7 +85,7 @@ def decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torc
     length = prompt + max_new_tokens
     if static:                   # a few cache lengths, so prompts of other lengths reuse the compiled step
         length = -(-length // STATIC_BUCKET) * STATIC_BUCKET
-    kv = StaticCache(base.config, max_cache_len=length) if static else DynamicCache(config=base.config)
+    kv = static_cache(base, batch, length, input_ids.device) if static else DynamicCache(config=base.config)
     mask = torch.cat([attention_mask, attention_mask.new_ones(batch, length - prompt)], dim=1)
     extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
     chosen = choose(model(input_ids=input_ids, attention_mask=mask[:, :prompt] if padded else None,
@@ -101,6 +104,21 @@ def decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torc
         step_mask = (mask if static else mask[:, :prompt + t + 1]) if padded else None
         chosen = step(model, token[:, None], step_mask, position, kv, extra, temperature, top_p)
     return out
+
+
+def static_cache(model: PreTrainedModel, batch: int, length: int, device: torch.device) -> StaticCache:
+    """A preallocated cache for `model`, kept while the model lives and reused, zeroed in place, while batch, length,
+    device and dtype stay the same: a CUDA graph then replays over the same memory (as `generate` keeps its own)."""
+    dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+             else next(model.parameters()).dtype)
+    key = (batch, length, device, dtype)
+    held = _STATIC_CACHES.get(model)
+    if held is not None and held[0] == key:
+        held[1].reset()
+        return held[1]
+    kv = StaticCache(model.config, max_cache_len=length)
+    _STATIC_CACHES[model] = (key, kv)
+    return kv
 
 
 def _step(model: torch.nn.Module, token: torch.Tensor, mask: torch.Tensor | None, position: torch.Tensor,

@@ -43,10 +43,10 @@ class TinyCausalLM:
 
     def __init__(self, model_type: str = "gpt2", vocab_size: int = 512, config: dict[str, Any] | None = None,
                  gradient_checkpointing: bool = False, generation_cache: str = "dynamic",
-                 compile_training: bool = False, fused_loss: bool = False):
+                 compile_training: bool = False, fused_loss: bool = False, fused_optimizer: bool = False):
         self.model_type, self.vocab_size, self.config = model_type, vocab_size, dict(config or {})
         self.gradient_checkpointing, self.compile_training = gradient_checkpointing, compile_training
-        self.fused_loss = fused_loss
+        self.fused_loss, self.fused_optimizer = fused_loss, fused_optimizer
         self.generation_cache = checked_generation_cache(generation_cache)
 
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:
@@ -89,11 +89,11 @@ class PretrainedCausalLM:
     def __init__(self, name_or_path: str, trust_remote_code: bool = False, dtype: str = "float32",
                  attn_implementation: str | None = "sdpa", revision: str | None = None,
                  gradient_checkpointing: bool = False, generation_cache: str = "dynamic",
-                 compile_training: bool = False, fused_loss: bool = False):
+                 compile_training: bool = False, fused_loss: bool = False, fused_optimizer: bool = False):
         self.name_or_path, self.trust_remote_code, self.revision = name_or_path, trust_remote_code, revision
         self.dtype, self.attn_implementation = dtype, attn_implementation
         self.gradient_checkpointing, self.compile_training = gradient_checkpointing, compile_training
-        self.fused_loss = fused_loss
+        self.fused_loss, self.fused_optimizer = fused_loss, fused_optimizer
         self.generation_cache = checked_generation_cache(generation_cache)
 
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase:

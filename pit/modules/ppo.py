@@ -23,7 +23,7 @@ from pit.data.encode import encode_inputs, pad_rows
 from pit.errors import TrainingDiverged
 from pit.models.factory import disable_dropout
 from pit.models.generate import Sampling, input_budget, sample
-from pit.modules.optim import adamw_warmup_cosine
+from pit.modules.optim import AdamWTraining, adamw_warmup_cosine
 from pit.modules.ppo_config import PPOConfig
 from pit.modules.ppo_math import (
     AdaptiveKLController,
@@ -72,7 +72,7 @@ class RolloutBatch:
     gen_seconds: float
 
 
-class PPOModule(L.LightningModule):
+class PPOModule(AdamWTraining, L.LightningModule):
     """Optimises `policy` to maximise `reward_fn(items, responses) - β·KL(policy ‖ reference)`.
 
     The reward function receives the batch's `Rollout`s back with the decoded responses and their token ids (up
@@ -89,9 +89,9 @@ class PPOModule(L.LightningModule):
     def __init__(self, policy: PreTrainedModel, reference: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase,
                  reward_fn: RewardFn, sampling: Sampling, max_input_tokens: int, config: PPOConfig, prefix: str,
                  total_steps: int, scorers: tuple[nn.Module, ...] = (), log_table: TableFn | None = None,
-                 table_every: int = 0, table_rows: int = 0):
+                 table_every: int = 0, table_rows: int = 0, fused_optimizer: bool = False):
         super().__init__()
-        self.automatic_optimization = False
+        self.automatic_optimization, self.fused_optimizer = False, fused_optimizer
         self.policy, self.reference, self.tokenizer, self.reward_fn = policy, reference, tokenizer, reward_fn
         disable_dropout(policy)
         if reference is not None:
@@ -223,7 +223,7 @@ class PPOModule(L.LightningModule):
                                            f"train.<stage>.ppo.lr or raise ppo.init_beta")
                 optimizer.zero_grad()
                 self.manual_backward(loss)
-                self.clip_gradients(optimizer, gradient_clip_val=cfg.max_grad_norm, gradient_clip_algorithm="norm")
+                self.configure_gradient_clipping(optimizer, cfg.max_grad_norm, "norm")
                 optimizer.step()
                 for key, value in step.items():
                     stats.setdefault(key, []).append(value.detach())
@@ -261,4 +261,5 @@ class PPOModule(L.LightningModule):
         """AdamW with two learning rates: `lr` for the policy, `value_lr` for the value head (when there is one)."""
         head = [] if self.value_head is None else [{"params": list(self.value_head.parameters()),
                                                     "lr": self.config.value_lr, "weight_decay": 0.0}]
-        return adamw_warmup_cosine(self.policy, self.config.lr, 0.0, 0, self.total_steps, extra_groups=head)
+        return adamw_warmup_cosine(self.policy, self.config.lr, 0.0, 0, self.total_steps, extra_groups=head,
+                                   fused=self.fused_optimizer)

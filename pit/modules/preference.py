@@ -15,7 +15,7 @@ import torch
 
 from pit.models.factory import disable_dropout
 from pit.models.reward import RewardModel
-from pit.modules.optim import adamw_warmup_cosine
+from pit.modules.optim import AdamWTraining, adamw_warmup_cosine
 from pit.modules.preference_losses import GAP_COMPARISONS, REWARD_COMPARISONS, comparison_accuracy, comparison_loss
 
 REWARD_GROUPS = ("w", "l")
@@ -23,20 +23,26 @@ REWARD_GROUPS = ("w", "l")
 GAP_GROUPS = ("wl", "ww", "ll", "lw")
 
 
-def preference_training(hp: Any) -> dict[str, Any]:
-    """The `PreferenceModule` training keywords of a `train.<stage>` config (R_P, R_PIT, the judge RM)."""
+def preference_training(hp: Any, spec: Any) -> dict[str, Any]:
+    """The `PreferenceModule` training keywords of a `train.<stage>` config (R_P, R_PIT, the judge RM) and of the
+    model spec's training settings (`compile_training`, `fused_optimizer`)."""
     return {"lr": hp.lr, "weight_decay": hp.weight_decay, "warmup_steps": hp.warmup_steps,
-            "total_steps": hp.max_steps, "margin": hp.margin, "l2": hp.l2}
+            "total_steps": hp.max_steps, "margin": hp.margin, "l2": hp.l2, "compile": spec.compile_training,
+            "fused_optimizer": spec.fused_optimizer}
 
 
-class PreferenceModule(L.LightningModule):
-    """Trains `reward_model` so that each comparison's `higher` group outscores its `lower` group (dropout off)."""
+class PreferenceModule(AdamWTraining, L.LightningModule):
+    """Trains `reward_model` so that each comparison's `higher` group outscores its `lower` group (dropout off).
+    `compile`: the training forward through torch.compile (validation stays eager)."""
 
     def __init__(self, reward_model: RewardModel, groups: tuple[str, ...], comparisons: tuple[tuple[str, str], ...],
                  monitored: tuple[tuple[str, str], ...], lr: float, weight_decay: float, warmup_steps: int,
-                 total_steps: int, prefix: str, margin: float = 0.0, l2: float = 0.0):
+                 total_steps: int, prefix: str, margin: float = 0.0, l2: float = 0.0, compile: bool = False,
+                 fused_optimizer: bool = False):
         super().__init__()
         self.reward_model, self.groups, self.prefix = disable_dropout(reward_model), groups, prefix
+        self.fused_optimizer = fused_optimizer
+        self._train_scores = torch.compile(self._scores) if compile else self._scores
         self.comparisons, self.monitored, self.margin, self.l2 = comparisons, monitored, margin, l2
         self.lr, self.weight_decay, self.warmup_steps, self.total_steps = lr, weight_decay, warmup_steps, total_steps
         self._val_scores: list[torch.Tensor] = []
@@ -55,7 +61,7 @@ class PreferenceModule(L.LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        scores = self._scores(batch)
+        scores = self._train_scores(batch)
         loss = self._loss(scores)
         n = scores[self.groups[0]].shape[0]
         self.log(f"{self.prefix}/train_loss", loss, prog_bar=True, batch_size=n)
@@ -84,7 +90,8 @@ class PreferenceModule(L.LightningModule):
             self.log(f"{self.prefix}/{name}", value, prog_bar=name == "val_loss")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return adamw_warmup_cosine(self.reward_model, self.lr, self.weight_decay, self.warmup_steps, self.total_steps)
+        return adamw_warmup_cosine(self.reward_model, self.lr, self.weight_decay, self.warmup_steps, self.total_steps,
+                                   fused=self.fused_optimizer)
 
 
 class RewardModule(PreferenceModule):

@@ -11,16 +11,17 @@ from transformers import PreTrainedModel
 
 from pit.models.factory import trunk_and_head
 from pit.modules.losses import linear_response_nll, response_nll
-from pit.modules.optim import adamw_warmup_cosine
+from pit.modules.optim import AdamWTraining, adamw_warmup_cosine
 
 
-class SFTModule(L.LightningModule):
+class SFTModule(AdamWTraining, L.LightningModule):
     """Next-token cross-entropy averaged over response tokens; logs `<prefix>/train_loss`, `val_loss`, `val_ppl`."""
 
     def __init__(self, model: PreTrainedModel, lr: float, weight_decay: float, warmup_steps: int,
-                 total_steps: int, prefix: str, compile: bool = False, fused_loss: bool = False):
+                 total_steps: int, prefix: str, compile: bool = False, fused_loss: bool = False,
+                 fused_optimizer: bool = False):
         super().__init__()
-        self.model, self.prefix = model, prefix
+        self.model, self.prefix, self.fused_optimizer = model, prefix, fused_optimizer
         self.lr, self.weight_decay, self.warmup_steps, self.total_steps = lr, weight_decay, warmup_steps, total_steps
         self._val_sums = torch.zeros(2)
         self.val_metrics: dict[str, float] = {}
@@ -62,4 +63,5 @@ class SFTModule(L.LightningModule):
             self.log(f"{self.prefix}/{name}", value, prog_bar=name == "val_loss")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return adamw_warmup_cosine(self.model, self.lr, self.weight_decay, self.warmup_steps, self.total_steps)
+        return adamw_warmup_cosine(self.model, self.lr, self.weight_decay, self.warmup_steps, self.total_steps,
+                                   fused=self.fused_optimizer)

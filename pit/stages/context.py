@@ -72,6 +72,7 @@ class ModelSpec(Protocol):
     generation_cache: str
     compile_training: bool
     fused_loss: bool
+    fused_optimizer: bool
     trust_remote_code: bool
 
     def tokenizer(self, texts: Iterable[str]) -> PreTrainedTokenizerBase: ...

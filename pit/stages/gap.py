@@ -55,7 +55,8 @@ class GapReward:
         """Train the gap model with `hp` on the train split (validated on val) and save it into `out`."""
         model = ctx.new_reward_model(ctx.reward_spec, ctx.adapters)
         items, collate = self.training_items(ctx, model)
-        module = GapRewardModule(model, self.comparisons, prefix="gap_reward", **preference_training(hp))
+        module = GapRewardModule(model, self.comparisons, prefix="gap_reward",
+                                 **preference_training(hp, ctx.model_spec))
         ctx.fitter.fit(module, hp, items(ctx.splits["train"]), items(ctx.splits["val"]), collate, metrics)
         model.backbone = ctx.adapters.merged(model.backbone)
         model.save(out)

@@ -176,7 +176,8 @@ def train_ppo(ctx: StageContext, name: str, hp: DictConfig, init_from: str, refe
                         batch_size=hp.batch_size)
     module = PPOModule(policy, frozen, tokenizer, reward_fn, sampling, max_input_tokens, ppo, prefix=name,
                        total_steps=hp.iterations, scorers=scorers, log_table=ctx.tracker.log_table,
-                       table_every=ctx.log_rollouts_every, table_rows=ctx.table_rows)
+                       table_every=ctx.log_rollouts_every, table_rows=ctx.table_rows,
+                       fused_optimizer=ctx.model_spec.fused_optimizer)
     loader = DataLoader(rollouts, batch_size=ppo.inputs_per_iteration(hp.batch_size), shuffle=True, drop_last=True,
                         collate_fn=list, generator=torch.Generator().manual_seed(ctx.seed))
     trainer = ctx.fitter.fit_stream(module, loader, None, hp.iterations, metrics,

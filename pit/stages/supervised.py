@@ -50,7 +50,8 @@ def build_sft(ctx: StageContext, out: Path, metrics: dict[str, float], *, name: 
                             ctx.source.max_response_tokens)
 
     module = SFTModule(model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, prefix=name,
-                       compile=ctx.model_spec.compile_training, fused_loss=ctx.model_spec.fused_loss)
+                       compile=ctx.model_spec.compile_training, fused_loss=ctx.model_spec.fused_loss,
+                       fused_optimizer=ctx.model_spec.fused_optimizer)
     collate = partial(collate_sft, pad_id=tokenizer.pad_token_id)
     trainer = ctx.fitter.fit(module, hp, encode("train"), encode("val"), collate, metrics)
     model = ctx.adapters.merged(model)
@@ -74,7 +75,7 @@ def fit_reward_model(ctx: StageContext, name: str, spec: RewardSpec, hp: Any, tr
     """Train a scalar reward model r(x, y) on (y_w > y_l) pairs of `train_rows` with `adapters`, validated on the
     val split."""
     model = ctx.new_reward_model(spec, adapters)
-    module = RewardModule(model, prefix=name, **preference_training(hp))
+    module = RewardModule(model, prefix=name, **preference_training(hp, ctx.model_spec))
     ctx.fitter.fit(module, hp, reward_items(ctx, model, train_rows), reward_items(ctx, model, ctx.splits["val"]),
                    partial(collate_groups, pad_id=model.pad_id()), metrics)
     model.backbone = adapters.merged(model.backbone)
