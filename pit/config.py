@@ -1,8 +1,7 @@
 """Structured-config schemas: every composed config is type-checked, and unknown keys are errors, before any work.
 
-Each `conf/<group>/<choice>.yaml` lists `/schema/<group>@_here_: <schema>` first in its defaults, so Hydra
-merges it into the dataclass below while composing: a typo (`dataset.n_pair=...`) or a wrong type
-(`seed=abc`) fails with the offending key named, not later inside a library.
+Each `conf/<group>/<choice>.yaml` lists `/schema/<group>@_here_: <schema>` first in its defaults, so Hydra merges it
+into the dataclass below: a typo (`dataset.n_pair=...`) or a wrong type (`seed=abc`) fails naming the key.
 
 Every fact has one home. A schema names the `_target_` when it maps to exactly one class (a schema shared by several
 classes leaves it to the YAML), and holds a default only where every choice of its group shares it; all other values,
@@ -82,7 +81,7 @@ class JsonlDatasetConfig(DatasetConfig):
 
 @dataclass
 class ModelConfig:
-    """What every `model=` choice has: how it trains (memory) and how it generates (KV cache)."""
+    """What every `model=` choice has: how it trains (memory, speed) and how it generates (KV cache)."""
 
     gradient_checkpointing: bool = False   # recompute activations in backward: less memory, ~30 % more compute
     generation_cache: str = "dynamic"      # static: a preallocated KV cache (on GPUs the decode step is a CUDA graph)

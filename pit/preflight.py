@@ -111,7 +111,7 @@ def fused_optimizer_problem(model: DictConfig, trainer: DictConfig) -> str | Non
     if not model.get("fused_optimizer"):
         return None
     precision, strategy = str(trainer.precision), str(trainer.strategy)
-    if precision.startswith("16"):
+    if precision == "16-mixed":
         return f"not with trainer.precision={precision} (a loss scaler); use bf16-mixed or 32-true, or set it false"
     if "fsdp" in strategy or "deepspeed" in strategy:
         return f"not with trainer.strategy={strategy} (it clips sharded gradients itself); set it false"

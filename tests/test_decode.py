@@ -11,7 +11,7 @@ from helpers import FAMILIES
 from transformers import AutoConfig, AutoModelForCausalLM, StaticCache
 from transformers.generation.logits_process import TopPLogitsWarper
 
-from pit.models.decode import STATIC_BUCKET, _step, choose, decode, static_cache, top_p_filter
+from pit.models.decode import CUDA_GRAPH, STATIC_BUCKET, _step, choose, decode, static_cache, top_p_filter
 from pit.models.generate import Sampling, hf_generate, sample
 
 VOCAB, PROMPT, NEW = 97, 9, 12
@@ -136,3 +136,25 @@ def test_checking_completion_every_n_steps_only_adds_pad(caplog: pytest.LogCaptu
         "sampling GPT2LMHeadModel with transformers' generate, not our decode loop: its forward takes no "
         "position_ids") == 1
     assert response.shape[0] == len(ids) and response.shape[1] <= NEW
+
+
+def test_many_shapes_and_sliding_windows_still_decode(caplog: pytest.LogCaptureFixture) -> None:
+    """Past dynamo's recompile limit (8) the compiled step runs eagerly rather than failing (our options leave out
+    `fullgraph`); a sliding-window model asked for a static cache decodes with the dynamic one, saying so once, and
+    its tokens are `generate`'s."""
+    torch._dynamo.reset()
+    model = family_model("gpt2")
+    options = tuple((k, v) for k, v in CUDA_GRAPH if k != "mode") + (("backend", "eager"),)
+    for rows in range(1, 11):                     # 10 batch sizes: 10 shapes of the step
+        ids, mask = left_padded(min(rows, 5))
+        ids, mask = ids.repeat(2, 1)[:rows], mask.repeat(2, 1)[:rows]
+        assert decode(model, ids, mask, 3, 0.0, 1.0, 1, 0, static=True, compile_options=options).shape == (rows, 3)
+    config = AutoConfig.for_model("mistral", vocab_size=VOCAB, pad_token_id=0, sliding_window=4,
+                                  **FAMILIES["llama"])
+    torch.manual_seed(0)
+    mistral = AutoModelForCausalLM.from_config(config).eval()
+    ids, mask = left_padded()
+    with caplog.at_level(logging.WARNING, logger="pit.models.decode"):
+        ours = decode(mistral, ids, mask, NEW, 0.0, 1.0, 1, 0, static=True)
+    assert "not model.generation_cache=static: it has sliding-window attention" in caplog.text
+    assert torch.equal(ours, hf_generate(mistral, ids, mask, Sampling(NEW, 0.0), 1, 0))

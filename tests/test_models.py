@@ -201,8 +201,10 @@ def test_fused_loss_refuses_a_head_it_does_not_know() -> None:
 @pytest.mark.parametrize("kind", ["sft", "reward"])
 def test_fused_adamw_with_pit_clipping_trains_as_lightnings_adamw(kind: str) -> None:
     """`model.fused_optimizer`: fused AdamW with the gradients clipped by pit (Lightning refuses to clip for it) ends
-    three clipped steps where the multi-tensor AdamW with Lightning's clipping does, to rounding; for SFT and for a
-    reward model."""
+    three clipped bf16-mixed steps where the multi-tensor AdamW with Lightning's clipping does, for SFT and for a
+    reward model.
+    Not bit for bit: the two AdamWs round differently, and Adam divides each gradient by its own running scale, so a
+    near-zero gradient's rounding moves its weight by up to a fraction of lr (1e-2): within 1e-4."""
     import lightning as L
     from torch.utils.data import DataLoader
 
@@ -229,39 +231,46 @@ def test_fused_adamw_with_pit_clipping_trains_as_lightnings_adamw(kind: str) -> 
         module = (SFTModule(net, 1e-2, 0.1, 0, 3, prefix="sft", fused_optimizer=fused) if kind == "sft" else
                   RewardModule(net, prefix="reward", lr=1e-2, weight_decay=0.1, warmup_steps=0, total_steps=3,
                                fused_optimizer=fused))
-        optimizer = module.configure_optimizers()["optimizer"]
-        assert optimizer.defaults["fused"] is (True if fused else None)
+        assert module.configure_optimizers()["optimizer"].defaults["fused"] is (True if fused else None)
         torch.manual_seed(1)   # the same dropout masks on both sides
         L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, accelerator="cpu", gradient_clip_val=0.05).fit(
+                  enable_model_summary=False, accelerator="cpu", gradient_clip_val=0.05,
+                  precision="bf16-mixed").fit(   # whose plugin refuses to clip for a fused optimizer itself
             module, DataLoader(items, batch_size=8, collate_fn=collate))
         trained.append(dict(net.named_parameters()))
-    moved = 0
+    start = dict(model.named_parameters())
     for name, param in trained[0].items():
-        assert torch.allclose(trained[1][name], param, rtol=1e-5, atol=1e-5), name   # steps of lr 1e-2
-        moved += not torch.equal(param, dict(model.named_parameters())[name])
-    assert moved > 0
+        assert torch.allclose(trained[1][name], param, rtol=0, atol=1e-4), name
+    assert max(float((p - start[n]).abs().max()) for n, p in trained[0].items()) > 1e-2   # they did move
 
 
-def test_pit_clips_the_global_norm_as_lightning_does() -> None:
-    """With a fused optimizer, `configure_gradient_clipping` clips the optimizer's parameters to the global norm (or
-    each value)."""
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_pit_clips_the_gradients_as_lightning_does(algorithm: str) -> None:
+    """With a fused optimizer, `configure_gradient_clipping` leaves the optimizer's gradients exactly as Lightning's
+    precision plugin clips them for an optimizer it accepts (global norm, or each value)."""
     import lightning as L
+    from lightning.pytorch.plugins.precision import Precision
 
     from pit.modules.optim import AdamWTraining
 
     class Module(AdamWTraining, L.LightningModule):
-        pass
+        fused_optimizer = True
 
-    module, layer = Module(), torch.nn.Linear(4, 3)
-    optimizer = torch.optim.AdamW(layer.parameters(), fused=True)
-    for algorithm, check in (("norm", lambda g: torch.linalg.vector_norm(torch.cat([x.flatten() for x in g]))),
-                             ("value", lambda g: max(x.abs().max() for x in g))):
-        for p in layer.parameters():
-            p.grad = torch.full_like(p, 3.0)
-        module.fused_optimizer = True
-        module.configure_gradient_clipping(optimizer, 0.5, algorithm)
-        assert float(check([p.grad for p in layer.parameters()])) == pytest.approx(0.5)
+    torch.manual_seed(0)
+    grads = [torch.randn(7, 5), torch.randn(5)]
+    clipped = []
+    for fused in (False, True):
+        params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        optimizer = torch.optim.AdamW(params, fused=True if fused else None)
+        if fused:
+            Module().configure_gradient_clipping(optimizer, 0.5, algorithm)
+        else:
+            Precision().clip_gradients(optimizer, 0.5, algorithm)
+        clipped.append([p.grad for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*clipped, strict=True))
+    assert not torch.equal(clipped[1][0], grads[0])
 
 
 def test_compile_training_compiles_the_reward_models_training_forward() -> None:

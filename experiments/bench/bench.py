@@ -30,7 +30,7 @@ from pit.data.encode import collate_groups, collate_sft, encode_inputs, encode_p
 from pit.data.schema import PreferenceExample
 from pit.data.synthetic import SyntheticSource
 from pit.models.factory import TinyCausalLM, set_generation_cache
-from pit.models.generate import Sampling, hf_generate, sample
+from pit.models.generate import Sampling, hf_generate, response_mask, sample
 from pit.models.reward import CausalRewardSpec
 from pit.modules.ppo import PPOModule, Rollout
 from pit.modules.ppo_config import PPOConfig
@@ -385,7 +385,8 @@ def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 
                        train_dataset=Dataset.from_dict({"input_ids": ids})).train()
         return timer.times
 
-    result = paired("PPO iteration", "episodes/s", batch, ours, theirs, warmup, repeats)
+    result = paired("PPO iteration (TRL: a separate value model; ours: a value head)", "episodes/s", batch, ours,
+                    theirs, warmup, repeats)
     return {**result, "phases": {"ours": our_phases.medians(warmup), "reference": their_phases.medians(warmup)}}
 
 
@@ -436,31 +437,35 @@ def bench_rloo(s: Setup, batch: int, iterations: int, warmup: int, group: int = 
 
 def bench_generation(s: Setup, batch: int, calls: int, warmup: int, temperature: float = 1.0,
                      repeats: int = 2) -> dict[str, Any]:
-    """Our sampler (`sample`: our decode loop, with the setup's KV cache) against transformers' `generate` with the
-    same settings, on the same batch and weights in the setup's precision; call i of either side draws from seed i,
-    so both produce the same tokens."""
+    """Our sampler (`sample`: our decode loop) against transformers' `generate` with the same settings and the same
+    KV cache (static: `generate` compiles its own decode step on GPUs), on the same batch and weights in the setup's
+    precision; call i of either side draws from seed i. Both sides' new-token counts are recorded (equal on CPU,
+    where the tokens are; a compiled step draws other random numbers)."""
     dtype = torch.bfloat16 if s.precision == "bf16" else torch.float32
-    model = s.causal_lm().to(s.device, dtype).eval()
-    ours_model = set_generation_cache(copy.deepcopy(model), s.generation_cache)
+    model = set_generation_cache(s.causal_lm().to(s.device, dtype).eval(), s.generation_cache)   # theirs too
+    ours_model = copy.deepcopy(model)
     ids, mask = pad_rows(encode_inputs(s.tokenizer, s.inputs[:batch], s.max_prompt), s.tokenizer.pad_token_id,
                          s.device, left=True)
     sampling = Sampling(max_new_tokens=s.max_response, temperature=temperature, batch_size=batch)
     eos, pad = s.tokenizer.eos_token_id, s.tokenizer.pad_token_id
 
-    def timed(fn: Callable[..., Any], model_: Any) -> Callable[[], list[float]]:
+    tokens: dict[str, int] = {}
+
+    def timed(side: str, fn: Callable[..., Any], model_: Any) -> Callable[[], list[float]]:
         def run() -> list[float]:
-            times = []
+            times, tokens[side] = [], 0
             for i in range(calls):
                 torch.manual_seed(i)
                 start = _now()
-                fn(model_, ids, mask, sampling, eos, pad)
+                out = fn(model_, ids, mask, sampling, eos, pad)
                 times.append(_now() - start)
+                tokens[side] += int((out[1] if isinstance(out, tuple) else response_mask(out, eos)).sum())
             return times
         return run
 
-    result = paired("rollout sampling", "sequences/s", batch, timed(sample, ours_model), timed(hf_generate, model),
-                    warmup, repeats)
-    result["overhead"] = 1 / result["ratio"] - 1
+    result = paired("rollout sampling", "sequences/s", batch, timed("ours", sample, ours_model),
+                    timed("reference", hf_generate, model), warmup, repeats)
+    result.update(overhead=1 / result["ratio"] - 1, new_tokens=tokens)
     return result
 
 

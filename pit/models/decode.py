@@ -22,8 +22,10 @@ from transformers import DynamicCache, PreTrainedModel, StaticCache
 log = logging.getLogger(__name__)
 
 StepFn = Callable[..., torch.Tensor]
-# One shape per step over a static cache, the whole step one graph, replayed as a CUDA graph
-CUDA_GRAPH = (("mode", "reduce-overhead"), ("fullgraph", True), ("dynamic", False))
+# One shape per step over a static cache, replayed as a CUDA graph. Not `fullgraph`: a shape beyond dynamo's
+# recompile limit (8: batch sizes x cache lengths x sampling settings) then runs eagerly instead of failing; that
+# the step is one graph is tested with `torch._dynamo.explain`
+CUDA_GRAPH = (("mode", "reduce-overhead"), ("dynamic", False))
 STATIC_BUCKET = 64               # static caches are a multiple of this many tokens long
 _STATIC_CACHES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[Any, ...], StaticCache]] = (
     weakref.WeakKeyDictionary())
@@ -76,12 +78,18 @@ def decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torc
            compile_options: tuple[tuple[str, Any], ...] | None = None) -> torch.Tensor:
     """New tokens `[B, T]` (T <= max_new_tokens) after left-padded inputs; after a row's EOS, `pad_id`.
 
-    Stops when every row has ended, looked at every `check_every` steps (the only host sync in the loop).
-    `compile_options` (`torch.compile`'s keywords, e.g. `CUDA_GRAPH`) compile the decode step; None runs it eagerly."""
+    Stops when every row has ended, looked at every `check_every` steps (the only host sync in the loop); steps
+    after the last row ended draw random numbers too, so with `check_every > 1` a seeded pass's later batches differ
+    from `generate`'s. `compile_options` (`torch.compile`'s keywords, e.g. `CUDA_GRAPH`) compile the decode step
+    (static cache only); None runs it eagerly. A model with sliding-window or hybrid layers decodes with the
+    dynamic cache (a static sliding layer keeps a Python counter, a new graph every step)."""
     batch, prompt = input_ids.shape
     positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     padded = bool((attention_mask == 0).any())     # unpadded batches need no mask at all (as in `generate`)
     base = backbone(model)
+    if static and (why := static_unsupported(base.config)):
+        _say_dynamic(type(base).__name__, why)
+        static, compile_options = False, None
     length = prompt + max_new_tokens
     if static:                   # a few cache lengths, so prompts of other lengths reuse the compiled step
         length = -(-length // STATIC_BUCKET) * STATIC_BUCKET
@@ -104,6 +112,21 @@ def decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torc
         step_mask = (mask if static else mask[:, :prompt + t + 1]) if padded else None
         chosen = step(model, token[:, None], step_mask, position, kv, extra, temperature, top_p)
     return out
+
+
+def static_unsupported(config: Any) -> str | None:
+    """Why a static cache does not suit this model config (None: it does): sliding-window or non-attention layers."""
+    kinds = set(getattr(config, "layer_types", None) or ())
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return "it has sliding-window attention"
+    if kinds - {"full_attention"}:
+        return f"its layers are {sorted(kinds)}"
+    return None
+
+
+@cache
+def _say_dynamic(model: str, why: str) -> None:
+    log.warning("decoding %s with the dynamic cache, not model.generation_cache=static: %s", model, why)
 
 
 def static_cache(model: PreTrainedModel, batch: int, length: int, device: torch.device) -> StaticCache:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from pit.data.encode import encode_inputs, pad_rows
 from pit.errors import ConfigError
@@ -42,17 +42,19 @@ def sample(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torc
     transformers' `generate`, saying why once."""
     was_training = model.training
     model.eval()
-    why = unsupported(model)
-    if why is None:
-        static = getattr(backbone(model).generation_config, "cache_implementation", None) == "static"
-        cuda = input_ids.device.type == "cuda"
-        response = decode(model, input_ids, attention_mask, sampling.max_new_tokens, sampling.temperature,
-                          sampling.top_p, eos_id, pad_id, static=static, check_every=CHECK_EVERY if cuda else 1,
-                          compile_options=CUDA_GRAPH if static and cuda else None)
-    else:
-        _say_fallback(type(model).__name__, why)
-        response = hf_generate(model, input_ids, attention_mask, sampling, eos_id, pad_id)
-    model.train(was_training)
+    try:
+        why = unsupported(model)
+        if why is None:
+            static = getattr(backbone(model).generation_config, "cache_implementation", None) == "static"
+            cuda = input_ids.device.type == "cuda"
+            response = decode(model, input_ids, attention_mask, sampling.max_new_tokens, sampling.temperature,
+                              sampling.top_p, eos_id, pad_id, static=static, check_every=CHECK_EVERY if cuda else 1,
+                              compile_options=CUDA_GRAPH if static and cuda else None)
+        else:
+            _say_fallback(type(model).__name__, why)
+            response = hf_generate(model, input_ids, attention_mask, sampling, eos_id, pad_id)
+    finally:
+        model.train(was_training)
     mask = response_mask(response, eos_id)
     return response.masked_fill(mask == 0, pad_id), mask
 
@@ -62,11 +64,14 @@ def hf_generate(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask:
     """New tokens from transformers' `generate` with the same settings (no top-k): the fallback, and the bench's
     reference."""
     greedy = sampling.temperature <= 0
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=sampling.max_new_tokens,
-                         do_sample=not greedy, temperature=None if greedy else sampling.temperature,
-                         top_p=None if greedy else sampling.top_p, top_k=None, eos_token_id=eos_id,
-                         pad_token_id=pad_id, use_cache=True)
-    return out[:, input_ids.shape[1]:]
+    # a whole GenerationConfig: a checkpoint's own (repetition penalty, top-k, ...) would change the distribution
+    config = GenerationConfig(max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
+                              temperature=None if greedy else sampling.temperature,
+                              top_p=None if greedy else sampling.top_p, top_k=0, eos_token_id=eos_id,
+                              pad_token_id=pad_id, use_cache=True,
+                              cache_implementation=getattr(model.generation_config, "cache_implementation", None))
+    return model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                          generation_config=config)[:, input_ids.shape[1]:]
 
 
 @cache
