@@ -429,7 +429,10 @@ def write(results: dict[str, Any], out: Path) -> Path:
         if r["workload"].startswith("+experiment=hh_rlhf"):
             lines += ["", f"`+experiment=hh_rlhf` (GPT-NeoX at {r['parameters'] / 1e6:.3g} M parameters, vocabulary "
                       f"{r['vocab']}, random weights), every stage a few steps: {r['wall_seconds']:.0f} s, peak "
-                      f"{r['peak_gib']:.1f} GiB; projected full config {r['projected_full_seconds'] / 3600:.1f} h. "
+                      f"{r['peak_gib']:.1f} GiB; projected full config {r['projected_full_seconds'] / 3600:.1f} h "
+                      "(rough: each stage's training time times its full step count over this run's, so setup and "
+                      "one validation are scaled up too; end-of-stage sampling is not scaled; random weights never "
+                      "stop early). "
                       "Per stage (seconds, training seconds, x work of the full config): "
                       + ", ".join(f"{k} {v['seconds']:.0f}/{v['train_seconds']:.0f} (x{v['scale_up']:g})"
                                   for k, v in r["stages"].items())]

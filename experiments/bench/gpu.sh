@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU figures of issues #20 and #30 in one command, on one GPU: the bench (about 8 minutes, its own --deadline),
-# then `+experiment=hh_rlhf` at Pythia-410M's size for a few steps per stage (killed after HH_DEADLINE seconds,
-# default 240), merged into one report:
+# The GPU figures of issues #20 and #30 in one command, on one GPU: the bench (about 8 minutes; workloads that would
+# start after --deadline seconds are skipped), then `+experiment=hh_rlhf` at Pythia-410M's size for a few steps per
+# stage (killed after HH_DEADLINE seconds, default 240), merged into one report. Under a 10-minute limit per command:
+# `HH_DEADLINE=150 bash experiments/bench/gpu.sh --deadline 330`.
 #   bash experiments/bench/gpu.sh            -> experiments/bench/results/gpu-<card>.{md,json,png}
 #   bash experiments/bench/gpu.sh --dry-run  -> the same code paths at tiny sizes on CPU
 # Needs torch (CUDA), transformers, lightning, peft and matplotlib; TRL 1.0.0, datasets, hydra-core and omegaconf
@@ -24,7 +25,7 @@ out=${OUT:-experiments/bench/results}
 "$PY" experiments/bench/gpu.py --out "$out" "$@"
 case " $* " in *" --workloads"*|*" --merge"*) exit 0 ;; esac   # a chosen set of workloads: that is all
 card=$("$PY" -c "import sys; sys.path.insert(0, 'experiments/bench'); from gpu import card_name; print(card_name())")
-if timeout "${HH_DEADLINE:-240}" "$PY" experiments/bench/gpu.py --workloads hh_rlhf --out "$out/hh" "$@"; then
+if timeout -k 10 "${HH_DEADLINE:-240}" "$PY" experiments/bench/gpu.py --workloads hh_rlhf --out "$out/hh" "$@"; then
   "$PY" experiments/bench/gpu.py --merge "$out/gpu-$card.json" "$out/hh/gpu-$card.json" --out "$out"
 else
   echo "hh_rlhf: did not finish within HH_DEADLINE=${HH_DEADLINE:-240} s (or failed); the bench's report stands" >&2
