@@ -69,7 +69,8 @@ def hf_generate(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask:
                               temperature=None if greedy else sampling.temperature,
                               top_p=None if greedy else sampling.top_p, top_k=0, eos_token_id=eos_id,
                               pad_token_id=pad_id, use_cache=True,
-                              cache_implementation=getattr(model.generation_config, "cache_implementation", None))
+                              cache_implementation=getattr(getattr(model, "generation_config", None),
+                                                           "cache_implementation", None))
     return model.generate(input_ids=input_ids, attention_mask=attention_mask,
                           generation_config=config)[:, input_ids.shape[1]:]
 
