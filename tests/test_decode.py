@@ -11,7 +11,16 @@ from helpers import FAMILIES
 from transformers import AutoConfig, AutoModelForCausalLM, StaticCache
 from transformers.generation.logits_process import TopPLogitsWarper
 
-from pit.models.decode import CUDA_GRAPH, STATIC_BUCKET, _step, choose, decode, static_cache, top_p_filter
+from pit.models.decode import (
+    CUDA_GRAPH,
+    STATIC_BUCKET,
+    _step,
+    cache_argument,
+    choose,
+    decode,
+    static_cache,
+    top_p_filter,
+)
 from pit.models.generate import Sampling, hf_generate, sample
 
 VOCAB, PROMPT, NEW = 97, 9, 12
@@ -98,11 +107,13 @@ def test_the_static_step_is_one_graph_compiled_once(family: str) -> None:
     kv = StaticCache(model.config, max_cache_len=PROMPT + 4)
     full = torch.cat([mask, mask.new_ones(3, 4)], dim=1)
     with torch.no_grad():
-        model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), cache=kv)
+        model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+              **{cache_argument(model): kv})
         for temperature, top_p in ((0.0, 1.0), (0.7, 0.9)):
             torch._dynamo.reset()
-            explained = torch._dynamo.explain(_step)(model, ids[:, -1:], full, torch.full((3, 1), PROMPT), kv,
-                                                     {"logits_to_keep": 1}, temperature, top_p)
+            explained = torch._dynamo.explain(_step)(model, ids[:, -1:], full, torch.full((3, 1), PROMPT),
+                                                     {cache_argument(model): kv}, {"logits_to_keep": 1},
+                                                     temperature, top_p)
             assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
     torch._dynamo.reset()
     counters.clear()
@@ -127,14 +138,14 @@ def test_checking_completion_every_n_steps_only_adds_pad(caplog: pytest.LogCaptu
     assert torch.equal(every_8[:, :every_step.shape[1]], every_step) and (every_8[:, every_step.shape[1]:] == 0).all()
 
     forward = model.forward
-    model.forward = lambda input_ids=None, attention_mask=None, cache=None, **kw: forward(
-        input_ids=input_ids, attention_mask=attention_mask, cache=cache, **kw)   # no `position_ids` parameter
+    model.forward = lambda input_ids=None, attention_mask=None, **kw: forward(
+        input_ids=input_ids, attention_mask=attention_mask, **kw)   # no `position_ids` (nor cache) parameter
     with caplog.at_level(logging.WARNING, logger="pit.models.generate"):
         for _ in range(2):
             response, _ = sample(model, ids, mask, Sampling(NEW, 0.0), eos, 0)
     assert [r.getMessage() for r in caplog.records].count(
         "sampling GPT2LMHeadModel with transformers' generate, not our decode loop: its forward takes no "
-        "position_ids") == 1
+        "cache or position_ids") == 1
     assert response.shape[0] == len(ids) and response.shape[1] <= NEW
 
 

@@ -17,6 +17,7 @@ from functools import cache
 from typing import Any
 
 import torch
+import transformers
 from transformers import DynamicCache, PreTrainedModel, StaticCache
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,23 @@ def backbone(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def unsupported(model: torch.nn.Module) -> str | None:
-    """Why our loop cannot decode `model` (None: it can): it needs a decoder-only model whose forward takes a cache
-    and position ids."""
+    """Why our loop cannot decode `model` (None: it can): it needs transformers 5's caches and a decoder-only model
+    whose forward takes a cache and position ids."""
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return f"transformers {transformers.__version__}: the loop needs 5.x's caches"
     base = backbone(model)
     config = getattr(base, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return "it is not a decoder-only transformers model"
-    missing = {"cache", "position_ids"} - set(inspect.signature(base.forward).parameters)
-    return f"its forward takes no {' or '.join(sorted(missing))}" if missing else None
+    params = set(inspect.signature(base.forward).parameters)
+    missing = [name for name in ("cache", "position_ids") if name not in params and not (
+        name == "cache" and "past_key_values" in params)]
+    return f"its forward takes no {' or '.join(missing)}" if missing else None
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The forward's name for the KV cache: `cache` (transformers >= 5.25), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(backbone(model).forward).parameters else "past_key_values"
 
 
 @torch.no_grad()
@@ -96,8 +106,10 @@ def decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torc
     kv = static_cache(base, batch, length, input_ids.device) if static else DynamicCache(config=base.config)
     mask = torch.cat([attention_mask, attention_mask.new_ones(batch, length - prompt)], dim=1)
     extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
+    name = cache_argument(base)
     chosen = choose(model(input_ids=input_ids, attention_mask=mask[:, :prompt] if padded else None,
-                          position_ids=positions, cache=kv, use_cache=True, **extra).logits[:, -1], temperature, top_p)
+                          position_ids=positions, use_cache=True, **{name: kv}, **extra).logits[:, -1],
+                    temperature, top_p)
     step = _step if compile_options is None else compiled_step(compile_options)
     out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=input_ids.device)
     unfinished = torch.ones(batch, dtype=torch.bool, device=input_ids.device)
@@ -110,7 +122,7 @@ def decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torc
             return out[:, :t + 1]
         position = position + 1
         step_mask = (mask if static else mask[:, :prompt + t + 1]) if padded else None
-        chosen = step(model, token[:, None], step_mask, position, kv, extra, temperature, top_p)
+        chosen = step(model, token[:, None], step_mask, position, {name: kv}, extra, temperature, top_p)
     return out
 
 
@@ -145,9 +157,11 @@ def static_cache(model: PreTrainedModel, batch: int, length: int, device: torch.
 
 
 def _step(model: torch.nn.Module, token: torch.Tensor, mask: torch.Tensor | None, position: torch.Tensor,
-          kv: DynamicCache | StaticCache, extra: dict[str, int], temperature: float, top_p: float) -> torch.Tensor:
-    """One decode step: feed `token` `[B, 1]`, extend the cache in place, choose the next token `[B]`."""
-    return choose(model(input_ids=token, attention_mask=mask, position_ids=position, cache=kv, use_cache=True,
+          kv: dict[str, DynamicCache | StaticCache], extra: dict[str, int], temperature: float,
+          top_p: float) -> torch.Tensor:
+    """One decode step: feed `token` `[B, 1]`, extend the cache (`kv`: the forward's keyword for it) in place,
+    choose the next token `[B]`."""
+    return choose(model(input_ids=token, attention_mask=mask, position_ids=position, use_cache=True, **kv,
                         **extra).logits[:, -1], temperature, top_p)
 
 
