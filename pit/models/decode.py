@@ -78,7 +78,7 @@ def unsupported(model: torch.nn.Module) -> str | None:
 
 
 def cache_argument(model: torch.nn.Module) -> str:
-    """The forward's name for the KV cache: `cache` (transformers >= 5.25), `past_key_values` before."""
+    """The forward's name for the KV cache: `cache` in newer transformers (5.25), `past_key_values` in older (5.17)."""
     return "cache" if "cache" in inspect.signature(backbone(model).forward).parameters else "past_key_values"
 
 
