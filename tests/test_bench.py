@@ -10,10 +10,11 @@ import torch
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "experiments" / "bench"))
-import bench  # noqa: E402
-from bench import Phases, median_after, paired, peak_tflops, training_flops_per_token  # noqa: E402
+import timing  # noqa: E402
+from bench import peak_tflops, training_flops_per_token  # noqa: E402
 from gpu import main as gpu_bench  # noqa: E402
 from gpu import verdicts  # noqa: E402
+from timing import Phases, median_after, paired  # noqa: E402
 
 
 def test_flops_per_token_gpt2_small() -> None:
@@ -92,7 +93,7 @@ def test_rl_phases_split_each_iteration(monkeypatch: pytest.MonkeyPatch) -> None
     """Time in wrapped functions goes to its phase (with gradients off only, where asked); update is the rest of the
     iteration; medians skip each run's warm-up iterations."""
     clock = iter(range(1000))
-    monkeypatch.setattr(bench, "_now", lambda: float(next(clock)))   # each reading 1 s after the last
+    monkeypatch.setattr(timing, "now", lambda: float(next(clock)))   # each reading 1 s after the last
     phases = Phases()
     for _ in range(2):
         phases.start_run()

@@ -23,7 +23,6 @@ import gc
 import json
 import random
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -36,20 +35,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402
     RESULTS,
-    LightningStepTimes,
     Setup,
     bench_generation,
     bench_ppo,
     bench_reward,
     bench_rloo,
     bench_sft,
-    median_after,
     ours_ppo,
     ours_sft,
     peak_tflops,
     sft_tokens,
 )
-from report import machine, table_rows, time_default_pipeline  # noqa: E402
+from hh import HH_STEPS, PYTHIA_410M, TINY_NEOX, hh_rlhf  # noqa: E402
+from report import machine, time_default_pipeline, write_gpu  # noqa: E402
+from timing import LightningStepTimes, median_after  # noqa: E402
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
 from pit.data.schema import PreferenceExample  # noqa: E402
@@ -64,22 +63,6 @@ GPT2 = {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024}
 LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
             "num_key_value_heads": 4, "max_position_embeddings": 2048}   # TinyLlama-1.1B's shape
 TINY_GPT2 = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 256}
-PYTHIA_410M = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-               "rotary_pct": 0.25, "rotary_emb_base": 10000, "max_position_embeddings": 2048,
-               "use_parallel_residual": True, "tie_word_embeddings": False}   # EleutherAI/pythia-410m's config.json
-TINY_NEOX = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-             "rotary_pct": 0.25, "max_position_embeddings": 256, "tie_word_embeddings": False}
-# Every stage of +experiment=hh_rlhf for a fixed few steps; the rest of its config as users run it, but the judge: a
-# causal reward model trained from scratch on the judge split (the default's MiniLM comes from a package the GPU
-# image lacks)
-HH_STEPS = ("train.sft_policy.max_steps={sft}", "train.sft_policy.val_every={sft}", "train.sft_policy.eval_samples=16",
-            "train.sft_pit.max_steps={sft}", "train.sft_pit.val_every={sft}", "train.sft_pit.eval_samples=16",
-            "train.reward.max_steps={rm}", "train.reward.val_every={rm}", "train.gap_reward.max_steps={rm}",
-            "train.gap_reward.val_every={rm}", "train.judge.max_steps={rm}", "train.judge.val_every={rm}",
-            "train.rlhf_policy.iterations={rl}", "train.rlhf_policy.eval_samples=16", "train.pit_rl.iterations={rl}",
-            "train.pit_rl.eval_samples=16", "evaluate.samples={samples}", "evaluate.iterations=1",
-            "reward_model@judge.backbone=causal", "judge.backbone.init_from=null", "figures=false", "logger=none",
-            "trainer.enable_progress_bar=false")
 TINY_LLAMA = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "max_position_embeddings": 256}
 # The targets of issues #20 and #30, as (workload, field, comparison, bound)
@@ -290,70 +273,6 @@ def profile(scale: Scale) -> list[dict[str, Any]]:
             for name, timer in (("SFT steps", sft_timer), ("PPO iteration", ppo_timer))]
 
 
-def hh_rlhf(scale: Scale) -> list[dict[str, Any]]:
-    """`python -m pit.run +experiment=hh_rlhf` at its size: Pythia-410M's architecture from config with random
-    weights (no hub here) and a byte-level BPE tokenizer of up to Pythia's vocabulary size trained on the shipped HH
-    slice, every stage for a fixed few steps (`Scale.hh_overrides`), in this process: per-stage seconds and
-    training throughput, peak device memory, and the wall time the full config would take, each stage's training
-    time scaled linearly to its full step count (evaluation to its full prompts x iterations; setup as measured)."""
-    import gzip
-
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from pit.models.tokenizer import train_bpe_tokenizer
-    from pit.resolvers import shipped_data
-    from pit.run import run
-
-    data = shipped_data("hh-rlhf/harmless-base-test.jsonl.gz")
-    with gzip.open(data, "rt") as f:
-        texts = [json.loads(line)["chosen"] for line in f]
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = train_bpe_tokenizer(texts, scale.hh_vocab)
-        config = AutoConfig.for_model("gpt_neox", vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                      **scale.hh_model)
-        AutoModelForCausalLM.from_config(config).save_pretrained(f"{tmp}/model", safe_serialization=True)
-        tokenizer.save_pretrained(f"{tmp}/model")
-        conf = str(Path(__file__).resolve().parents[2] / "conf")
-        with initialize_config_dir(config_dir=conf, version_base="1.3"):
-            full = compose("config", overrides=["+experiment=hh_rlhf"])
-            cfg = compose("config", overrides=["+experiment=hh_rlhf", f"model.name_or_path={tmp}/model",
-                                               f"dataset.path={data}", *scale.hh_overrides])
-        with open_dict(cfg):
-            cfg.paths.output_dir, cfg.paths.cache_dir = f"{tmp}/out", f"{tmp}/cache"
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        results = run(cfg)
-        wall = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else float("nan")
-    stages, projected = {}, 0.0
-    for name, stage in results["stages"].items():
-        seconds, train = stage["seconds"], stage.get("metrics", {}).get("train_seconds", 0.0)
-        scale_up, row = hh_scale_up(name, cfg, full), {"seconds": seconds, "train_seconds": train}
-        projected += seconds - train + train * scale_up if train else seconds * scale_up
-        stages[name] = {**row, "scale_up": scale_up}
-    parameters = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
-    return [{"workload": "+experiment=hh_rlhf, few steps", "unit": "s", "wall_seconds": wall, "stages": stages,
-             "peak_gib": peak, "parameters": parameters, "vocab": len(tokenizer),
-             "projected_full_seconds": projected, "overrides": list(scale.hh_overrides)}]
-
-
-def hh_scale_up(stage: str, cfg: Any, full: Any) -> float:
-    """How many times the full config's work a stage did in the short run: training steps (PPO: iterations), or
-    for evaluation prompts x improvement steps; 1 for the stages that do not scale (tokenizer)."""
-    name = stage.split("/")[0]
-    if name == "evaluate":
-        return (full.evaluate.samples * full.evaluate.iterations) / (cfg.evaluate.samples * cfg.evaluate.iterations)
-    train, train_full = cfg.train.get(name), full.train.get(name)
-    if train is None:
-        return 1.0
-    key = "iterations" if "iterations" in train else "max_steps"
-    return train_full[key] / train[key]
-
-
 def pipeline(scale: Scale) -> list[dict[str, Any]]:
     """The embedded default, cold, with this scale's trainer: wall time and per stage."""
     return [{"workload": "default pipeline", **time_default_pipeline(*scale.pipeline)}]
@@ -403,68 +322,6 @@ def card_name() -> str:
     return torch.cuda.get_device_name().replace("NVIDIA ", "").split()[0].lower()
 
 
-def write(results: dict[str, Any], out: Path) -> Path:
-    """`gpu-<card>.json` (everything), `.md` (tables, targets, profiles) and `.png` (ratios against the reference)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"gpu-{results['card']}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    rows = results["workloads"]
-    lines = [f"Machine: {results['machine']}; scale `{results['scale']}`; reference = {results['reference']}; "
-             f"{results['seconds']:.0f} s in all.", "",
-             "| workload | ours | reference | ratio ours/reference |", "|---|---|---|---|"]
-    lines += table_rows(rows)
-    for r in rows:
-        if r["workload"] == "PPO memory":
-            lines += ["", f"PPO iteration peak memory, Llama-style ~1 B config, batch {r['batch']}: full fine-tuning "
-                      f"{r['full_gib']:.1f} GiB, LoRA {r['lora_gib']:.1f} GiB (ratio {r['lora_over_full']:.2f})."]
-        if r["workload"] == "PPO losses vs float64":
-            lines += ["", f"PPO on a fixed batch, ours ({results['precision']}) vs float64: log-probs relative error "
-                      f"{r['logp_relative_error']:.1e}, clipped policy loss error {r['loss_relative_error']:.1e} "
-                      "of mean |advantage|."]
-        if r["workload"].startswith("+experiment=hh_rlhf"):
-            lines += ["", f"`+experiment=hh_rlhf` (GPT-NeoX at {r['parameters'] / 1e6:.3g} M parameters, vocabulary "
-                      f"{r['vocab']}, random weights), every stage a few steps: {r['wall_seconds']:.0f} s, peak "
-                      f"{r['peak_gib']:.1f} GiB; projected full config {r['projected_full_seconds'] / 3600:.1f} h "
-                      "(rough: each stage's training time times its full step count over this run's, so setup and "
-                      "one validation are scaled up too; end-of-stage sampling is not scaled; random weights never "
-                      "stop early). "
-                      "Per stage (seconds, training seconds, x work of the full config): "
-                      + ", ".join(f"{k} {v['seconds']:.0f}/{v['train_seconds']:.0f} (x{v['scale_up']:g})"
-                                  for k, v in r["stages"].items())]
-        if r["workload"] == "default pipeline":
-            lines += ["", f"Embedded default (`python -m pit.run {' '.join(results['pipeline_overrides'])}`, cold): "
-                      f"{r['wall_seconds']:.0f} s; per stage: "
-                      + ", ".join(f"{k} {v:.0f} s" for k, v in r["stages"].items())]
-    lines += ["", "| target (issues #20, #30) | measure | bound | ours | met |", "|---|---|---|---|---|"]
-    for v in results["targets"]:
-        value = "not measured" if v["value"] is None else f"{v['value']:.3g}"
-        met = {None: "n/a", True: "yes", False: "**no**"}[v["met"]]
-        lines.append(f"| {v['workload']} | {v['measure']} | {v['target']} | {value} | {met} |")
-    for r in rows:
-        if "table" in r:
-            lines += ["", f"### {r['workload']} (top entries)", "```", r["table"].rstrip(), "```"]
-    for name, error in results["errors"].items():
-        lines += ["", f"### {name} failed", "```", error.rstrip()[-3000:], "```"]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    ratios = [r for r in rows if "ratio" in r]
-    if ratios:
-        fig, ax = plt.subplots(figsize=(7, 0.5 * len(ratios) + 1.5))
-        ax.barh([r["workload"] for r in ratios], [r["ratio"] for r in ratios])
-        ax.axvline(1.0, color="black", linewidth=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("throughput ratio ours / reference (log; > 1: we are faster)")
-        ax.set_title(f"{results['machine'].split(' (')[0]}, {results['precision']}")
-        fig.tight_layout()
-        fig.savefig(stem.with_suffix(".png"), dpi=120)
-        plt.close(fig)
-    return stem.with_suffix(".md")
-
-
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU through the same code paths")
@@ -478,7 +335,7 @@ def main(argv: list[str] | None = None) -> Path:
                         help="only combine these runs' results (on one card; later runs win) into one report")
     args = parser.parse_args(argv)
     if args.merge:
-        path = write(merge([json.loads(f.read_text()) for f in args.merge]), args.out)
+        path = write_gpu(merge([json.loads(f.read_text()) for f in args.merge]), args.out)
         print(path.read_text())
         return path
     scale = SCALES["dry" if args.dry_run else "gpu"]
@@ -508,7 +365,7 @@ def main(argv: list[str] | None = None) -> Path:
                 print(results["errors"][name], file=sys.stderr, flush=True)
         results["seconds"] = time.perf_counter() - start
         results["targets"] = verdicts(results["workloads"])
-        path = write(results, args.out)
+        path = write_gpu(results, args.out)
     print(path.read_text())
     return path
 

@@ -84,3 +84,65 @@ def write(results: dict[str, Any], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / f"bench-{tag}.png", dpi=120)
     print("\n".join(lines))
+
+
+def write_gpu(results: dict[str, Any], out: Path) -> Path:
+    """`gpu-<card>.json` (everything), `.md` (tables, targets, profiles) and `.png` (ratios against the reference)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"gpu-{results['card']}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    rows = results["workloads"]
+    lines = [f"Machine: {results['machine']}; scale `{results['scale']}`; reference = {results['reference']}; "
+             f"{results['seconds']:.0f} s in all.", "",
+             "| workload | ours | reference | ratio ours/reference |", "|---|---|---|---|"]
+    lines += table_rows(rows)
+    for r in rows:
+        if r["workload"] == "PPO memory":
+            lines += ["", f"PPO iteration peak memory, Llama-style ~1 B config, batch {r['batch']}: full fine-tuning "
+                      f"{r['full_gib']:.1f} GiB, LoRA {r['lora_gib']:.1f} GiB (ratio {r['lora_over_full']:.2f})."]
+        if r["workload"] == "PPO losses vs float64":
+            lines += ["", f"PPO on a fixed batch, ours ({results['precision']}) vs float64: log-probs relative error "
+                      f"{r['logp_relative_error']:.1e}, clipped policy loss error {r['loss_relative_error']:.1e} "
+                      "of mean |advantage|."]
+        if r["workload"].startswith("+experiment=hh_rlhf"):
+            lines += ["", f"`+experiment=hh_rlhf` (GPT-NeoX at {r['parameters'] / 1e6:.3g} M parameters, vocabulary "
+                      f"{r['vocab']}, random weights), every stage a few steps: {r['wall_seconds']:.0f} s, peak "
+                      f"{r['peak_gib']:.1f} GiB; projected full config {r['projected_full_seconds'] / 3600:.1f} h "
+                      "(rough: each stage's training time times its full step count over this run's, so setup and "
+                      "one validation are scaled up too; end-of-stage sampling is not scaled; random weights never "
+                      "stop early). "
+                      "Per stage (seconds, training seconds, x work of the full config): "
+                      + ", ".join(f"{k} {v['seconds']:.0f}/{v['train_seconds']:.0f} (x{v['scale_up']:g})"
+                                  for k, v in r["stages"].items())]
+        if r["workload"] == "default pipeline":
+            lines += ["", f"Embedded default (`python -m pit.run {' '.join(results['pipeline_overrides'])}`, cold): "
+                      f"{r['wall_seconds']:.0f} s; per stage: "
+                      + ", ".join(f"{k} {v:.0f} s" for k, v in r["stages"].items())]
+    lines += ["", "| target (issues #20, #30) | measure | bound | ours | met |", "|---|---|---|---|---|"]
+    for v in results["targets"]:
+        value = "not measured" if v["value"] is None else f"{v['value']:.3g}"
+        met = {None: "n/a", True: "yes", False: "**no**"}[v["met"]]
+        lines.append(f"| {v['workload']} | {v['measure']} | {v['target']} | {value} | {met} |")
+    for r in rows:
+        if "table" in r:
+            lines += ["", f"### {r['workload']} (top entries)", "```", r["table"].rstrip(), "```"]
+    for name, error in results["errors"].items():
+        lines += ["", f"### {name} failed", "```", error.rstrip()[-3000:], "```"]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    ratios = [r for r in rows if "ratio" in r]
+    if ratios:
+        fig, ax = plt.subplots(figsize=(7, 0.5 * len(ratios) + 1.5))
+        ax.barh([r["workload"] for r in ratios], [r["ratio"] for r in ratios])
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("throughput ratio ours / reference (log; > 1: we are faster)")
+        ax.set_title(f"{results['machine'].split(' (')[0]}, {results['precision']}")
+        fig.tight_layout()
+        fig.savefig(stem.with_suffix(".png"), dpi=120)
+        plt.close(fig)
+    return stem.with_suffix(".md")
