@@ -85,6 +85,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["keys"]), p["gauss"]))
 
 
+def warn_if_threads_differ(directory: Path, saved: int | None, device: torch.device) -> None:
+    """Say so when a CPU stage resumes with another torch thread count than its checkpoint was written with: the
+    count sets how sums are split, so the resumed weights then differ in their last bits from an uninterrupted run
+    (a mismatch of this kind reproduces the takeover test's old failure exactly: experiments/flake)."""
+    now = torch.get_num_threads()
+    if device.type == "cpu" and saved is not None and saved != now:
+        log.warning("the checkpoint in %s was written with %d torch threads and resumes with %d: the stage's weights "
+                    "will differ in their last bits from a run that was never stopped (rerun with threads=%d to "
+                    "resume bit-identically)", directory, saved, now, saved)
+
+
 @dataclass(frozen=True)
 class Resume:
     """A verified checkpoint to continue from: its path and the number of training batches it had consumed."""
@@ -155,12 +166,13 @@ class StageCheckpoint(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        checkpoint["pit"] = {"batches": self.batches, "rng": rng_state()}
+        checkpoint["pit"] = {"batches": self.batches, "rng": rng_state(), "threads": torch.get_num_threads()}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         self.batches = self._saved_at = checkpoint["pit"]["batches"]
         self._rng_to_restore = checkpoint["pit"]["rng"]
+        warn_if_threads_differ(self.directory, checkpoint["pit"].get("threads"), trainer.strategy.root_device)
 
     def save(self, trainer: L.Trainer) -> None:
         """Write `step-<batches>.ckpt` atomically with its sidecar, then drop all but the newest `keep_last`."""

@@ -107,6 +107,13 @@ def stage_status(results: dict) -> dict[str, str]:
     return {name: record["status"] for name, record in results["stages"].items()}
 
 
+def logged_threads(log: str) -> int:
+    """The torch thread count a job logged (`torch threads: N (...)`): jobs compared bit for bit must share it."""
+    found = re.findall(r"torch threads: (\d+) ", log)
+    assert len(found) == 1, f"expected one 'torch threads:' line, found {found} in:\n{log[-2000:]}"
+    return int(found[0])
+
+
 def model_hashes(cache: Path) -> dict[str, str]:
     """SHA-256 of every weights file of every finished stage, from the completion markers."""
     return {f"{marker.parent.parent.relative_to(cache)}/{name}": entry["sha256"]

@@ -113,6 +113,31 @@ def test_only_the_newest_keep_last_checkpoints_stay(tmp_path: Path, every: int, 
     assert latest_checkpoint(tmp_path).batches == steps
 
 
+def test_a_resume_with_another_thread_count_says_its_weights_will_differ(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The count is saved with the checkpoint: resumed with another one (which splits sums differently) the log says
+    the weights will not be bit-identical and which `threads=` would make them so; with the same count it is quiet."""
+    def fit(steps: int, threads: int, resume: Path | None = None) -> None:
+        torch.set_num_threads(threads)
+        L.Trainer(max_steps=steps, callbacks=[StageCheckpoint(tmp_path, every=1, keep_last=1)], logger=False,
+                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                  accelerator="cpu").fit(Line(), DataLoader(torch.ones(4, 1), batch_size=1), ckpt_path=resume,
+                                         weights_only=True)
+
+    before = torch.get_num_threads()
+    try:
+        fit(2, threads=1)
+        with caplog.at_level(logging.WARNING, logger="pit.checkpointing"):
+            fit(3, threads=2, resume=latest_checkpoint(tmp_path).path)
+            assert (f"the checkpoint in {tmp_path} was written with 1 torch threads and resumes with 2: the stage's "
+                    f"weights will differ in their last bits" in caplog.text and "threads=1" in caplog.text)
+            caplog.clear()
+            fit(4, threads=2, resume=latest_checkpoint(tmp_path).path)
+            assert "torch threads" not in caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage, batch", [("sft_policy", 27), ("reward", 2), ("rlhf_policy", 3),
                                           ("pit_rl/2_policy", 1)])

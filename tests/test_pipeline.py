@@ -187,8 +187,9 @@ def test_sigkill_at_each_point_then_rerun_equals_an_uninterrupted_run(
             assert f"stage {resumed}: resuming from" in done.stdout + done.stderr
             assert {r["status"] for name, r in records.items() if name != resumed} <= {"reused", "ran"}
         previous = (stage, batch)
-    assert model_hashes(tmp_path / "cache") == hashes
     final = json.loads(results_file.read_text())
+    assert final["threads"] == reference["threads"]   # else sums split differently: weights differ in their last bits
+    assert model_hashes(tmp_path / "cache") == hashes
     assert final["eval"]["pairs"] == reference["eval"]["pairs"]
     assert not list((tmp_path / "cache").rglob(".tmp-*")) and not list((tmp_path / "cache").rglob(".ckpt-*/*"))
     run_ids = {d.name.rsplit("-", 1)[-1] for d in (tmp_path / "job" / "wandb").glob("offline-run-*")}
