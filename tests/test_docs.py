@@ -53,3 +53,17 @@ def test_probes_table_is_the_committed_file() -> None:
     """Issue #29's SFT-only val probes in experiments/README.md, from their committed file."""
     table = script("tables").probes_table(results("results_probes.json"))
     assert table in (ROOT / "experiments" / "README.md").read_text()
+
+
+def test_flake_table_counts_the_committed_runs() -> None:
+    """#32's flake table in experiments/flake/README.md: runs and failures per thread setting, from results.txt."""
+    fields = [dict(f.split("=", 1) for f in line.split() if "=" in f)
+              for line in (ROOT / "experiments" / "flake" / "results.txt").read_text().splitlines()]
+    readme = (ROOT / "experiments" / "flake" / "README.md").read_text()
+    rows = {"1": "| holder and waiter on 1 thread, reference on 2 |",
+            "2": "| holder and waiter on 2 threads, reference on 2 |",
+            "default": "| every process on torch's default count (the test as it was) |"}
+    for setting, row in rows.items():
+        runs = [f for f in fields if f["subprocess_threads"] == setting]
+        failed = sum(f["rc"] != "0" for f in runs)
+        assert f"{row} {len(runs)} | {failed} |" in readme, setting
