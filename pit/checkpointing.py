@@ -85,15 +85,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["keys"]), p["gauss"]))
 
 
-def warn_if_threads_differ(directory: Path, saved: int | None, device: torch.device) -> None:
+OTHER_THREADS = "resumes with another torch thread count"   # the warning's words, for tests to look for
+
+
+def warn_if_threads_differ(directory: Path, saved: int | None, trainer: L.Trainer) -> None:
     """Say so when a CPU stage resumes with another torch thread count than its checkpoint was written with: the
-    count sets how sums are split, so the resumed weights then differ in their last bits from an uninterrupted run
-    (a mismatch of this kind reproduces the takeover test's old failure exactly: experiments/flake)."""
+    count sets how sums are split, so the resumed weights then differ in their last bits from an uninterrupted run.
+    (A mismatch between the jobs and the reference gives the takeover test's old failure: experiments/flake.)"""
     now = torch.get_num_threads()
-    if device.type == "cpu" and saved is not None and saved != now:
-        log.warning("the checkpoint in %s was written with %d torch threads and resumes with %d: the stage's weights "
-                    "will differ in their last bits from a run that was never stopped (rerun with threads=%d to "
-                    "resume bit-identically)", directory, saved, now, saved)
+    if trainer.strategy.root_device.type != "cpu" or saved in (None, now) or not trainer.is_global_zero:
+        return
+    setting = "OMP_NUM_THREADS" if trainer.world_size > 1 else "threads"   # Lightning's CPU DDP sets it per rank
+    log.warning("the checkpoint in %s %s (%d, written with %d): the stage's weights will differ in their last bits "
+                "from a run that was never stopped; %s=%d resumes it bit-identically on the same CPU", directory,
+                OTHER_THREADS, now, saved, setting, saved)
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,7 @@ class StageCheckpoint(L.Callback):
                            checkpoint: dict[str, Any]) -> None:
         self.batches = self._saved_at = checkpoint["pit"]["batches"]
         self._rng_to_restore = checkpoint["pit"]["rng"]
-        warn_if_threads_differ(self.directory, checkpoint["pit"].get("threads"), trainer.strategy.root_device)
+        warn_if_threads_differ(self.directory, checkpoint["pit"].get("threads"), trainer)
 
     def save(self, trainer: L.Trainer) -> None:
         """Write `step-<batches>.ckpt` atomically with its sidecar, then drop all but the newest `keep_last`."""

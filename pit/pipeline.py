@@ -271,10 +271,10 @@ class Pipeline:
         self.tasks = plan_run(cfg, self.objective, self.gap, self.reward_spec)
         self.objective.check_choices(self.baseline.improves, self.judge.name, self.judge.needs_oracle,
                                      self.source.has_oracle)
-        threads = set_threads(cfg.threads)   # this job's share of its CPUs, from how it was launched
+        set_threads(cfg.threads)   # this job's share of its CPUs, from how it was launched
         preflight(cfg, models_to_load({task.name for _, task in self.tasks}, self.model_spec, self.reward_spec,
                                       self.judge, self.source.has_oracle))
-        self.results: dict[str, Any] = {"stages": {}, "threads": threads}
+        self.results: dict[str, Any] = {"stages": {}}
         self.keys: dict[str, str] = {}
         self.config_keys: dict[str, str] = {}   # the same keys without the code version: to say why a stage reran
         self.artifacts: dict[str, Path] = {}

@@ -126,5 +126,6 @@ class StageFitter:
                 raise Interrupted(signal.SIGTERM, callback.batches) from None
             interrupt.stop_if_pending(callback.batches)   # a signal after the last batch: its checkpoint is written
         metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+        metrics["threads"] = torch.get_num_threads()   # the bits depend on it (Lightning's CPU DDP sets it per rank)
         metrics["checkpoint_seconds"] = round(callback.seconds, 2)
         return trainer

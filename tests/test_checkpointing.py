@@ -6,6 +6,7 @@ import json
 import logging
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -15,7 +16,7 @@ from helpers import CHECKPOINTED, compose_config, model_hashes
 from torch.utils.data import DataLoader
 
 from pit import checkpointing
-from pit.checkpointing import StageCheckpoint, StepStream, latest_checkpoint, rng_state, set_rng_state
+from pit.checkpointing import OTHER_THREADS, StageCheckpoint, StepStream, latest_checkpoint, rng_state, set_rng_state
 from pit.run import run
 
 
@@ -129,13 +130,29 @@ def test_a_resume_with_another_thread_count_says_its_weights_will_differ(tmp_pat
         fit(2, threads=1)
         with caplog.at_level(logging.WARNING, logger="pit.checkpointing"):
             fit(3, threads=2, resume=latest_checkpoint(tmp_path).path)
-            assert (f"the checkpoint in {tmp_path} was written with 1 torch threads and resumes with 2: the stage's "
-                    f"weights will differ in their last bits" in caplog.text and "threads=1" in caplog.text)
+            assert f"the checkpoint in {tmp_path} {OTHER_THREADS} (2, written with 1)" in caplog.text
+            assert "threads=1 resumes it bit-identically" in caplog.text
             caplog.clear()
             fit(4, threads=2, resume=latest_checkpoint(tmp_path).path)
-            assert "torch threads" not in caplog.text
+            assert OTHER_THREADS not in caplog.text
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("device, ranks, rank_zero, said", [
+    ("cpu", 2, True, "OMP_NUM_THREADS=7 resumes it"),   # Lightning's CPU DDP sets each rank's count over threads=
+    ("cpu", 2, False, None),                            # said once, by rank zero
+    ("cuda", 1, True, None),                            # the GPU's sums do not depend on the CPU threads
+])
+def test_the_thread_warning_under_ddp_and_on_gpu(tmp_path: Path, caplog: pytest.LogCaptureFixture, device: str,
+                                                 ranks: int, rank_zero: bool, said: str | None) -> None:
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), world_size=ranks,
+                              is_global_zero=rank_zero)
+    with caplog.at_level(logging.WARNING, logger="pit.checkpointing"):
+        checkpointing.warn_if_threads_differ(tmp_path, torch.get_num_threads() + 6, trainer)
+        checkpointing.warn_if_threads_differ(tmp_path, None, trainer)   # a checkpoint from before the count was kept
+    assert (said in caplog.text) if said else caplog.text == ""
+    assert caplog.text.count(OTHER_THREADS) == (1 if said else 0)
 
 
 @pytest.mark.slow

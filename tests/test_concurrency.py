@@ -16,6 +16,7 @@ from helpers import CHECKPOINTED, FAST, ROOT, compose_config, logged_threads, mo
 
 import pit.pipeline
 from pit.artifacts import remove_abandoned, source_digest
+from pit.checkpointing import OTHER_THREADS
 from pit.run import run
 
 SFT_ONLY = [*FAST, "objective=sft_only"]
@@ -90,9 +91,10 @@ def test_waiter_takes_over_from_a_killed_holder(tmp_path: Path, subprocess_env: 
     results = json.loads((tmp_path / "waiter" / "results.json").read_text())
     assert results["stages"]["sft_policy"]["status"] == "resumed"
     assert results["stages"]["sft_policy"]["resumed_from_batch"] == 20
-    # jobs with another thread count split sums differently: that mismatch reproduces this test's old failure
-    assert logged_threads(holder_log.read_text()) == results["threads"] == reference["threads"]
-    assert "torch threads and resumes with" not in output
+    # jobs on another thread count than the reference split sums differently (this test's old failure looked so)
+    assert logged_threads(holder_log.read_text()) == logged_threads(output) == \
+        results["stages"]["sft_policy"]["metrics"]["threads"] == reference["stages"]["sft_policy"]["metrics"]["threads"]
+    assert OTHER_THREADS not in output
     assert model_hashes(tmp_path / "cache") == model_hashes(tmp_path / "reference" / "cache")
     assert results["eval"]["pairs"] == reference["eval"]["pairs"]
 
