@@ -16,11 +16,12 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import lightning as L
 import torch
 from report import machine, time_default_pipeline, write
-from timing import HFIterationTimes, HFStepTimes, LightningStepTimes, Phases, now, paired, patched
+from timing import HFIterationTimes, HFStepTimes, LightningStepTimes, Phases, now, paired
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification
 
@@ -214,7 +215,7 @@ def ours_ppo(s: Setup, batch: int, iterations: int, epochs: int = 4, minibatches
     module._forward = phases.timed("score", module._forward, without_grad_only=True)
     inputs = batch if advantage == "gae" else batch // group_size   # each sampled group_size times
     loader = DataLoader(rollouts, batch_size=inputs, shuffle=True, drop_last=True, collate_fn=list)
-    with patched(pit.modules.ppo, sample=phases.timed("generate", pit.modules.ppo.sample)):
+    with patch.multiple(pit.modules.ppo, sample=phases.timed("generate", pit.modules.ppo.sample)):
         s.trainer(iterations * epochs * minibatches, ours).fit(module, loader)
     return ours.times
 
@@ -245,7 +246,7 @@ def bench_ppo(s: Setup, batch: int, iterations: int, warmup: int, epochs: int = 
         trl_policy = s.causal_lm()
         # TRL 1.0: rollout batch = per_device_train_batch_size x gradient_accumulation_steps, split into
         # num_mini_batches, one optimizer step per minibatch when gradient_accumulation_steps = 1 (as ours)
-        with patched(trl_ppo, batch_generation=their_phases.timed("generate", trl_ppo.batch_generation),
+        with patch.multiple(trl_ppo, batch_generation=their_phases.timed("generate", trl_ppo.batch_generation),
                      forward=their_phases.timed("score", trl_ppo.forward, without_grad_only=True),
                      get_reward=their_phases.timed("score", trl_ppo.get_reward)):
             PPOTrainer(args=TRLPPOConfig(**s.hf_args(per_device_train_batch_size=batch, gradient_accumulation_steps=1,

@@ -53,7 +53,10 @@ def hh_rlhf(scale: Any) -> list[dict[str, Any]]:
         config = AutoConfig.for_model("gpt_neox", vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                                       **scale.hh_model)
-        AutoModelForCausalLM.from_config(config).save_pretrained(f"{tmp}/model", safe_serialization=True)
+        model = AutoModelForCausalLM.from_config(config)
+        parameters = sum(p.numel() for p in model.parameters())
+        model.save_pretrained(f"{tmp}/model", safe_serialization=True)
+        del model
         tokenizer.save_pretrained(f"{tmp}/model")
         conf = str(Path(__file__).resolve().parents[2] / "conf")
         with initialize_config_dir(config_dir=conf, version_base="1.3"):
@@ -74,7 +77,6 @@ def hh_rlhf(scale: Any) -> list[dict[str, Any]]:
         scale_up, row = hh_scale_up(name, cfg, full), {"seconds": seconds, "train_seconds": train}
         projected += seconds - train + train * scale_up if train else seconds * scale_up
         stages[name] = {**row, "scale_up": scale_up}
-    parameters = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
     return [{"workload": "+experiment=hh_rlhf, few steps", "unit": "s", "wall_seconds": wall, "stages": stages,
              "peak_gib": peak, "parameters": parameters, "vocab": len(tokenizer),
              "projected_full_seconds": projected, "overrides": list(scale.hh_overrides)}]

@@ -6,8 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -148,16 +147,3 @@ def paired(name: str, unit: str, work_per_step: float, ours: Callable[[], list[f
           f"{result['ratio']:.2f} (range {min(ratios):.2f}-{max(ratios):.2f} over {repeats} interleaved rounds)",
           flush=True)
     return result
-
-
-@contextmanager
-def patched(module: Any, **names: Any) -> Iterator[None]:
-    """`module`'s attributes set to `names` inside, restored after."""
-    saved = {name: getattr(module, name) for name in names}
-    for name, value in names.items():
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(module, name, value)
